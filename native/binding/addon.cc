@@ -1,0 +1,17 @@
+// Node-facing module init: exports the classes and the constants src/native.ts declares.
+#include <napi.h>
+
+#include "event.h"
+
+namespace knockd {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("EVENT_RECORD_SIZE", Napi::Number::New(env, sizeof(EventRecord)));
+  return exports;
+}
+
+}  // namespace knockd
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return knockd::Init(env, exports); }
+
+NODE_API_MODULE(knockd_fast, InitModule)

@@ -1,0 +1,102 @@
+// The validated knockd.conf model: what src/config/parse.ts produces and src/program.ts compiles.
+// Field names follow the directives; defaults are knockd 0.8's (knockd-0.8.md §2) and SEMANTICS.md §3's.
+
+export type Proto = 'tcp' | 'udp';
+
+export interface Step {
+  port: number; // 0..65535
+  proto: Proto;
+}
+
+/** TCP flag bits as on the wire (byte 13 of the TCP header). */
+export const TCP_FLAG = { FIN: 1, SYN: 2, RST: 4, PSH: 8, ACK: 16, URG: 32 } as const;
+
+export interface TcpFlagRule {
+  mustSet: number; // bit set of TCP_FLAG values that must be present
+  mustClear: number; // bit set that must be absent
+}
+
+export interface NftSetRef {
+  family: 'ip' | 'ip6' | 'inet' | 'bridge' | 'arp' | 'netdev';
+  table: string;
+  set: string;
+}
+
+export interface GuardedPort {
+  port: number;
+  proto: Proto;
+}
+
+/** Derived (replay-resistant) door settings; see issue 7 / README "Derived doors". */
+export interface DerivedDoor {
+  secretFile: string;
+  sequenceLength: number;
+  ports: number[]; // the port range, expanded and sorted
+  protocols: Proto[];
+  timeStep: number; // seconds
+  bindSource: boolean;
+}
+
+export interface DoorConfig {
+  name: string;
+  /** line of the section header, for messages */
+  line: number;
+  sequence: Step[];
+  /** path of the one-time sequences file, when the door uses one */
+  oneTimeSequences?: string;
+  seqTimeout: number; // seconds (atoi; may be <= 0)
+  startCommand?: string;
+  /** undefined: fall back to startCommand; '' : run nothing for IPv6 */
+  startCommand6?: string;
+  cmdTimeout: number; // seconds
+  stopCommand?: string;
+  stopCommand6?: string;
+  tcpFlags: TcpFlagRule;
+  /** Target as written; targetAddress is its parsed form (undefined if it is not an IP literal) */
+  target?: string;
+  targetAddress?: { family: 4 | 6; bytes: Uint8Array };
+  // --- extensions (SEMANTICS.md §3) ---
+  open: GuardedPort[];
+  openTimeout: number; // seconds, default 30
+  nftSet?: NftSetRef;
+  hook: 'input' | 'forward';
+  allowDuplicates: boolean;
+  cooldown: number; // seconds, 0 = off
+  dedupe: boolean;
+  derived?: DerivedDoor;
+}
+
+export interface OptionsConfig {
+  useSyslog: boolean;
+  logFile?: string;
+  pidFile?: string;
+  /** Interface names; the first Interface directive wins (knockd), a value may list several. */
+  interfaces?: string[];
+  // --- extensions ---
+  maxTracked: number; // default 1,048,576
+  nftTable: string; // default knockd_fast
+  threads?: number;
+  logFormat?: 'knockd' | 'json';
+  metricsListen?: string;
+  stateFile?: string;
+}
+
+export interface KnockdConfig {
+  path: string;
+  options: OptionsConfig;
+  doors: DoorConfig[];
+  /** non-fatal remarks (e.g. a Target that is not an IP address and so can never match) */
+  warnings: string[];
+}
+
+export const DEFAULTS = {
+  seqTimeout: 25,
+  cmdTimeout: 10,
+  openTimeout: 30,
+  maxTracked: 1_048_576,
+  nftTable: 'knockd_fast',
+  interface: 'eth0',
+  pidFile: '/var/run/knockd.pid',
+  configPath: '/etc/knockd.conf',
+  timeStep: 30,
+} as const;

@@ -1,0 +1,49 @@
+// The only file that loads the addon. Declares the typed contract of native/binding/ and casts to it once.
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Synchronous matcher over the C++ core (native/binding/native_matcher.cc): no socket, no root. */
+export interface NativeMatcherHandle {
+  load(program: Uint32Array): void;
+  feed(data: Uint8Array, offsets: Uint32Array, timestampsUs: Float64Array, linkTypes: Uint16Array): Uint8Array;
+  tick(nowUs: number): Uint8Array;
+  /** fills the 13 counters of docs/MATCHER.md §8 */
+  stats(out: Float64Array): void;
+}
+
+export interface Binding {
+  EVENT_RECORD_SIZE: number;
+  NativeMatcher: new (shard?: number) => NativeMatcherHandle;
+}
+
+export class NativeLoadError extends Error {
+  readonly code = 'ERR_NATIVE_LOAD';
+}
+
+let cached: Binding | undefined;
+let loadError: Error | undefined;
+
+/** Loads the addon (prebuilt or built from source) once; throws NativeLoadError with the fixes. */
+export function loadBinding(): Binding {
+  if (cached) return cached;
+  if (loadError) throw loadError;
+  try {
+    const require = createRequire(import.meta.url);
+    const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+    cached = nodeGypBuild(packageRoot) as Binding;
+    return cached;
+  } catch (err) {
+    loadError = new NativeLoadError(
+      [
+        `could not load the knockd-fast native addon: ${(err as Error).message}`,
+        `looked in ${join(packageRoot, 'prebuilds')} (prebuilt, linux-x64 glibc) and ${join(packageRoot, 'build', 'Release')}.`,
+        'To fix: rebuild it from source with `npm rebuild knockd-fast` (needs cmake and g++:',
+        '`apt-get install cmake g++`), or in a checkout run `npm run build:native`.',
+      ].join('\n'),
+    );
+    throw loadError;
+  }
+}

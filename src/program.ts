@@ -1,0 +1,168 @@
+// Config -> the flat, versioned door program that both matchers load (layout: docs/MATCHER.md §6).
+// "TS validates, native trusts": everything the matchers rely on is checked here.
+import { createHash } from 'node:crypto';
+import { addressWords, type Address } from './address.js';
+import type { DoorConfig, KnockdConfig, Step } from './config/types.js';
+
+export const PROGRAM_MAGIC = 0x3150464b; // "KFP1"
+export const PROGRAM_VERSION = 1;
+export const HEADER_WORDS = 16;
+export const ADDRESS_WORDS = 5;
+export const DOOR_HEADER_WORDS = 7;
+export const MAX_STEPS = 32;
+export const MAX_COHORT = 8;
+export const MAX_TARGETS = 255;
+
+export const ProgramFlag = { STAGE_EVENTS: 1, ALL_LOCAL: 2, IGNORE_IPV6: 4 } as const;
+export const DoorOption = { ALLOW_DUPLICATES: 1, DERIVED: 2 } as const;
+export const PROTO_TCP = 6;
+export const PROTO_UDP = 17;
+
+export const Header = {
+  MAGIC: 0,
+  VERSION: 1,
+  GENERATION: 2,
+  FLAGS: 3,
+  MAX_TRACKED: 4,
+  EVENT_BUDGET: 5,
+  N_LOCAL: 6,
+  N_TARGETS: 7,
+  N_DOORS: 8,
+  TOTAL_WORDS: 9,
+} as const;
+
+export const DEFAULT_EVENT_BUDGET = 2000;
+
+export interface CompileOptions {
+  /** the capture host's addresses (the visibility set's default destinations) */
+  localAddresses: Address[];
+  /** every destination counts as local (replay without an interface or --local-address) */
+  allLocal?: boolean;
+  /** -4: IPv6 packets are invisible */
+  ignoreIpv6?: boolean;
+  /** emit STAGE events (the daemon's logs want them) */
+  stageEvents?: boolean;
+  /** STAGE+FAILED events per second per matcher shard before folding into SUPPRESSED; 0 = unlimited */
+  eventBudget?: number;
+  /** overrides config.options.maxTracked (a capture engine divides it among its shards) */
+  maxTracked?: number;
+  generation?: number;
+}
+
+export interface CompiledProgram {
+  words: Uint32Array;
+  /** door index in the program -> the config door it came from */
+  doors: DoorConfig[];
+  generation: number;
+}
+
+export class ProgramError extends Error {}
+
+export const stepWord = (s: Step): number => (s.port | ((s.proto === 'udp' ? PROTO_UDP : PROTO_TCP) << 16)) >>> 0;
+
+/** A hash of everything that defines a door's matching, so a reload can keep its attempts (MATCHER.md §5). */
+export function doorFingerprint(d: DoorConfig): number {
+  const h = createHash('sha256');
+  h.update(
+    JSON.stringify([
+      d.name,
+      d.target ?? null,
+      d.sequence.map(stepWord),
+      d.seqTimeout,
+      d.tcpFlags.mustSet,
+      d.tcpFlags.mustClear,
+      d.allowDuplicates,
+      d.derived ? [d.derived.ports, d.derived.protocols, d.derived.sequenceLength, d.derived.timeStep, d.derived.bindSource] : null,
+    ]),
+  );
+  return h.digest().readUInt32LE(0);
+}
+
+let nextGeneration = 1;
+
+/** Doors that can match: a door without a sequence (exhausted one-time file) is left out. */
+export function compileProgram(config: KnockdConfig, opts: CompileOptions): CompiledProgram {
+  const doors = config.doors.filter((d) => d.sequence.length > 0 && (d.target === undefined || d.targetAddress));
+  const generation = opts.generation ?? nextGeneration++;
+  const maxTracked = opts.maxTracked ?? config.options.maxTracked;
+  if (!Number.isInteger(maxTracked) || maxTracked < 1 || maxTracked > 0x7fffffff) {
+    throw new ProgramError(`MaxTracked must be a whole number from 1 to 2147483647 (got ${maxTracked})`);
+  }
+  const budget = opts.eventBudget ?? DEFAULT_EVENT_BUDGET;
+
+  // groups: 0 = local addresses, 1.. = distinct targets in order of first use
+  const targets: { key: string; family: 4 | 6; words: number[] }[] = [];
+  const groupOf = (d: DoorConfig): number => {
+    if (!d.targetAddress) return 0;
+    const words = addressWords(d.targetAddress.bytes);
+    const key = `${d.targetAddress.family}/${words.join('.')}`;
+    let i = targets.findIndex((t) => t.key === key);
+    if (i < 0) {
+      if (targets.length >= MAX_TARGETS) throw new ProgramError(`at most ${MAX_TARGETS} distinct Target addresses are supported`);
+      targets.push({ key, family: d.targetAddress.family, words });
+      i = targets.length - 1;
+    }
+    return i + 1;
+  };
+  const groups = doors.map(groupOf);
+
+  // cohorts: doors of one group sharing a first step progress together; the record holds 8 members
+  const cohorts = new Map<string, string[]>();
+  doors.forEach((d, i) => {
+    const key = `${groups[i]}/${stepWord(d.sequence[0])}`;
+    const members = cohorts.get(key) ?? [];
+    members.push(d.name);
+    cohorts.set(key, members);
+    if (members.length > MAX_COHORT) {
+      const s = d.sequence[0];
+      throw new ProgramError(
+        `at most ${MAX_COHORT} doors may start with the same knock (${s.port}:${s.proto}) for the same destination; ` +
+          `doors: ${members.join(', ')}`,
+      );
+    }
+  });
+
+  const locals = opts.localAddresses;
+  let total = HEADER_WORDS + (locals.length + targets.length) * ADDRESS_WORDS;
+  for (const d of doors) {
+    if (d.sequence.length > MAX_STEPS) throw new ProgramError(`door ${d.name}: more than ${MAX_STEPS} steps`);
+    total += DOOR_HEADER_WORDS + d.sequence.length;
+  }
+  const w = new Uint32Array(total);
+  w[Header.MAGIC] = PROGRAM_MAGIC;
+  w[Header.VERSION] = PROGRAM_VERSION;
+  w[Header.GENERATION] = generation;
+  w[Header.FLAGS] =
+    (opts.stageEvents ? ProgramFlag.STAGE_EVENTS : 0) |
+    (opts.allLocal ? ProgramFlag.ALL_LOCAL : 0) |
+    (opts.ignoreIpv6 ? ProgramFlag.IGNORE_IPV6 : 0);
+  w[Header.MAX_TRACKED] = maxTracked;
+  w[Header.EVENT_BUDGET] = budget;
+  w[Header.N_LOCAL] = locals.length;
+  w[Header.N_TARGETS] = targets.length;
+  w[Header.N_DOORS] = doors.length;
+  w[Header.TOTAL_WORDS] = total;
+  let o = HEADER_WORDS;
+  for (const a of locals) {
+    w[o] = a.family;
+    w.set(addressWords(a.bytes), o + 1);
+    o += ADDRESS_WORDS;
+  }
+  for (const t of targets) {
+    w[o] = t.family;
+    w.set(t.words, o + 1);
+    o += ADDRESS_WORDS;
+  }
+  doors.forEach((d, i) => {
+    w[o] = DOOR_HEADER_WORDS + d.sequence.length;
+    w[o + 1] = groups[i];
+    w[o + 2] = doorFingerprint(d);
+    w[o + 3] = d.seqTimeout | 0;
+    w[o + 4] = (d.tcpFlags.mustSet & 0x3f) | ((d.tcpFlags.mustClear & 0x3f) << 8);
+    w[o + 5] = (d.allowDuplicates ? DoorOption.ALLOW_DUPLICATES : 0) | (d.derived ? DoorOption.DERIVED : 0);
+    w[o + 6] = d.sequence.length;
+    d.sequence.forEach((s, k) => (w[o + DOOR_HEADER_WORDS + k] = stepWord(s)));
+    o += w[o];
+  });
+  return { words: w, doors, generation };
+}
