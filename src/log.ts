@@ -1,0 +1,143 @@
+// Log sinks of the daemon: the knockd log file (`[YYYY-MM-DD HH:MM] message`), syslog (identity `knockd`,
+// LOG_NOTICE, one datagram per message to /dev/log), `-v` lines on stdout, and JSON lines
+// (`--log-format json`). Message texts are knockd's (knockd-0.8.md §6.2); this file only frames them.
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { getSystemErrorMap } from 'node:util';
+
+export type LogFormat = 'knockd' | 'json';
+
+/** Structured fields that accompany a message in JSON output (event kind, source, door, ...). */
+export type LogFields = Record<string, string | number | boolean | undefined>;
+
+/** knockd truncates each message to 1023 bytes (logprint's buffer). */
+const MAX_MESSAGE_BYTES = 1023;
+
+const pad2 = (n: number): string => (n < 10 ? `0${n}` : String(n));
+
+/** knockd's log file prefix: local time at write time, minute resolution, no seconds. */
+export function knockdTimestamp(d: Date): string {
+  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+}
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** RFC 3164 datagram as glibc's syslog(3) builds it: `<PRI>Mmm dd hh:mm:ss knockd: message`. */
+export function syslogDatagram(message: string, d: Date, ident = 'knockd'): Buffer {
+  const LOG_USER = 1 << 3;
+  const LOG_NOTICE = 5;
+  const day = d.getDate() < 10 ? ` ${d.getDate()}` : String(d.getDate());
+  const stamp = `${MONTHS[d.getMonth()]} ${day} ${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+  return Buffer.from(`<${LOG_USER | LOG_NOTICE}>${stamp} ${ident}: ${message}`);
+}
+
+export function truncateMessage(message: string): string {
+  if (Buffer.byteLength(message) <= MAX_MESSAGE_BYTES) return message;
+  return Buffer.from(message).subarray(0, MAX_MESSAGE_BYTES).toString('utf8').replace(/\uFFFD$/, '');
+}
+
+/** The C library's text for an errno-carrying Node error, e.g. `No such file or directory`. */
+export function strerror(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (typeof e?.errno === 'number') {
+    const entry = getSystemErrorMap().get(e.errno);
+    if (entry) return entry[1].charAt(0).toUpperCase() + entry[1].slice(1);
+  }
+  return e instanceof Error ? e.message : String(err);
+}
+
+/** Sends one syslog datagram; the default is the addon's unix-datagram helper (Node has no AF_UNIX datagrams). */
+export type SyslogTransport = (datagram: Buffer) => void;
+
+export interface LoggerOptions {
+  /** knockd `LogFile` / `-g`; relative paths resolve against the start-up directory */
+  logFile?: string;
+  /** knockd `UseSyslog` */
+  syslog?: SyslogTransport;
+  /** `-v`: every message also goes to stdout */
+  verbose?: boolean;
+  format?: LogFormat;
+  stdout?: (text: string) => void;
+  stderr?: (text: string) => void;
+  now?: () => Date;
+}
+
+export class Logger {
+  private fd: number | undefined;
+  private readonly opts: LoggerOptions;
+  private readonly stdout: (text: string) => void;
+  private readonly stderr: (text: string) => void;
+  private readonly now: () => Date;
+  private syslogBroken = false;
+
+  constructor(opts: LoggerOptions) {
+    this.opts = opts;
+    this.stdout = opts.stdout ?? ((t) => void process.stdout.write(t));
+    this.stderr = opts.stderr ?? ((t) => void process.stderr.write(t));
+    this.now = opts.now ?? (() => new Date());
+    this.openFile();
+  }
+
+  get format(): LogFormat {
+    return this.opts.format ?? 'knockd';
+  }
+
+  /** One message to every sink. `fields` enrich the JSON form only. */
+  log(message: string, fields: LogFields = {}): void {
+    const text = truncateMessage(message);
+    const now = this.now();
+    const json = this.format === 'json' ? `${JSON.stringify({ time: now.toISOString(), message: text, ...fields })}\n` : undefined;
+    if (this.fd !== undefined) {
+      const line = json ?? `[${knockdTimestamp(now)}] ${text}\n`;
+      try {
+        writeSync(this.fd, line);
+      } catch (err) {
+        this.stderr(`warning: cannot write logfile: ${strerror(err)}\n`);
+      }
+    }
+    if (this.opts.syslog && !this.syslogBroken) {
+      try {
+        this.opts.syslog(syslogDatagram(text, now));
+      } catch (err) {
+        // one warning, then syslog stays off instead of failing on every line
+        this.syslogBroken = true;
+        this.stderr(`warning: cannot write to syslog: ${strerror(err)}\n`);
+      }
+    }
+    if (this.opts.verbose) this.stdout(json ?? `${text}\n`);
+  }
+
+  /** After SIGHUP: the config may name another log file (knockd re-opens it). */
+  reopen(logFile: string | undefined): void {
+    this.close();
+    this.opts.logFile = logFile;
+    this.openFile();
+  }
+
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+  }
+
+  private openFile(): void {
+    if (!this.opts.logFile) return;
+    try {
+      this.fd = openSync(this.opts.logFile, 'a', 0o640);
+    } catch (err) {
+      // knockd's start-up warning; the daemon keeps running without the file
+      this.stderr(`warning: cannot open logfile: ${strerror(err)}\n`);
+    }
+  }
+}
+
+/** knockd's event texts, `<src>[ (<host>)]: <door>: ...`. */
+export function knockerLabel(source: string, host: string | undefined): string {
+  return host ? `${source} (${host})` : source;
+}
+
+export const eventText = {
+  stage: (who: string, door: string, stage: number) => `${who}: ${door}: Stage ${stage}`,
+  open: (who: string, door: string) => `${who}: ${door}: OPEN SESAME`,
+  timeout: (who: string, door: string, stage: number) => `${who}: ${door}: sequence timeout (stage ${stage})`,
+  suppressed: (count: number) => `${count} events suppressed`,
+  evicted: (count: number) => `${count} knock attempts evicted (MaxTracked reached)`,
+};

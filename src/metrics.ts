@@ -1,0 +1,147 @@
+// Prometheus endpoint (`--metrics ADDR:PORT` / `MetricsListen`). Matcher and capture counters are read from
+// the engine at scrape time; grants, commands and nft latency are counted by the controller as they happen.
+import { createServer, type Server } from 'node:http';
+import { isIPv6 } from 'node:net';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { MatcherStats } from './matcher-api.js';
+
+/** What the capture side reports: the matcher counters summed over shards, plus capture-level drops. */
+export type EngineCounters = Partial<MatcherStats> & { ringDrops?: number; queueDrops?: number };
+
+export class MetricsAddressError extends Error {}
+
+/** `ADDR:PORT` or `[IPv6]:PORT` → host and port, with an error saying what a valid value looks like. */
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || !Number.isInteger(port) || port < 1 || port > 65535 || (text.startsWith('[') && !isIPv6(m[1]))) {
+    throw new MetricsAddressError(
+      `invalid metrics address "${text}": expected ADDR:PORT such as 127.0.0.1:9101 or [::1]:9101 (port 1-65535)`,
+    );
+  }
+  return { host: m[1], port };
+}
+
+const STAT_METRICS: [keyof MatcherStats, string, string][] = [
+  ['frames', 'knockd_packets_total', 'Frames seen by the matchers'],
+  ['visible', 'knockd_visible_packets_total', 'Frames inside the visibility set (a knock port of some door)'],
+  ['malformed', 'knockd_malformed_packets_total', 'Frames whose headers did not parse'],
+  ['stages', 'knockd_steps_total', 'Knock steps matched'],
+  ['completed', 'knockd_completions_total', 'Knock sequences completed'],
+  ['evicted', 'knockd_evictions_total', 'Attempts evicted because MaxTracked sources were tracked'],
+  ['rejected', 'knockd_rejected_total', 'First knocks dropped because the table was full of advanced attempts'],
+  ['suppressed', 'knockd_suppressed_events_total', 'Stage/failure events folded into "N events suppressed" lines'],
+];
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly grants: Counter<'door' | 'outcome'>;
+  readonly commandRuns: Counter<'door' | 'kind'>;
+  readonly commandFailures: Counter<'door' | 'kind'>;
+  readonly nftBatchSeconds: Histogram;
+  private server: Server | undefined;
+
+  constructor(readCounters: () => EngineCounters) {
+    const reg = [this.registry];
+    for (const [key, name, help] of STAT_METRICS) {
+      new Counter({
+        name,
+        help,
+        registers: reg,
+        collect() {
+          this.reset();
+          this.inc(readCounters()[key] ?? 0);
+        },
+      });
+    }
+    new Counter({
+      name: 'knockd_failures_total',
+      help: 'Knock attempts that failed, by reason',
+      labelNames: ['reason'],
+      registers: reg,
+      collect() {
+        const c = readCounters();
+        this.reset();
+        this.inc({ reason: 'timeout' }, c.failedTimeout ?? 0);
+        this.inc({ reason: 'wrong_port' }, c.failedWrongPort ?? 0);
+        this.inc({ reason: 'evicted' }, c.evicted ?? 0);
+      },
+    });
+    new Counter({
+      name: 'knockd_drops_total',
+      help: 'Packets lost before matching: kernel ring drops, and event batches dropped because JS was behind',
+      labelNames: ['where'],
+      registers: reg,
+      collect() {
+        const c = readCounters();
+        this.reset();
+        this.inc({ where: 'ring' }, c.ringDrops ?? 0);
+        this.inc({ where: 'event_queue' }, c.queueDrops ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'knockd_tracked_sources',
+      help: 'Sources with a knock attempt in progress',
+      registers: reg,
+      collect() {
+        this.set(readCounters().tracked ?? 0);
+      },
+    });
+    this.grants = new Counter({
+      name: 'knockd_grants_total',
+      help: 'Completed knocks by what the controller did: granted, extended (Dedupe), cooldown, disabled',
+      labelNames: ['door', 'outcome'],
+      registers: reg,
+    });
+    this.commandRuns = new Counter({
+      name: 'knockd_command_runs_total',
+      help: 'start/stop commands run',
+      labelNames: ['door', 'kind'],
+      registers: reg,
+    });
+    this.commandFailures = new Counter({
+      name: 'knockd_command_failures_total',
+      help: 'start/stop commands that exited non-zero or could not run',
+      labelNames: ['door', 'kind'],
+      registers: reg,
+    });
+    this.nftBatchSeconds = new Histogram({
+      name: 'knockd_nft_batch_seconds',
+      help: 'Time from the first grant of an nftables batch to the batch being applied',
+      buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: reg,
+    });
+  }
+
+  /** Serves GET /metrics; resolves once listening (rejects with the bind error). */
+  async listen(address: string): Promise<{ host: string; port: number }> {
+    const { host, port } = parseListen(address);
+    const server = createServer((req, res) => {
+      if (req.method !== 'GET' || (req.url !== '/metrics' && req.url !== '/')) {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('knockd-fast serves metrics at /metrics\n');
+        return;
+      }
+      this.registry.metrics().then(
+        (body) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(body),
+        (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${err.message}\n`),
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.unref();
+    this.server = server;
+    const a = server.address();
+    return { host, port: typeof a === 'object' && a ? a.port : port };
+  }
+
+  async close(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+}

@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { eventText, knockdTimestamp, knockerLabel, Logger, strerror, syslogDatagram, truncateMessage } from '../src/log.js';
+
+const fixed = new Date(2024, 0, 5, 7, 3, 9); // local time 2024-01-05 07:03:09
+
+test('knockd timestamp: local time, minute resolution, zero padded', () => {
+  assert.equal(knockdTimestamp(fixed), '2024-01-05 07:03');
+});
+
+test('log file lines are `[YYYY-MM-DD HH:MM] message` with no blank lines (deviation 7)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kf-log-'));
+  try {
+    const path = join(dir, 'knockd.log');
+    const log = new Logger({ logFile: path, now: () => fixed });
+    log.log('starting up, listening on eth0');
+    log.log(eventText.timeout('198.51.100.1', 'A', 2));
+    log.log('re-reading config file: /etc/knockd.conf');
+    log.close();
+    assert.equal(
+      readFileSync(path, 'utf8'),
+      '[2024-01-05 07:03] starting up, listening on eth0\n' +
+        '[2024-01-05 07:03] 198.51.100.1: A: sequence timeout (stage 2)\n' +
+        '[2024-01-05 07:03] re-reading config file: /etc/knockd.conf\n',
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('log file is appended to, not truncated', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kf-log-'));
+  try {
+    const path = join(dir, 'knockd.log');
+    new Logger({ logFile: path, now: () => fixed }).log('one');
+    const second = new Logger({ logFile: path, now: () => fixed });
+    second.log('two');
+    second.close();
+    assert.equal(readFileSync(path, 'utf8'), '[2024-01-05 07:03] one\n[2024-01-05 07:03] two\n');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an unopenable log file gives knockd\'s warning and logging goes on elsewhere', () => {
+  const errors: string[] = [];
+  const out: string[] = [];
+  const log = new Logger({
+    logFile: '/nonexistent-dir-kf/knockd.log',
+    verbose: true,
+    stderr: (t) => errors.push(t),
+    stdout: (t) => out.push(t),
+  });
+  log.log('hello');
+  assert.deepEqual(errors, ['warning: cannot open logfile: No such file or directory\n']);
+  assert.deepEqual(out, ['hello\n']);
+});
+
+test('-v writes the bare message to stdout; without -v nothing', () => {
+  const out: string[] = [];
+  new Logger({ verbose: true, stdout: (t) => out.push(t) }).log(eventText.open('198.51.100.1', 'A'));
+  new Logger({ verbose: false, stdout: (t) => out.push(t) }).log('not shown');
+  assert.deepEqual(out, ['198.51.100.1: A: OPEN SESAME\n']);
+});
+
+test('JSON format: one object per line with time, message and fields, in file and on stdout', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kf-log-'));
+  try {
+    const path = join(dir, 'knockd.log');
+    const out: string[] = [];
+    const log = new Logger({ logFile: path, format: 'json', verbose: true, stdout: (t) => out.push(t), now: () => fixed });
+    log.log('198.51.100.1: A: Stage 1', { event: 'stage', source: '198.51.100.1', door: 'A', stage: 1 });
+    log.close();
+    const line = readFileSync(path, 'utf8');
+    assert.equal(line, out[0]);
+    assert.ok(line.endsWith('\n'));
+    assert.deepEqual(JSON.parse(line), {
+      time: fixed.toISOString(),
+      message: '198.51.100.1: A: Stage 1',
+      event: 'stage',
+      source: '198.51.100.1',
+      door: 'A',
+      stage: 1,
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('syslog datagram: LOG_USER|LOG_NOTICE, BSD timestamp, identity knockd, no pid', () => {
+  assert.equal(syslogDatagram('shutting down', fixed).toString(), '<13>Jan  5 07:03:09 knockd: shutting down');
+  const sent: string[] = [];
+  new Logger({ syslog: (d) => sent.push(d.toString()), now: () => fixed }).log('x: A: OPEN SESAME');
+  assert.deepEqual(sent, ['<13>Jan  5 07:03:09 knockd: x: A: OPEN SESAME']);
+});
+
+test('a failing syslog transport warns once and stops being tried', () => {
+  const errors: string[] = [];
+  let calls = 0;
+  const log = new Logger({
+    syslog: () => {
+      calls++;
+      throw Object.assign(new Error('connect ENOENT'), { errno: -2, code: 'ENOENT' });
+    },
+    stderr: (t) => errors.push(t),
+  });
+  log.log('a');
+  log.log('b');
+  assert.equal(calls, 1);
+  assert.deepEqual(errors, ['warning: cannot write to syslog: No such file or directory\n']);
+});
+
+test('messages are cut to 1023 bytes as knockd does', () => {
+  assert.equal(truncateMessage('x'.repeat(2000)).length, 1023);
+  assert.equal(truncateMessage('short'), 'short');
+});
+
+test('reopen switches to the new log file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kf-log-'));
+  try {
+    const a = join(dir, 'a.log');
+    const b = join(dir, 'b.log');
+    const log = new Logger({ logFile: a, now: () => fixed });
+    log.log('first');
+    log.reopen(b);
+    log.log('second');
+    log.close();
+    assert.equal(readFileSync(a, 'utf8'), '[2024-01-05 07:03] first\n');
+    assert.equal(readFileSync(b, 'utf8'), '[2024-01-05 07:03] second\n');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('event texts are knockd\'s, with the -l host variant', () => {
+  assert.equal(eventText.stage(knockerLabel('198.51.100.1', undefined), 'A', 3), '198.51.100.1: A: Stage 3');
+  assert.equal(eventText.open(knockerLabel('2001:db8::5', 'h.example'), 'A'), '2001:db8::5 (h.example): A: OPEN SESAME');
+  assert.equal(eventText.suppressed(42), '42 events suppressed');
+  assert.equal(strerror(Object.assign(new Error('x'), { errno: -13 })), 'Permission denied');
+});
