@@ -1,0 +1,41 @@
+// Step: native match (derived doors). The expected knock for a source and time window, from a shared
+// secret: HMAC-SHA256 as specified in docs/MATCHER.md §10. Self-contained (no OpenSSL) so the addon has
+// no system library dependency.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace knockd {
+
+struct Sha256 {
+  uint32_t h[8];
+  uint8_t buf[64];
+  uint64_t total = 0;
+  size_t used = 0;
+  Sha256();
+  void update(const uint8_t* data, size_t len);
+  void finish(uint8_t out[32]);
+};
+
+void hmac_sha256(const uint8_t* key, size_t key_len, const uint8_t* msg, size_t msg_len, uint8_t out[32]);
+
+struct DerivedParams {
+  const uint8_t* key;
+  size_t key_len;
+  const uint32_t* ranges;  // lo | hi << 16, sorted, disjoint
+  size_t n_ranges;
+  uint32_t range_size;     // number of ports in all ranges
+  uint8_t protocols[2];    // 6 / 17 in list order
+  uint8_t n_protocols;
+  bool bind_source;
+};
+
+// Block k of the derivation for (window, family, src): 32 bytes.
+void derivation_block(const DerivedParams& p, uint64_t window, uint8_t family, const uint8_t src[16], uint8_t k,
+                      uint8_t out[32]);
+// Step i as a program step word (port | proto << 16), given block (i >> 2).
+uint32_t derived_step_from_block(const DerivedParams& p, const uint8_t block[32], unsigned i);
+// Convenience: step i computed from scratch.
+uint32_t derived_step(const DerivedParams& p, uint64_t window, uint8_t family, const uint8_t src[16], unsigned i);
+
+}  // namespace knockd
