@@ -72,7 +72,16 @@ export function doorFingerprint(d: DoorConfig): number {
       d.tcpFlags.mustSet,
       d.tcpFlags.mustClear,
       d.allowDuplicates,
-      d.derived ? [d.derived.ports, d.derived.protocols, d.derived.sequenceLength, d.derived.timeStep, d.derived.bindSource] : null,
+      d.derived
+        ? [
+            d.derived.ports,
+            d.derived.protocols,
+            d.derived.sequenceLength,
+            d.derived.timeStep,
+            d.derived.bindSource,
+            createHash('sha256').update(d.derived.key).digest('hex'),
+          ]
+        : null,
     ]),
   );
   return h.digest().readUInt32LE(0);
@@ -82,7 +91,7 @@ let nextGeneration = 1;
 
 /** Doors that can match: a door without a sequence (exhausted one-time file) is left out. */
 export function compileProgram(config: KnockdConfig, opts: CompileOptions): CompiledProgram {
-  const doors = config.doors.filter((d) => d.sequence.length > 0 && (d.target === undefined || d.targetAddress));
+  const doors = config.doors.filter((d) => (d.sequence.length > 0 || d.derived) && (d.target === undefined || d.targetAddress));
   const generation = opts.generation ?? nextGeneration++;
   const maxTracked = opts.maxTracked ?? config.options.maxTracked;
   if (!Number.isInteger(maxTracked) || maxTracked < 1 || maxTracked > 0x7fffffff) {
@@ -109,6 +118,7 @@ export function compileProgram(config: KnockdConfig, opts: CompileOptions): Comp
   // cohorts: doors of one group sharing a first step progress together; the record holds 8 members
   const cohorts = new Map<string, string[]>();
   doors.forEach((d, i) => {
+    if (d.derived) return; // a derived door is a cohort of its own (MATCHER.md §10)
     const key = `${groups[i]}/${stepWord(d.sequence[0])}`;
     const members = cohorts.get(key) ?? [];
     members.push(d.name);
@@ -124,10 +134,12 @@ export function compileProgram(config: KnockdConfig, opts: CompileOptions): Comp
 
   const locals = opts.localAddresses;
   let total = HEADER_WORDS + (locals.length + targets.length) * ADDRESS_WORDS;
-  for (const d of doors) {
+  const doorWords = doors.map((d) => {
+    if (d.derived) return derivedDoorWords(d);
     if (d.sequence.length > MAX_STEPS) throw new ProgramError(`door ${d.name}: more than ${MAX_STEPS} steps`);
-    total += DOOR_HEADER_WORDS + d.sequence.length;
-  }
+    return DOOR_HEADER_WORDS + d.sequence.length;
+  });
+  total += doorWords.reduce((a, b) => a + b, 0);
   const w = new Uint32Array(total);
   w[Header.MAGIC] = PROGRAM_MAGIC;
   w[Header.VERSION] = PROGRAM_VERSION;
@@ -154,15 +166,55 @@ export function compileProgram(config: KnockdConfig, opts: CompileOptions): Comp
     o += ADDRESS_WORDS;
   }
   doors.forEach((d, i) => {
-    w[o] = DOOR_HEADER_WORDS + d.sequence.length;
+    w[o] = doorWords[i];
     w[o + 1] = groups[i];
     w[o + 2] = doorFingerprint(d);
     w[o + 3] = d.seqTimeout | 0;
     w[o + 4] = (d.tcpFlags.mustSet & 0x3f) | ((d.tcpFlags.mustClear & 0x3f) << 8);
     w[o + 5] = (d.allowDuplicates ? DoorOption.ALLOW_DUPLICATES : 0) | (d.derived ? DoorOption.DERIVED : 0);
-    w[o + 6] = d.sequence.length;
-    d.sequence.forEach((s, k) => (w[o + DOOR_HEADER_WORDS + k] = stepWord(s)));
+    if (d.derived) writeDerived(w, o, d.derived);
+    else {
+      w[o + 6] = d.sequence.length;
+      d.sequence.forEach((s, k) => (w[o + DOOR_HEADER_WORDS + k] = stepWord(s)));
+    }
     o += w[o];
   });
   return { words: w, doors, generation };
+}
+
+/** Sorted ports -> inclusive [lo, hi] runs. */
+export function portRanges(ports: number[]): [number, number][] {
+  const sorted = [...new Set(ports)].sort((a, b) => a - b);
+  const out: [number, number][] = [];
+  for (const p of sorted) {
+    const last = out[out.length - 1];
+    if (last && p === last[1] + 1) last[1] = p;
+    else out.push([p, p]);
+  }
+  return out;
+}
+
+// Derived door record (MATCHER.md §10): after the 7-word header, timeStep, protocols, bindSource,
+// keyBytes, key words, nRanges, ranges.
+function derivedDoorWords(d: DoorConfig): number {
+  const x = d.derived!;
+  if (x.sequenceLength < 1 || x.sequenceLength > MAX_STEPS) throw new ProgramError(`door ${d.name}: Sequence_Length must be 1..${MAX_STEPS}`);
+  if (x.key.length < 16 || x.key.length > 64) throw new ProgramError(`door ${d.name}: the secret must be 16..64 bytes`);
+  if (x.ports.length === 0 || x.protocols.length === 0) throw new ProgramError(`door ${d.name}: Port_Range and Protocols must not be empty`);
+  return DOOR_HEADER_WORDS + 4 + Math.ceil(x.key.length / 4) + 1 + portRanges(x.ports).length;
+}
+
+function writeDerived(w: Uint32Array, o: number, x: NonNullable<DoorConfig['derived']>): void {
+  w[o + 6] = x.sequenceLength;
+  let k = o + DOOR_HEADER_WORDS;
+  w[k++] = x.timeStep;
+  w[k++] = (x.protocols.includes('tcp') ? 1 : 0) | (x.protocols.includes('udp') ? 2 : 0);
+  w[k++] = x.bindSource ? 1 : 0;
+  w[k++] = x.key.length;
+  for (let i = 0; i < x.key.length; i += 4) {
+    w[k++] = ((x.key[i] << 24) | ((x.key[i + 1] ?? 0) << 16) | ((x.key[i + 2] ?? 0) << 8) | (x.key[i + 3] ?? 0)) >>> 0;
+  }
+  const ranges = portRanges(x.ports);
+  w[k++] = ranges.length;
+  for (const [lo, hi] of ranges) w[k++] = (lo | (hi << 16)) >>> 0;
 }

@@ -30,6 +30,8 @@ export interface GuardedPort {
 /** Derived (replay-resistant) door settings; see issue 7 / README "Derived doors". */
 export interface DerivedDoor {
   secretFile: string;
+  /** the key read from secretFile (src/derive.ts readSecretFile): 16..64 bytes */
+  key: Uint8Array;
   sequenceLength: number;
   ports: number[]; // the port range, expanded and sorted
   protocols: Proto[];
