@@ -47,10 +47,14 @@ class Matcher {
   void tick(int64_t now_us, std::vector<EventRecord>& out);
 
   const Stats& stats() const { return stats_; }
+  // Bytes of tracking state allocated at load (record pool, index, wheel), for the memory benchmark.
+  size_t state_bytes() const;
   const Program* program() const { return program_.get(); }
 
- private:
+  // Tracking storage; defined in matcher.cc.
   struct State;
+
+ private:
   std::unique_ptr<State> state_;
   std::shared_ptr<const Program> program_;
   Stats stats_{};

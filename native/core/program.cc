@@ -1,13 +1,151 @@
-// Decoding of the compiled door program (docs/MATCHER.md §6).
+// Decoding of the compiled door program (docs/MATCHER.md §6). Every word index is checked against the
+// array length before it is read; a program that does not fit is rejected with the word that broke it.
 #include "program.h"
 
+#include <algorithm>
+#include <unordered_map>
+
 namespace knockd {
+namespace {
+
+std::shared_ptr<const Program> fail(std::string* error, std::string message) {
+  if (error) *error = "invalid program: " + std::move(message);
+  return nullptr;
+}
+
+std::string at(size_t word) { return " (word " + std::to_string(word) + ")"; }
+
+bool decode_address(const uint32_t* w, Address& out) {
+  if (w[0] != 4 && w[0] != 6) return false;
+  out.family = uint8_t(w[0]);
+  for (int i = 0; i < 4; i++) {
+    out.bytes[i * 4] = uint8_t(w[1 + i] >> 24);
+    out.bytes[i * 4 + 1] = uint8_t(w[1 + i] >> 16);
+    out.bytes[i * 4 + 2] = uint8_t(w[1 + i] >> 8);
+    out.bytes[i * 4 + 3] = uint8_t(w[1 + i]);
+  }
+  return true;
+}
+
+}  // namespace
+
+const Cohort* Program::find_cohort(uint32_t group, uint32_t step) const {
+  uint64_t key = group_step_key(group, step);
+  auto it = std::lower_bound(cohort_keys.begin(), cohort_keys.end(), key);
+  if (it == cohort_keys.end() || *it != key) return nullptr;
+  return &cohorts[cohort_by_key[size_t(it - cohort_keys.begin())]];
+}
+
+bool Program::group_sees(uint32_t group, uint32_t step, uint8_t proto, uint8_t tcp_flags) const {
+  uint64_t key = group_step_key(group, step);
+  auto it = std::lower_bound(step_uses.begin(), step_uses.end(), key,
+                             [](const StepUse& u, uint64_t k) { return u.key < k; });
+  for (; it != step_uses.end() && it->key == key; ++it) {
+    if (doors[it->door].flags_ok(proto, tcp_flags)) return true;
+  }
+  return false;
+}
 
 std::shared_ptr<const Program> Program::decode(const uint32_t* words, size_t n, std::string* error) {
-  (void)words;
-  (void)n;
-  if (error) *error = "not implemented";
-  return nullptr;
+  if (n < kHeaderWords) {
+    return fail(error, "it has " + std::to_string(n) + " words, fewer than the " + std::to_string(kHeaderWords) +
+                           "-word header; compile it with src/program.ts");
+  }
+  if (words[0] != kProgramMagic) return fail(error, "bad magic, not a KFP1 program" + at(0));
+  if (words[1] != kProgramVersion) {
+    return fail(error, "version " + std::to_string(words[1]) + " is not the supported version " +
+                           std::to_string(kProgramVersion) + at(1));
+  }
+  if (words[9] != n) {
+    return fail(error, "header says " + std::to_string(words[9]) + " words but the array has " + std::to_string(n) + at(9));
+  }
+  auto p = std::make_shared<Program>();
+  p->generation = words[2];
+  p->flags = words[3];
+  p->max_tracked = words[4];
+  p->event_budget = words[5];
+  // The index needs 4/3 slots per record as a power of two within uint32_t, and slot ~0u means empty.
+  if (p->max_tracked < 1 || p->max_tracked > 0x7fffffffu) {
+    return fail(error, "maxTracked " + std::to_string(p->max_tracked) + " is outside 1..2147483647" + at(4));
+  }
+  const uint64_t n_local = words[6], n_targets = words[7], n_doors = words[8];
+  if (n_targets > kMaxTargets) return fail(error, std::to_string(n_targets) + " targets, at most 255" + at(7));
+  if (n_doors > kMaxDoors) return fail(error, std::to_string(n_doors) + " doors, at most 65535" + at(8));
+  size_t o = kHeaderWords;
+  if ((n_local + n_targets) * kAddressWords > n - o) {
+    return fail(error, "the address tables run past the end of the array" + at(o));
+  }
+  for (uint64_t i = 0; i < n_local + n_targets; i++, o += kAddressWords) {
+    Address a;
+    if (!decode_address(words + o, a)) return fail(error, "address family must be 4 or 6" + at(o));
+    (i < n_local ? p->locals : p->targets).push_back(a);
+  }
+  p->doors.reserve(n_doors);
+  for (uint64_t i = 0; i < n_doors; i++) {
+    const std::string which = "door " + std::to_string(i);
+    if (n - o < kDoorHeaderWords) return fail(error, which + " header runs past the end of the array" + at(o));
+    const uint32_t* w = words + o;
+    const uint32_t n_steps = w[6];
+    if (n_steps < 1 || n_steps > kMaxSteps) return fail(error, which + " has " + std::to_string(n_steps) + " steps, not 1..32" + at(o + 6));
+    if (w[0] != kDoorHeaderWords + n_steps) return fail(error, which + " word count does not match its steps" + at(o));
+    if (w[0] > n - o) return fail(error, which + " runs past the end of the array" + at(o));
+    if (w[1] > n_targets) return fail(error, which + " names group " + std::to_string(w[1]) + " beyond the targets" + at(o + 1));
+    Door d{};
+    d.group = w[1];
+    d.fingerprint = w[2];
+    d.seq_timeout = int32_t(w[3]);
+    d.must_set = uint8_t(w[4] & 0x3f);
+    d.must_clear = uint8_t((w[4] >> 8) & 0x3f);
+    d.options = w[5];
+    d.timeout_us = int64_t(d.seq_timeout) * 1000000;
+    for (uint32_t k = 0; k < n_steps; k++) {
+      uint32_t s = w[kDoorHeaderWords + k];
+      uint32_t proto = s >> 16;
+      if (proto != kProtoTcp && proto != kProtoUdp) {
+        return fail(error, which + " step " + std::to_string(k) + " has protocol " + std::to_string(proto) + ", not 6 or 17" +
+                               at(o + kDoorHeaderWords + k));
+      }
+      d.steps.push_back(s);
+    }
+    p->doors.push_back(std::move(d));
+    o += w[0];
+  }
+  if (o != n) return fail(error, "there are " + std::to_string(n - o) + " words after the last door" + at(o));
+
+  // Cohorts in order of their first door; members in config order.
+  std::unordered_map<uint64_t, uint32_t> cohort_of_key;
+  for (size_t i = 0; i < p->doors.size(); i++) {
+    Door& d = p->doors[i];
+    auto [it, added] = cohort_of_key.emplace(group_step_key(d.group, d.steps[0]), uint32_t(p->cohorts.size()));
+    if (added) p->cohorts.push_back(Cohort{d.group, d.steps[0], 0, {}});
+    Cohort& c = p->cohorts[it->second];
+    if (c.size == kMaxCohort) return fail(error, "more than 8 doors of one group share a first step (door " + std::to_string(i) + ")");
+    d.cohort = it->second;
+    d.member = c.size;
+    c.doors[c.size++] = uint16_t(i);
+  }
+  std::vector<std::pair<uint64_t, uint32_t>> keyed(cohort_of_key.begin(), cohort_of_key.end());
+  std::sort(keyed.begin(), keyed.end());
+  for (const auto& [key, cohort] : keyed) {
+    p->cohort_keys.push_back(key);
+    p->cohort_by_key.push_back(cohort);
+  }
+
+  p->step_bits.assign((2u << 16) / 64, 0);
+  for (size_t i = 0; i < p->doors.size(); i++) {
+    const Door& d = p->doors[i];
+    for (uint32_t s : d.steps) {
+      p->step_uses.push_back(StepUse{group_step_key(d.group, s), uint16_t(i)});
+      size_t bit = size_t((s >> 16) == kProtoUdp) << 16 | (s & 0xffff);
+      p->step_bits[bit >> 6] |= uint64_t(1) << (bit & 63);
+    }
+  }
+  std::sort(p->step_uses.begin(), p->step_uses.end(),
+            [](const StepUse& a, const StepUse& b) { return a.key != b.key ? a.key < b.key : a.door < b.door; });
+  p->step_uses.erase(std::unique(p->step_uses.begin(), p->step_uses.end(),
+                                 [](const StepUse& a, const StepUse& b) { return a.key == b.key && a.door == b.door; }),
+                     p->step_uses.end());
+  return p;
 }
 
 }  // namespace knockd

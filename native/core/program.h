@@ -14,6 +14,13 @@ constexpr uint32_t kProgramVersion = 1;
 constexpr uint32_t kFlagStageEvents = 1, kFlagAllLocal = 2, kFlagIgnoreIpv6 = 4;
 constexpr uint32_t kOptAllowDuplicates = 1, kOptDerived = 2;
 constexpr size_t kMaxSteps = 32, kMaxCohort = 8;
+constexpr size_t kHeaderWords = 16, kAddressWords = 5, kDoorHeaderWords = 7;
+// Limits of the fixed-size event record and matcher record (door is a u16, group a u8).
+constexpr size_t kMaxDoors = 65535, kMaxTargets = 255;
+constexpr uint8_t kProtoTcp = 6, kProtoUdp = 17;
+
+// A step as the program stores it: port | proto << 16.
+constexpr uint32_t step_word(uint8_t proto, uint16_t port) { return uint32_t(port) | uint32_t(proto) << 16; }
 
 struct Address {
   uint8_t family;  // 4 or 6
@@ -27,6 +34,28 @@ struct Door {
   uint8_t must_set, must_clear;
   uint32_t options;
   std::vector<uint32_t> steps;  // port | proto << 16
+  // Derived at decode time.
+  int64_t timeout_us;  // seq_timeout * 1e6
+  uint32_t cohort;     // index into Program::cohorts
+  uint8_t member;      // position within that cohort
+
+  bool flags_ok(uint8_t proto, uint8_t tcp_flags) const {
+    return proto == kProtoUdp || ((tcp_flags & must_set) == must_set && (tcp_flags & must_clear) == 0);
+  }
+};
+
+// The doors (config order) of one group whose first step is the same (MATCHER.md §4).
+struct Cohort {
+  uint32_t group;
+  uint32_t first_step;
+  uint8_t size;
+  uint16_t doors[kMaxCohort];
+};
+
+// (group, step) -> a door of that group with the step somewhere in its sequence; sorted by key.
+struct StepUse {
+  uint64_t key;  // group << 32 | step
+  uint16_t door;
 };
 
 struct Program {
@@ -37,6 +66,22 @@ struct Program {
   std::vector<Address> locals;
   std::vector<Address> targets;
   std::vector<Door> doors;
+  std::vector<Cohort> cohorts;
+  std::vector<uint64_t> cohort_keys;  // sorted group << 32 | first_step, parallel to cohort_by_key
+  std::vector<uint32_t> cohort_by_key;
+  std::vector<StepUse> step_uses;
+  std::vector<uint64_t> step_bits;  // bit (proto == UDP) << 16 | port: some door uses that step
+
+  static uint64_t group_step_key(uint32_t group, uint32_t step) { return uint64_t(group) << 32 | step; }
+
+  // The cohort of `group` whose first step is `step`, or nullptr.
+  const Cohort* find_cohort(uint32_t group, uint32_t step) const;
+  // Whether some door of `group` has `step` in its sequence and accepts these TCP flags.
+  bool group_sees(uint32_t group, uint32_t step, uint8_t proto, uint8_t tcp_flags) const;
+  bool any_door_uses(uint8_t proto, uint16_t port) const {
+    size_t bit = size_t(proto == kProtoUdp) << 16 | port;
+    return (step_bits[bit >> 6] >> (bit & 63)) & 1;
+  }
 
   // Returns nullptr and sets *error when the words are not a well-formed program.
   static std::shared_ptr<const Program> decode(const uint32_t* words, size_t n, std::string* error);

@@ -1,0 +1,613 @@
+// Per-source sequence matching, exactly as docs/MATCHER.md describes (section numbers below refer to it).
+// All state lives in fixed arrays allocated at load: a pool of 56-byte records, a power-of-two index of
+// pool slots (linear probing, backward-shift deletion), a timer wheel and the stage-1 list, both as
+// intrusive doubly linked lists through the records. Nothing here allocates per packet except the
+// caller's event vector, which the caller reserves.
+#include "matcher.h"
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_map>
+
+namespace knockd {
+namespace {
+
+constexpr uint32_t kNone = 0xffffffffu;
+constexpr uint16_t kNoBucket = 0xffff;
+constexpr int64_t kBucketUs = 16384;  // G
+constexpr uint32_t kWheelSize = 4096;  // W
+constexpr int64_t kSecondUs = 1000000;
+constexpr uint8_t kInStage1 = 1;
+
+int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+struct Record {
+  uint8_t src[16];
+  int64_t t_first;
+  uint32_t wheel_next, wheel_prev;  // wheel_next doubles as the free-list link
+  uint32_t s1_next, s1_prev;
+  uint16_t cohort;
+  uint16_t bucket;  // wheel bucket the record is linked in, kNoBucket while detached
+  uint8_t family;
+  uint8_t group;
+  uint8_t flags;
+  uint8_t reserved;
+  uint8_t stage[kMaxCohort];  // per cohort member, 0 = dead
+};
+static_assert(sizeof(Record) == 56, "a tracked source costs 56 bytes of record (MATCHER.md §9)");
+
+uint64_t key_hash(uint8_t family, const uint8_t* src, uint8_t group) {
+  uint64_t a, b;
+  std::memcpy(&a, src, 8);
+  std::memcpy(&b, src + 8, 8);
+  uint64_t h = a * 0x9E3779B97F4A7C15ull ^ (b + (uint64_t(family) << 8 | group)) * 0xC2B2AE3D27D4EB4Full;
+  h ^= h >> 29;
+  h *= 0xBF58476D1CE4E5B9ull;
+  return h ^ (h >> 32);
+}
+
+size_t index_capacity(uint32_t max_tracked) {
+  uint64_t need = (uint64_t(max_tracked) * 4 + 2) / 3;  // ceil(4/3 × maxTracked)
+  size_t cap = 2;
+  while (cap < need) cap <<= 1;
+  return cap;
+}
+
+}  // namespace
+
+struct Matcher::State {
+  std::vector<Record> pool;
+  std::vector<uint32_t> index;  // pool slots, kNone = empty
+  size_t mask = 0;
+  uint32_t free_head = kNone;
+  uint32_t count = 0;
+  std::vector<uint32_t> wheel_head, wheel_tail;
+  uint32_t s1_head = kNone, s1_tail = kNone;
+
+  // Time and budget (§2): kept across loads.
+  bool time_set = false;
+  int64_t now = 0;
+  int64_t wheel_pos = 0;
+  int64_t window = 0;
+  uint32_t used = 0, suppressed = 0;
+
+  void allocate(uint32_t max_tracked) {
+    Record unused{};
+    unused.bucket = kNoBucket;
+    pool.assign(max_tracked, unused);
+    index.assign(index_capacity(max_tracked), kNone);
+    mask = index.size() - 1;
+    wheel_head.assign(kWheelSize, kNone);
+    wheel_tail.assign(kWheelSize, kNone);
+    free_head = kNone;
+    for (uint32_t i = max_tracked; i-- > 0;) {
+      pool[i].wheel_next = free_head;
+      free_head = i;
+    }
+    count = 0;
+    s1_head = s1_tail = kNone;
+  }
+
+  size_t bytes() const {
+    return pool.capacity() * sizeof(Record) + index.capacity() * sizeof(uint32_t) +
+           (wheel_head.capacity() + wheel_tail.capacity()) * sizeof(uint32_t);
+  }
+
+  static bool same_key(const Record& r, uint8_t family, const uint8_t* src, uint8_t group) {
+    return r.family == family && r.group == group && std::memcmp(r.src, src, 16) == 0;
+  }
+
+  uint32_t find(uint8_t family, const uint8_t* src, uint8_t group) const {
+    for (size_t i = key_hash(family, src, group) & mask;; i = (i + 1) & mask) {
+      uint32_t slot = index[i];
+      if (slot == kNone) return kNone;
+      if (same_key(pool[slot], family, src, group)) return slot;
+    }
+  }
+
+  void index_insert(uint32_t slot) {
+    const Record& r = pool[slot];
+    size_t i = key_hash(r.family, r.src, r.group) & mask;
+    while (index[i] != kNone) i = (i + 1) & mask;
+    index[i] = slot;
+  }
+
+  void index_erase(uint32_t slot) {
+    const Record& r = pool[slot];
+    size_t i = key_hash(r.family, r.src, r.group) & mask;
+    while (index[i] != slot) i = (i + 1) & mask;
+    // Backward shift: pull later entries of the probe run into the hole unless their home lies
+    // cyclically in (hole, j].
+    for (size_t j = (i + 1) & mask; index[j] != kNone; j = (j + 1) & mask) {
+      const Record& m = pool[index[j]];
+      size_t home = key_hash(m.family, m.src, m.group) & mask;
+      bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+      if (!stays) {
+        index[i] = index[j];
+        i = j;
+      }
+    }
+    index[i] = kNone;
+  }
+
+  void wheel_link(uint32_t slot, uint16_t bucket) {
+    Record& r = pool[slot];
+    r.bucket = bucket;
+    r.wheel_next = kNone;
+    r.wheel_prev = wheel_tail[bucket];
+    if (r.wheel_prev == kNone) wheel_head[bucket] = slot;
+    else pool[r.wheel_prev].wheel_next = slot;
+    wheel_tail[bucket] = slot;
+  }
+
+  void wheel_unlink(uint32_t slot) {
+    Record& r = pool[slot];
+    if (r.bucket == kNoBucket) return;
+    if (r.wheel_prev == kNone) wheel_head[r.bucket] = r.wheel_next;
+    else pool[r.wheel_prev].wheel_next = r.wheel_next;
+    if (r.wheel_next == kNone) wheel_tail[r.bucket] = r.wheel_prev;
+    else pool[r.wheel_next].wheel_prev = r.wheel_prev;
+    r.bucket = kNoBucket;
+  }
+
+  void s1_append(uint32_t slot) {
+    Record& r = pool[slot];
+    r.flags |= kInStage1;
+    r.s1_next = kNone;
+    r.s1_prev = s1_tail;
+    if (s1_tail == kNone) s1_head = slot;
+    else pool[s1_tail].s1_next = slot;
+    s1_tail = slot;
+  }
+
+  void s1_unlink(uint32_t slot) {
+    Record& r = pool[slot];
+    if (!(r.flags & kInStage1)) return;
+    if (r.s1_prev == kNone) s1_head = r.s1_next;
+    else pool[r.s1_prev].s1_next = r.s1_next;
+    if (r.s1_next == kNone) s1_tail = r.s1_prev;
+    else pool[r.s1_next].s1_prev = r.s1_prev;
+    r.flags &= uint8_t(~kInStage1);
+  }
+
+  uint32_t take_slot() {
+    uint32_t slot = free_head;
+    free_head = pool[slot].wheel_next;
+    count++;
+    return slot;
+  }
+
+  void free_record(uint32_t slot) {
+    wheel_unlink(slot);
+    s1_unlink(slot);
+    index_erase(slot);
+    pool[slot].wheel_next = free_head;
+    free_head = slot;
+    count--;
+  }
+};
+
+namespace {
+
+// Emission and the per-record rules, bound to one matcher's state, program and output for one call.
+class MatchCall {
+ public:
+  MatchCall(Matcher::State& st, const Program& prog, Stats& stats, uint16_t shard, std::vector<EventRecord>& out)
+      : st_(st), prog_(prog), stats_(stats), shard_(shard), out_(out) {}
+
+  void set_time(int64_t t) {
+    if (!st_.time_set) {
+      st_.time_set = true;
+      st_.now = t;
+      st_.window = floor_div(t, kSecondUs);
+      st_.wheel_pos = floor_div(t, kBucketUs);
+      return;
+    }
+    if (t > st_.now) st_.now = t;
+    int64_t window = floor_div(st_.now, kSecondUs);
+    if (window != st_.window) {
+      if (st_.suppressed > 0) {
+        EventRecord& e = push(kEventSuppressed, 0, 0, 0, 0, nullptr, (st_.window + 1) * kSecondUs);
+        e.count = st_.suppressed;
+      }
+      st_.window = window;
+      st_.used = 0;
+      st_.suppressed = 0;
+    }
+    advance_wheel();
+  }
+
+  // §4 steps 3-6 for one parsed packet.
+  void match(const Packet& p) {
+    if (p.family == 6 && (prog_.flags & kFlagIgnoreIpv6)) {
+      stats_[kStatInvisible]++;
+      return;
+    }
+    uint8_t groups[kMaxTargets + 1];
+    size_t n_groups = accepting(p, groups);
+    const uint32_t step = step_word(p.proto, p.dport);
+    bool visible = false;
+    if (n_groups > 0 && prog_.any_door_uses(p.proto, p.dport)) {
+      for (size_t i = 0; i < n_groups && !visible; i++) visible = prog_.group_sees(groups[i], step, p.proto, p.tcp_flags);
+    }
+    if (!visible) {
+      stats_[kStatInvisible]++;
+      return;
+    }
+    stats_[kStatVisible]++;
+
+    uint32_t candidates[kMaxTargets + 1];
+    size_t n_candidates = 0;
+    for (size_t i = 0; i < n_groups; i++) {
+      uint32_t slot = st_.find(p.family, p.src, groups[i]);
+      if (slot != kNone && expire(slot)) candidates[n_candidates++] = slot;
+    }
+    if (n_candidates > 0) {
+      for (size_t i = 0; i < n_candidates; i++) advance(candidates[i], p, step);
+      return;
+    }
+    for (size_t i = 0; i < n_groups; i++) start(groups[i], p, step);
+  }
+
+ private:
+  EventRecord& push(uint8_t kind, uint8_t reason, uint8_t family, uint8_t stage, uint16_t door, const uint8_t* src,
+                    int64_t time) {
+    EventRecord& e = out_.emplace_back();
+    e.kind = kind;
+    e.reason = reason;
+    e.family = family;
+    e.stage = stage;
+    e.door = door;
+    e.shard = shard_;
+    e.generation = prog_.generation;
+    e.count = 0;
+    e.time_us = time;
+    if (src) std::memcpy(e.addr, src, 16);
+    else std::memset(e.addr, 0, 16);
+    return e;
+  }
+
+  // STAGE and FAILED events go through the per-second budget (§2.2).
+  void budgeted(uint8_t kind, uint8_t reason, const Record& r, uint8_t stage, uint16_t door, int64_t time) {
+    if (prog_.event_budget != 0 && st_.used >= prog_.event_budget) {
+      st_.suppressed++;
+      stats_[kStatSuppressed]++;
+      return;
+    }
+    st_.used++;
+    push(kind, reason, r.family, stage, door, r.src, time);
+  }
+
+  void stage_event(const Record& r, uint8_t stage, uint16_t door) {
+    if (!(prog_.flags & kFlagStageEvents)) return;
+    stats_[kStatStages]++;
+    budgeted(kEventStage, 0, r, stage, door, st_.now);
+  }
+
+  void completed_event(const Record& r, uint8_t stage, uint16_t door) {
+    stats_[kStatCompleted]++;
+    push(kEventCompleted, 0, r.family, stage, door, r.src, st_.now);
+  }
+
+  void failed_event(FailReason reason, const Record& r, uint8_t stage, uint16_t door, int64_t time) {
+    stats_[reason == kFailTimeout ? kStatFailedTimeout : reason == kFailWrongPort ? kStatFailedWrongPort : kStatEvicted]++;
+    budgeted(kEventFailed, reason, r, stage, door, time);
+  }
+
+  size_t accepting(const Packet& p, uint8_t* groups) const {
+    size_t n = 0;
+    bool local = prog_.flags & kFlagAllLocal;
+    for (size_t i = 0; i < prog_.locals.size() && !local; i++) {
+      const Address& a = prog_.locals[i];
+      local = a.family == p.family && std::memcmp(a.bytes, p.dst, 16) == 0;
+    }
+    if (local) groups[n++] = 0;
+    for (size_t i = 0; i < prog_.targets.size(); i++) {
+      const Address& a = prog_.targets[i];
+      if (a.family == p.family && std::memcmp(a.bytes, p.dst, 16) == 0) groups[n++] = uint8_t(i + 1);
+    }
+    return n;
+  }
+
+  int64_t deadline(const Record& r) const {
+    const Cohort& c = prog_.cohorts[r.cohort];
+    int64_t min_timeout = INT64_MAX;
+    for (uint8_t j = 0; j < c.size; j++) {
+      if (r.stage[j]) min_timeout = std::min(min_timeout, prog_.doors[c.doors[j]].timeout_us);
+    }
+    return r.t_first + min_timeout;
+  }
+
+  bool any_live(const Record& r) const {
+    uint64_t stages;
+    std::memcpy(&stages, r.stage, sizeof stages);
+    return stages != 0;
+  }
+
+  uint16_t bucket_for(int64_t deadline_us) const {
+    int64_t b = std::max(floor_div(deadline_us, kBucketUs), st_.wheel_pos);
+    return uint16_t(b & (kWheelSize - 1));
+  }
+
+  // Re-file a record whose deadline changed at the tail of its new bucket.
+  void move(uint32_t slot) {
+    st_.wheel_unlink(slot);
+    st_.wheel_link(slot, bucket_for(deadline(st_.pool[slot])));
+  }
+
+  // §2.1 expire(r). Returns whether the record still exists.
+  bool expire(uint32_t slot) {
+    Record& r = st_.pool[slot];
+    const int64_t before = deadline(r);
+    if (before > st_.now) return true;
+    const Cohort& c = prog_.cohorts[r.cohort];
+    for (uint8_t j = 0; j < c.size; j++) {
+      const Door& d = prog_.doors[c.doors[j]];
+      if (r.stage[j] && r.t_first + d.timeout_us <= st_.now) {
+        failed_event(kFailTimeout, r, r.stage[j], c.doors[j], r.t_first + d.timeout_us);
+        r.stage[j] = 0;
+      }
+    }
+    if (!any_live(r)) {
+      st_.free_record(slot);
+      return false;
+    }
+    move(slot);  // a member died, so the deadline moved later
+    return true;
+  }
+
+  void process_bucket(uint32_t b) {
+    uint32_t slot = st_.wheel_head[b];
+    st_.wheel_head[b] = st_.wheel_tail[b] = kNone;
+    while (slot != kNone) {
+      Record& r = st_.pool[slot];
+      uint32_t next = r.wheel_next;
+      r.bucket = kNoBucket;
+      int64_t d = deadline(r);
+      if (d <= st_.now) expire(slot);
+      else st_.wheel_link(slot, bucket_for(d));
+      slot = next;
+    }
+  }
+
+  void advance_wheel() {
+    const int64_t target = floor_div(st_.now, kBucketUs);
+    if (target - st_.wheel_pos > int64_t(kWheelSize)) {
+      for (int64_t k = 0; k < int64_t(kWheelSize); k++) process_bucket(uint32_t((st_.wheel_pos + k) & (kWheelSize - 1)));
+      st_.wheel_pos = target;
+      return;
+    }
+    while (st_.wheel_pos < target) {
+      process_bucket(uint32_t(st_.wheel_pos & (kWheelSize - 1)));
+      st_.wheel_pos++;
+    }
+  }
+
+  // §4 step 5 for one candidate record.
+  void advance(uint32_t slot, const Packet& p, uint32_t step) {
+    Record& r = st_.pool[slot];
+    const int64_t before = deadline(r);
+    const Cohort& c = prog_.cohorts[r.cohort];
+    bool passed_stage1 = false;
+    for (uint8_t j = 0; j < c.size; j++) {
+      const uint8_t s = r.stage[j];
+      if (!s) continue;
+      const uint16_t door = c.doors[j];
+      const Door& d = prog_.doors[door];
+      if (p.proto == kProtoTcp && !d.flags_ok(p.proto, p.tcp_flags)) continue;
+      if (d.steps[s] == step) {
+        const uint8_t next = uint8_t(s + 1);
+        stage_event(r, next, door);
+        if (next == d.steps.size()) {
+          completed_event(r, next, door);
+          r.stage[j] = 0;
+        } else {
+          r.stage[j] = next;
+        }
+        passed_stage1 |= next >= 2;
+      } else if ((d.options & kOptAllowDuplicates) && d.steps[s - 1] == step) {
+        continue;
+      } else {
+        failed_event(kFailWrongPort, r, s, door, st_.now);
+        r.stage[j] = 0;
+      }
+    }
+    if (passed_stage1) st_.s1_unlink(slot);
+    if (!any_live(r)) st_.free_record(slot);
+    else if (deadline(r) != before) move(slot);
+  }
+
+  void evict(uint32_t slot) {
+    Record& r = st_.pool[slot];
+    const Cohort& c = prog_.cohorts[r.cohort];
+    for (uint8_t j = 0; j < c.size; j++) {
+      if (r.stage[j]) failed_event(kFailEvicted, r, r.stage[j], c.doors[j], st_.now);
+    }
+    st_.free_record(slot);
+  }
+
+  // §4 step 6 for one accepting group.
+  void start(uint32_t group, const Packet& p, uint32_t step) {
+    const Cohort* c = prog_.find_cohort(group, step);
+    if (!c) return;
+    uint8_t starters = 0;
+    bool needs_record = false;
+    for (uint8_t j = 0; j < c->size; j++) {
+      const Door& d = prog_.doors[c->doors[j]];
+      if (!d.flags_ok(p.proto, p.tcp_flags)) continue;
+      starters |= uint8_t(1u << j);
+      needs_record |= d.steps.size() >= 2;
+    }
+    if (!starters) return;
+    if (needs_record && st_.count == st_.pool.size()) {
+      if (st_.s1_head == kNone) {
+        stats_[kStatRejected]++;
+        needs_record = false;
+      } else {
+        evict(st_.s1_head);
+      }
+    }
+    // The event records carry the source from a record; build it first, commit it only if it is needed.
+    Record fresh{};
+    fresh.family = p.family;
+    fresh.group = uint8_t(group);
+    std::memcpy(fresh.src, p.src, 16);
+    fresh.cohort = uint16_t(c - prog_.cohorts.data());
+    fresh.t_first = st_.now;
+    fresh.bucket = kNoBucket;
+    for (uint8_t j = 0; j < c->size; j++) {
+      if (!(starters >> j & 1)) continue;
+      const uint16_t door = c->doors[j];
+      if (prog_.doors[door].steps.size() == 1) {
+        stage_event(fresh, 1, door);
+        completed_event(fresh, 1, door);
+      } else if (needs_record) {
+        stage_event(fresh, 1, door);
+        fresh.stage[j] = 1;
+      }
+    }
+    if (!needs_record) return;
+    uint32_t slot = st_.take_slot();
+    st_.pool[slot] = fresh;
+    st_.index_insert(slot);
+    st_.s1_append(slot);
+    st_.wheel_link(slot, bucket_for(deadline(fresh)));
+  }
+
+  Matcher::State& st_;
+  const Program& prog_;
+  Stats& stats_;
+  uint16_t shard_;
+  std::vector<EventRecord>& out_;
+};
+
+}  // namespace
+
+Matcher::Matcher(uint16_t shard) : state_(std::make_unique<State>()), shard_(shard) {}
+Matcher::~Matcher() = default;
+
+size_t Matcher::state_bytes() const { return state_->bytes(); }
+
+void Matcher::feed(const uint8_t* frame, size_t len, uint16_t link_type, int64_t ts_us, std::vector<EventRecord>& out) {
+  MatchCall step(*state_, *program_, stats_, shard_, out);
+  step.set_time(ts_us);
+  stats_[kStatFrames]++;
+  Packet packet;
+  switch (parse_frame(frame, len, link_type, packet)) {
+    case ParseResult::kMalformed:
+      stats_[kStatMalformed]++;
+      return;
+    case ParseResult::kNotKnock:
+      stats_[kStatNotKnock]++;
+      return;
+    case ParseResult::kKnock:
+      step.match(packet);
+      stats_[kStatTracked] = state_->count;
+      return;
+  }
+}
+
+void Matcher::feed_packet(const Packet& packet, int64_t ts_us, std::vector<EventRecord>& out) {
+  MatchCall step(*state_, *program_, stats_, shard_, out);
+  step.set_time(ts_us);
+  stats_[kStatFrames]++;
+  step.match(packet);
+  stats_[kStatTracked] = state_->count;
+}
+
+void Matcher::tick(int64_t now_us, std::vector<EventRecord>& out) {
+  MatchCall step(*state_, *program_, stats_, shard_, out);
+  step.set_time(now_us);
+  stats_[kStatTracked] = state_->count;
+}
+
+// §5: remap surviving attempts to the new program, then move them into storage sized for it.
+void Matcher::load(std::shared_ptr<const Program> program) {
+  const Program& next = *program;
+  auto fresh = std::make_unique<State>();
+  fresh->allocate(next.max_tracked);
+  if (!program_) {
+    state_ = std::move(fresh);
+    program_ = std::move(program);
+    return;
+  }
+  State& old = *state_;
+  const Program& prev = *program_;
+  std::unordered_map<uint32_t, uint16_t> door_of_fingerprint;
+  for (size_t i = 0; i < next.doors.size(); i++) door_of_fingerprint.emplace(next.doors[i].fingerprint, uint16_t(i));
+
+  // Pass 1, pool order: rewrite each record in place for the new program and re-index it under its new
+  // key; the first record to claim a key keeps it.
+  std::vector<uint8_t> survives(old.pool.size(), 0);
+  size_t n_survivors = 0;
+  std::fill(old.index.begin(), old.index.end(), kNone);
+  for (uint32_t slot = 0; slot < old.pool.size(); slot++) {
+    Record& r = old.pool[slot];
+    if (r.bucket == kNoBucket) continue;  // a free slot: every tracked record is in a wheel bucket
+    const Cohort& c = prev.cohorts[r.cohort];
+    uint8_t stages[kMaxCohort] = {};
+    uint32_t cohort = kNone;
+    bool one_cohort = true;
+    for (uint8_t j = 0; j < c.size; j++) {
+      if (!r.stage[j]) continue;
+      auto it = door_of_fingerprint.find(prev.doors[c.doors[j]].fingerprint);
+      if (it == door_of_fingerprint.end()) continue;
+      const Door& d = next.doors[it->second];
+      one_cohort &= cohort == kNone || cohort == d.cohort;
+      cohort = d.cohort;
+      stages[d.member] = r.stage[j];
+    }
+    if (cohort == kNone || !one_cohort) continue;
+    r.cohort = uint16_t(cohort);
+    r.group = uint8_t(next.cohorts[cohort].group);
+    std::memcpy(r.stage, stages, sizeof stages);
+    if (old.find(r.family, r.src, r.group) != kNone) continue;
+    old.index_insert(slot);
+    survives[slot] = 1;
+    n_survivors++;
+  }
+
+  // Shrinking: the oldest stage-1 records go first, then the oldest (by first knock) of any kind.
+  for (uint32_t slot = old.s1_head; slot != kNone && n_survivors > next.max_tracked; slot = old.pool[slot].s1_next) {
+    if (survives[slot]) survives[slot] = 0, n_survivors--;
+  }
+  if (n_survivors > next.max_tracked) {
+    std::vector<uint32_t> by_age;
+    for (uint32_t slot = 0; slot < old.pool.size(); slot++) {
+      if (survives[slot]) by_age.push_back(slot);
+    }
+    std::stable_sort(by_age.begin(), by_age.end(),
+                     [&](uint32_t a, uint32_t b) { return old.pool[a].t_first < old.pool[b].t_first; });
+    for (size_t i = 0; n_survivors > next.max_tracked; i++) survives[by_age[i]] = 0, n_survivors--;
+  }
+
+  // Pass 2: copy survivors (pool order) and rebuild the wheel and the stage-1 list in their old order.
+  std::vector<uint32_t> moved_to(old.pool.size(), kNone);
+  for (uint32_t slot = 0; slot < old.pool.size(); slot++) {
+    if (!survives[slot]) continue;
+    uint32_t to = fresh->take_slot();
+    moved_to[slot] = to;
+    fresh->pool[to] = old.pool[slot];
+    fresh->pool[to].flags = 0;
+    fresh->index_insert(to);
+  }
+  for (uint32_t b = 0; b < kWheelSize; b++) {
+    for (uint32_t slot = old.wheel_head[b]; slot != kNone; slot = old.pool[slot].wheel_next) {
+      if (moved_to[slot] != kNone) fresh->wheel_link(moved_to[slot], uint16_t(b));
+    }
+  }
+  for (uint32_t slot = old.s1_head; slot != kNone; slot = old.pool[slot].s1_next) {
+    if (moved_to[slot] != kNone) fresh->s1_append(moved_to[slot]);
+  }
+  fresh->time_set = old.time_set;
+  fresh->now = old.now;
+  fresh->wheel_pos = old.wheel_pos;
+  fresh->window = old.window;
+  fresh->used = old.used;
+  fresh->suppressed = old.suppressed;
+  state_ = std::move(fresh);
+  program_ = std::move(program);
+  stats_[kStatTracked] = state_->count;
+}
+
+}  // namespace knockd
