@@ -238,7 +238,8 @@ export async function resolveHost(host: string, family: KnockFamily | undefined)
     if (family && (code === 'ENODATA' || code === 'EAI_ADDRFAMILY' || code === 'ENOTFOUND')) {
       throw new KnockError(`error: cannot resolve host '${host}' to an IPv${family} address (${code}); check the name or drop -${family}`);
     }
-    throw new KnockError(`error: cannot resolve host '${host}' (${code ?? (err as Error).message}); check the name or give an IP address`);
+    const why = code === 'ENOTFOUND' ? 'no such host' : code === 'EAI_AGAIN' ? 'the DNS server did not answer' : (code ?? (err as Error).message);
+    throw new KnockError(`error: cannot resolve host '${host}' (${why}); check the name or give an IP address`);
   }
   // dns.lookup hands back an IP literal unchanged whatever family was asked for; getaddrinfo refuses it.
   if (family && answer.family !== family) {
