@@ -1,0 +1,467 @@
+// knockd.conf -> KnockdConfig: knockd 0.8's grammar and error texts exactly (knockd-0.8.md §2), plus the
+// knockd-fast extension directives (SEMANTICS.md §3) and derived doors (docs/MATCHER.md §10).
+// Parsing stops at the first error, which is thrown as a ConfigError whose message is the stderr line.
+import { isIPv4, isIPv6 } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { formatAddress, parseAddress } from '../address.js';
+import { readSecretFile, SecretFileError } from '../derive.js';
+import { ConfigError, atoi, chunks, fromBytes, parseSequence, perror, toBytes, trimC, upperC } from './lexical.js';
+import { oneTimeExhaustedMessage, readNextOneTimeSequence } from './onetime.js';
+import {
+  DEFAULTS,
+  TCP_FLAG,
+  type DoorConfig,
+  type GuardedPort,
+  type KnockdConfig,
+  type NftSetRef,
+  type OptionsConfig,
+  type Proto,
+} from './types.js';
+
+export { ConfigError } from './lexical.js';
+
+const SECTION_NAME_BYTES = 254; // char section[256] in knockd, less the ']' it copies
+const DOOR_NAME_BYTES = 127; // char name[128]
+const INT32_MAX = 0x7fffffff;
+const DERIVED_SEQUENCE_LENGTH = 4;
+const MAX_THREADS = 256;
+const IFNAMSIZ = 16;
+
+export function parseConfig(path: string): KnockdConfig {
+  let data: Buffer;
+  try {
+    data = readFileSync(path);
+  } catch (err) {
+    throw new ConfigError(perror(path, err));
+  }
+  return parseBytes(toBytes(data), path);
+}
+
+/** Parses config text as if read from `path` (relative file paths inside it resolve against the cwd). */
+export function parseConfigText(text: string, path = '<text>'): KnockdConfig {
+  return parseBytes(toBytes(text), path);
+}
+
+/** A door being parsed: the DoorConfig plus where directives appeared, for checks at the end. */
+interface DoorState {
+  config: DoorConfig;
+  lines: Partial<Record<DoorKey, number>>;
+  secretFile?: string;
+  secretKey?: Uint8Array;
+  derivedPorts?: number[];
+  derivedProtocols?: Proto[];
+  sequenceLength: number;
+  timeStep: number;
+  bindSource: boolean;
+}
+
+interface ParseState {
+  options: OptionsConfig;
+  warnings: string[];
+}
+
+const fail = (line: number, what: string) => new ConfigError(`config: line ${line}: ${what}`, line);
+
+/** Extension errors: `config: line N: <Key>: <what is wrong>; expected <forms>`. */
+const invalid = (line: number, key: string, what: string, forms: string) =>
+  fail(line, `${key}: ${what}; expected ${forms}`);
+
+function parseBytes(bytes: string, path: string): KnockdConfig {
+  const state: ParseState = {
+    options: { useSyslog: false, maxTracked: DEFAULTS.maxTracked, nftTable: DEFAULTS.nftTable },
+    warnings: [],
+  };
+  const doors: DoorState[] = [];
+  let section = '';
+  let door: DoorState | undefined;
+
+  for (const chunk of chunks(bytes)) {
+    const n = chunk.number;
+    const line = trimC(chunk.raw);
+    if (line === '' || line[0] === '#') continue;
+
+    if (line[0] === '[' && line.endsWith(']')) {
+      section = line.slice(1, -1).slice(0, SECTION_NAME_BYTES);
+      if (section === '') throw fail(n, 'bad section name');
+      if (section !== 'options') {
+        door = newDoor(fromBytes(section.slice(0, DOOR_NAME_BYTES)), n);
+        doors.push(door);
+      }
+      continue;
+    }
+
+    if (section === '') throw fail(n, 'all directives must belong to a section');
+    const eq = line.indexOf('=');
+    const key = upperC(trimC(eq < 0 ? line : line.slice(0, eq)));
+    if (eq < 0) {
+      if (key !== 'USESYSLOG') throw fail(n, 'syntax error');
+      state.options.useSyslog = true;
+      continue;
+    }
+    const value = trimC(line.slice(eq + 1));
+    if (section === 'options') {
+      if (!Object.hasOwn(OPTION_DIRECTIVES, key)) throw fail(n, 'syntax error');
+      OPTION_DIRECTIVES[key as OptionKey](state.options, value, n);
+    } else {
+      if (!Object.hasOwn(DOOR_DIRECTIVES, key)) throw fail(n, 'syntax error');
+      DOOR_DIRECTIVES[key as DoorKey](door!, value, n, state);
+    }
+  }
+
+  for (const d of doors) finishDoor(d, state);
+  return { path, options: state.options, doors: doors.map((d) => d.config), warnings: state.warnings };
+}
+
+/** A door as knockd creates it at its section header, with every default (knockd-0.8.md §2.3, SEMANTICS.md §3). */
+export function defaultDoor(name: string, line: number): DoorConfig {
+  return {
+    name,
+    line,
+    sequence: [],
+    seqTimeout: DEFAULTS.seqTimeout,
+    cmdTimeout: DEFAULTS.cmdTimeout,
+    tcpFlags: { mustSet: 0, mustClear: 0 },
+    open: [],
+    openTimeout: DEFAULTS.openTimeout,
+    hook: 'input',
+    allowDuplicates: false,
+    cooldown: 0,
+    dedupe: false,
+  };
+}
+
+function newDoor(name: string, line: number): DoorState {
+  return {
+    config: defaultDoor(name, line),
+    lines: {},
+    sequenceLength: DERIVED_SEQUENCE_LENGTH,
+    timeStep: DEFAULTS.timeStep,
+    bindSource: true,
+  };
+}
+
+// ---------------------------------------------------------------- value forms of the extensions
+
+function wholeNumber(value: string, line: number, key: string, min: number, max: number, forms: string): number {
+  if (value === '') throw invalid(line, key, 'the value is empty', forms);
+  if (!/^\d+$/.test(value)) throw invalid(line, key, `"${fromBytes(value)}" is not a whole number`, forms);
+  const v = Number(value);
+  if (v < min || v > max) throw invalid(line, key, `${value} is out of range`, forms);
+  return v;
+}
+
+function yesNo(value: string, line: number, key: string): boolean {
+  const v = value.toLowerCase();
+  if (v === 'yes') return true;
+  if (v === 'no') return false;
+  throw invalid(line, key, value === '' ? 'the value is empty' : `"${fromBytes(value)}" is not yes or no`, 'yes or no');
+}
+
+function oneOf<T extends string>(value: string, line: number, key: string, choices: readonly T[]): T {
+  const v = value.toLowerCase();
+  const found = choices.find((c) => c === v);
+  if (found) return found;
+  const forms = choices.join(' or ');
+  throw invalid(line, key, value === '' ? 'the value is empty' : `"${fromBytes(value)}" is not accepted`, forms);
+}
+
+/** nft's identifier syntax (letters, digits, `_ . / -`, not starting with a digit), up to 255 bytes. */
+const NFT_IDENTIFIER = /^[A-Za-z_.][A-Za-z0-9_./-]{0,254}$/;
+
+function nftIdentifier(text: string, line: number, key: string, what: string, forms: string): string {
+  if (!NFT_IDENTIFIER.test(text)) throw invalid(line, key, `${what} "${fromBytes(text)}" is not an nft identifier`, forms);
+  return text;
+}
+
+const PORT_FORMS = 'a port from 1 to 65535';
+
+function port1(text: string, line: number, key: string, forms: string): number {
+  if (!/^\d+$/.test(text)) throw invalid(line, key, `"${fromBytes(text)}" is not a port number`, forms);
+  const p = Number(text);
+  if (p < 1 || p > 65535) throw invalid(line, key, `port ${text} is out of range`, forms);
+  return p;
+}
+
+function commaItems(value: string, line: number, key: string, forms: string): string[] {
+  if (value === '') throw invalid(line, key, 'the value is empty', forms);
+  const items = value.split(',').map(trimC);
+  if (items.includes('')) throw invalid(line, key, 'the list has an empty item', forms);
+  return items;
+}
+
+// ---------------------------------------------------------------- [options]
+
+type OptionKey = keyof typeof OPTION_DIRECTIVES;
+type OptionHandler = (o: OptionsConfig, value: string, line: number) => void;
+
+const OPTION_DIRECTIVES = {
+  LOGFILE: (o, v) => void (o.logFile = fromBytes(v)),
+  PIDFILE: (o, v) => void (o.pidFile = fromBytes(v)),
+  INTERFACE: (o, v, line) => {
+    // knockd applies Interface only while no interface is set, and an empty value sets none
+    if (o.interfaces === undefined && v !== '') o.interfaces = interfaceList(v, line);
+  },
+  MAXTRACKED: (o, v, line) =>
+    void (o.maxTracked = wholeNumber(v, line, 'MaxTracked', 1, INT32_MAX, `a whole number from 1 to ${INT32_MAX}`)),
+  NFTTABLE: (o, v, line) =>
+    void (o.nftTable = nftIdentifier(v, line, 'NftTable', 'table name', 'NftTable = NAME (letters, digits, _ . / -; not starting with a digit)')),
+  THREADS: (o, v, line) =>
+    void (o.threads = wholeNumber(v, line, 'Threads', 1, MAX_THREADS, `a whole number from 1 to ${MAX_THREADS}`)),
+  LOGFORMAT: (o, v, line) => void (o.logFormat = oneOf(v, line, 'LogFormat', ['knockd', 'json'] as const)),
+  METRICSLISTEN: (o, v, line) => void (o.metricsListen = metricsListen(v, line)),
+  STATEFILE: (o, v, line) => {
+    if (v === '') throw invalid(line, 'StateFile', 'the value is empty', 'StateFile = PATH');
+    o.stateFile = fromBytes(v);
+  },
+} satisfies Record<string, OptionHandler>;
+
+function interfaceList(value: string, line: number): string[] {
+  const forms = 'Interface = NAME[,NAME...] (Linux interface names, at most 15 bytes each)';
+  const names = commaItems(value, line, 'Interface', forms);
+  for (const name of names) {
+    if (name.length >= IFNAMSIZ || /[\s/:]/.test(name) || name === '.' || name === '..') {
+      throw invalid(line, 'Interface', `"${fromBytes(name)}" is not a valid interface name`, forms);
+    }
+    if (names.indexOf(name) !== names.lastIndexOf(name)) throw invalid(line, 'Interface', `"${fromBytes(name)}" is listed twice`, forms);
+  }
+  return names.map(fromBytes);
+}
+
+const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+function metricsListen(value: string, line: number): string {
+  const forms = 'MetricsListen = ADDR:PORT (ADDR an IPv4 address, [IPv6 address] or host name; PORT 1-65535)';
+  const colon = value.lastIndexOf(':');
+  if (value === '') throw invalid(line, 'MetricsListen', 'the value is empty', forms);
+  if (colon <= 0) throw invalid(line, 'MetricsListen', `"${fromBytes(value)}" has no ADDR:PORT form`, forms);
+  const addr = value.slice(0, colon);
+  port1(value.slice(colon + 1), line, 'MetricsListen', forms);
+  const bracketed = addr.startsWith('[') && addr.endsWith(']');
+  const ok = bracketed ? isIPv6(addr.slice(1, -1)) : isIPv4(addr) || (!addr.includes(':') && HOSTNAME.test(addr));
+  if (!ok) throw invalid(line, 'MetricsListen', `"${fromBytes(addr)}" is not an address or host name`, forms);
+  return value;
+}
+
+// ---------------------------------------------------------------- doors
+
+type DoorKey = keyof typeof DOOR_DIRECTIVES;
+type DoorHandler = (d: DoorState, value: string, line: number, state: ParseState) => void;
+
+const flagNames = Object.keys(TCP_FLAG) as (keyof typeof TCP_FLAG)[];
+
+const DOOR_DIRECTIVES = {
+  TARGET: (d, v, line) => {
+    d.config.target = fromBytes(v);
+    d.lines.TARGET = line;
+  },
+  SEQUENCE: (d, v, line) => {
+    d.config.sequence = withLine(line, () => parseSequence(v, d.config.name));
+    d.lines.SEQUENCE = line;
+  },
+  ONE_TIME_SEQUENCES: (d, v, line, state) => {
+    const path = fromBytes(v);
+    const read = withLine(line, () => readNextOneTimeSequence(path, d.config.name));
+    d.config.oneTimeSequences = path;
+    d.config.sequence = read.sequence;
+    d.lines.ONE_TIME_SEQUENCES = line;
+    state.warnings.push(...read.errors);
+    // the reference stops here; knockd-fast keeps the door, disabled (SEMANTICS.md deviation 6)
+    if (read.sequence.length === 0) state.warnings.push(oneTimeExhaustedMessage(d.config.name));
+  },
+  SEQ_TIMEOUT: (d, v) => void (d.config.seqTimeout = atoi(v)),
+  TIMEOUT: (d, v) => void (d.config.seqTimeout = atoi(v)),
+  START_COMMAND: (d, v) => void (d.config.startCommand = fromBytes(v)),
+  COMMAND: (d, v) => void (d.config.startCommand = fromBytes(v)),
+  START_COMMAND_6: (d, v) => void (d.config.startCommand6 = fromBytes(v)),
+  COMMAND_6: (d, v) => void (d.config.startCommand6 = fromBytes(v)),
+  CMD_TIMEOUT: (d, v) => void (d.config.cmdTimeout = atoi(v)),
+  STOP_COMMAND: (d, v) => void (d.config.stopCommand = fromBytes(v)),
+  STOP_COMMAND_6: (d, v) => void (d.config.stopCommand6 = fromBytes(v)),
+  TCPFLAGS: (d, v, line) => {
+    // no per-item trimming; each mention overrides the flag's earlier state, also across lines
+    const rule = d.config.tcpFlags;
+    for (const item of upperC(v).split(',')) {
+      const negated = item.startsWith('!');
+      const name = flagNames.find((f) => f === (negated ? item.slice(1) : item));
+      if (!name) throw fail(line, `unrecognized flag "${fromBytes(item)}"`);
+      const bit = TCP_FLAG[name];
+      rule.mustSet = negated ? rule.mustSet & ~bit : rule.mustSet | bit;
+      rule.mustClear = negated ? rule.mustClear | bit : rule.mustClear & ~bit;
+    }
+  },
+
+  // --- extensions (SEMANTICS.md §3)
+  OPEN: (d, v, line) => void (d.config.open = guardedPorts(v, line)),
+  OPEN_TIMEOUT: (d, v, line) =>
+    void (d.config.openTimeout = wholeNumber(v, line, 'Open_Timeout', 1, INT32_MAX, 'a whole number of seconds from 1 up')),
+  NFTSET: (d, v, line) => void (d.config.nftSet = nftSet(v, line)),
+  HOOK: (d, v, line) => void (d.config.hook = oneOf(v, line, 'Hook', ['input', 'forward'] as const)),
+  ALLOW_DUPLICATES: (d, v, line) => void (d.config.allowDuplicates = yesNo(v, line, 'Allow_Duplicates')),
+  COOLDOWN: (d, v, line) =>
+    void (d.config.cooldown = wholeNumber(v, line, 'Cooldown', 0, INT32_MAX, 'a whole number of seconds (0 = off)')),
+  DEDUPE: (d, v, line) => void (d.config.dedupe = yesNo(v, line, 'Dedupe')),
+
+  // --- derived doors (docs/MATCHER.md §10)
+  SECRET_FILE: (d, v, line) => {
+    const forms = 'Secret_File = PATH of a key file readable only by root (chmod 600) holding 16 to 64 bytes of key';
+    if (v === '') throw invalid(line, 'Secret_File', 'the value is empty', forms);
+    try {
+      d.secretKey = readSecretFile(fromBytes(v));
+    } catch (err) {
+      if (err instanceof SecretFileError) throw invalid(line, 'Secret_File', err.message, forms);
+      throw invalid(line, 'Secret_File', perror(fromBytes(v), err), forms);
+    }
+    d.secretFile = fromBytes(v);
+    d.lines.SECRET_FILE = line;
+  },
+  SEQUENCE_LENGTH: (d, v, line) => {
+    d.sequenceLength = wholeNumber(v, line, 'Sequence_Length', 1, 32, 'a whole number of steps from 1 to 32');
+    d.lines.SEQUENCE_LENGTH = line;
+  },
+  PORT_RANGE: (d, v, line) => {
+    d.derivedPorts = portRange(v, line);
+    d.lines.PORT_RANGE = line;
+  },
+  PROTOCOLS: (d, v, line) => {
+    d.derivedProtocols = protocols(v, line);
+    d.lines.PROTOCOLS = line;
+  },
+  TIME_STEP: (d, v, line) => {
+    d.timeStep = wholeNumber(v, line, 'Time_Step', 1, INT32_MAX, 'a whole number of seconds from 1 up');
+    d.lines.TIME_STEP = line;
+  },
+  BIND_SOURCE: (d, v, line) => {
+    d.bindSource = yesNo(v, line, 'Bind_Source');
+    d.lines.BIND_SOURCE = line;
+  },
+} satisfies Record<string, DoorHandler>;
+
+/** Runs a sequence reader and gives its ConfigError the directive's line number. */
+function withLine<T>(line: number, read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    if (err instanceof ConfigError && err.line === undefined) throw new ConfigError(err.message, line);
+    throw err;
+  }
+}
+
+function guardedPorts(value: string, line: number): GuardedPort[] {
+  const forms = 'Open = PORT/PROTO[,PORT/PROTO...] with PORT 1-65535 and PROTO tcp or udp (a bare PORT means tcp)';
+  const out: GuardedPort[] = [];
+  for (const item of commaItems(value, line, 'Open', forms)) {
+    const slash = item.indexOf('/');
+    const port = port1(trimC(slash < 0 ? item : item.slice(0, slash)), line, 'Open', forms);
+    const protoText = slash < 0 ? 'tcp' : trimC(item.slice(slash + 1)).toLowerCase();
+    if (protoText !== 'tcp' && protoText !== 'udp') {
+      throw invalid(line, 'Open', `"${fromBytes(item)}" has an unknown protocol`, forms);
+    }
+    const proto: Proto = protoText;
+    if (!out.some((g) => g.port === port && g.proto === proto)) out.push({ port, proto });
+  }
+  return out;
+}
+
+const NFT_FAMILIES = ['ip', 'ip6', 'inet', 'bridge', 'arp', 'netdev'] as const;
+
+function nftSet(value: string, line: number): NftSetRef {
+  const forms = `NftSet = FAMILY TABLE SET with FAMILY one of ${NFT_FAMILIES.join(', ')}`;
+  const words = value.split(/[ \t]+/).filter((w) => w !== '');
+  if (words.length !== 3) throw invalid(line, 'NftSet', `"${fromBytes(value)}" does not have three words`, forms);
+  const family = NFT_FAMILIES.find((f) => f === words[0].toLowerCase());
+  if (!family) throw invalid(line, 'NftSet', `"${fromBytes(words[0])}" is not an nft family`, forms);
+  return {
+    family,
+    table: fromBytes(nftIdentifier(words[1], line, 'NftSet', 'table name', forms)),
+    set: fromBytes(nftIdentifier(words[2], line, 'NftSet', 'set name', forms)),
+  };
+}
+
+function portRange(value: string, line: number): number[] {
+  const forms = 'Port_Range = LOW-HIGH or a comma list of ports and LOW-HIGH ranges (ports 1-65535)';
+  const ports = new Set<number>();
+  for (const item of commaItems(value, line, 'Port_Range', forms)) {
+    const dash = item.indexOf('-');
+    const lo = port1(trimC(dash < 0 ? item : item.slice(0, dash)), line, 'Port_Range', forms);
+    const hi = dash < 0 ? lo : port1(trimC(item.slice(dash + 1)), line, 'Port_Range', forms);
+    if (lo > hi) throw invalid(line, 'Port_Range', `range ${fromBytes(item)} runs backwards`, forms);
+    for (let p = lo; p <= hi; p++) ports.add(p);
+  }
+  return [...ports].sort((a, b) => a - b);
+}
+
+function protocols(value: string, line: number): Proto[] {
+  const forms = 'Protocols = tcp, udp or tcp,udp';
+  const set = new Set<Proto>();
+  for (const item of commaItems(value, line, 'Protocols', forms)) {
+    const p = item.toLowerCase();
+    if (p !== 'tcp' && p !== 'udp') throw invalid(line, 'Protocols', `"${fromBytes(item)}" is not tcp or udp`, forms);
+    set.add(p);
+  }
+  return (['tcp', 'udp'] as const).filter((p) => set.has(p)); // the program lists tcp before udp
+}
+
+const DERIVED_ONLY = ['SEQUENCE_LENGTH', 'PORT_RANGE', 'PROTOCOLS', 'TIME_STEP', 'BIND_SOURCE'] as const;
+const DIRECTIVE_NAME: Record<(typeof DERIVED_ONLY)[number], string> = {
+  SEQUENCE_LENGTH: 'Sequence_Length',
+  PORT_RANGE: 'Port_Range',
+  PROTOCOLS: 'Protocols',
+  TIME_STEP: 'Time_Step',
+  BIND_SOURCE: 'Bind_Source',
+};
+
+function finishDoor(d: DoorState, state: ParseState): void {
+  const c = d.config;
+  const secretLine = d.lines.SECRET_FILE;
+  if (secretLine !== undefined) {
+    const secretForms = 'either Secret_File (a derived door) or Sequence / One_Time_Sequences, not both';
+    if (d.lines.SEQUENCE !== undefined) {
+      throw invalid(secretLine, 'Secret_File', `the door also has a fixed Sequence (line ${d.lines.SEQUENCE})`, secretForms);
+    }
+    if (d.lines.ONE_TIME_SEQUENCES !== undefined) {
+      throw invalid(secretLine, 'Secret_File', `the door also has One_Time_Sequences (line ${d.lines.ONE_TIME_SEQUENCES})`, secretForms);
+    }
+    if (!d.derivedPorts) {
+      throw invalid(secretLine, 'Secret_File', `door ${c.name} has no Port_Range to derive its knocks from`, 'Port_Range = LOW-HIGH in the same section');
+    }
+    c.derived = {
+      secretFile: d.secretFile!,
+      key: d.secretKey!,
+      sequenceLength: d.sequenceLength,
+      ports: d.derivedPorts,
+      protocols: d.derivedProtocols ?? ['tcp'],
+      timeStep: d.timeStep,
+      bindSource: d.bindSource,
+    };
+  } else {
+    for (const key of DERIVED_ONLY) {
+      const line = d.lines[key];
+      if (line !== undefined) {
+        throw invalid(line, DIRECTIVE_NAME[key], `door ${c.name} is not a derived door`, 'Secret_File = PATH in the same section');
+      }
+    }
+    if (c.sequence.length === 0 && c.oneTimeSequences === undefined) {
+      throw new ConfigError(`error: section '${c.name}' has an empty knock sequence`, c.line);
+    }
+  }
+  if (c.target !== undefined) targetWarning(c, d.lines.TARGET!, state);
+}
+
+function targetWarning(c: DoorConfig, line: number, state: ParseState): void {
+  const address = parseAddress(c.target!);
+  if (!address) {
+    state.warnings.push(
+      `config: line ${line}: door ${c.name}: Target "${c.target}" is not an IP address; knockd 0.8 compared it as a ` +
+        `string, so it could never match, and knockd-fast ignores this door until Target is an IP address`,
+    );
+    return;
+  }
+  c.targetAddress = address;
+  const canonical = formatAddress(address.family, address.bytes);
+  if (canonical !== c.target) {
+    state.warnings.push(
+      `config: line ${line}: door ${c.name}: Target "${c.target}" is not written as knockd 0.8 printed addresses ` +
+        `("${canonical}"), so knockd 0.8 never matched it; knockd-fast matches the address ${canonical}`,
+    );
+  }
+}
