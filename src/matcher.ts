@@ -1,0 +1,882 @@
+// The pure-TypeScript matcher: docs/MATCHER.md to the letter, the twin of native/core/matcher.cc.
+// State is struct-of-arrays in typed arrays (records, an open-addressing index, an intrusive timer wheel
+// and the stage-1 list with int32 links); the per-frame path allocates no objects and builds no strings.
+//
+// Readings of the page where it leaves room (also listed in the report to the team):
+// - With STAGE_EVENTS off, stage events are "neither written nor counted" (§2.2): `stats.stages` stays
+//   0 as well, although §8 says counters count what happened (native/core/matcher.cc agrees).
+// - "a member reached stage ≥ 2" (§4 step 5) includes a member that completed at stage ≥ 2.
+// - "oldest records of any kind" (§5, maxTracked shrink) = smallest t_first, ties in creation order.
+// - Reload maps duplicate fingerprints (identical doors) by rank: the k-th old door with a fingerprint
+//   maps to the k-th new door with it.
+import { EventKind, EventWriter, FailReason } from './events.js';
+import { ParsedPacket, ParseResult, parseFrame } from './frame.js';
+import type { FrameBatch, Matcher, MatcherStats } from './matcher-api.js';
+import {
+  ADDRESS_WORDS,
+  DOOR_HEADER_WORDS,
+  DoorOption,
+  HEADER_WORDS,
+  Header,
+  MAX_COHORT,
+  MAX_STEPS,
+  PROGRAM_MAGIC,
+  PROGRAM_VERSION,
+  PROTO_TCP,
+  PROTO_UDP,
+  ProgramFlag,
+} from './program.js';
+
+export { batchFromFrames } from './frame.js';
+
+const BUCKET_US = 16_384; // G
+const WHEEL_BUCKETS = 4_096; // W
+const NONE = -1;
+const INITIAL_RECORDS = 1_024;
+
+const enum Stat {
+  frames,
+  malformed,
+  notKnock,
+  invisible,
+  visible,
+  stages,
+  completed,
+  failedTimeout,
+  failedWrongPort,
+  evicted,
+  suppressed,
+  rejected,
+}
+
+/** The decoded program: flat typed arrays indexed by door, cohort and lookup slot. */
+class Program {
+  readonly generation: number;
+  readonly flags: number;
+  readonly maxTracked: number;
+  readonly budget: number;
+  readonly localFamily: Uint8Array;
+  readonly localWords: Uint32Array; // 4 host-order words per address, same view as the packet's
+  readonly targetFamily: Uint8Array;
+  readonly targetWords: Uint32Array;
+  readonly nDoors: number;
+  readonly doorFingerprint: Uint32Array;
+  readonly doorTimeoutUs: Float64Array;
+  readonly doorMustSet: Uint8Array;
+  readonly doorMustClear: Uint8Array;
+  readonly doorOptions: Uint32Array;
+  readonly doorLength: Uint8Array;
+  readonly doorSteps: Uint32Array; // MAX_STEPS per door
+  readonly doorCohort: Int32Array;
+  readonly doorMember: Uint8Array;
+  readonly cohortGroup: Int32Array;
+  readonly cohortSize: Uint8Array;
+  readonly cohortDoors: Int32Array; // MAX_COHORT per cohort
+  // (group, step) -> the doors having that step anywhere (visibility) and the cohort starting with it
+  private readonly slotKey: Int32Array;
+  readonly slotDoorsStart: Int32Array;
+  readonly slotDoorsCount: Int32Array;
+  readonly slotCohort: Int32Array;
+  readonly slotDoors: Int32Array;
+  private readonly slotMask: number;
+
+  constructor(w: Uint32Array) {
+    const fail = (what: string): never => {
+      throw new TypeError(`invalid matcher program: ${what} (compile it with compileProgram from src/program.ts)`);
+    };
+    if (!(w instanceof Uint32Array)) fail('expected a Uint32Array');
+    if (w.length < HEADER_WORDS) fail(`${w.length} words is shorter than the ${HEADER_WORDS}-word header`);
+    if (w[Header.MAGIC] !== PROGRAM_MAGIC) fail(`bad magic 0x${w[Header.MAGIC].toString(16)}`);
+    if (w[Header.VERSION] !== PROGRAM_VERSION) fail(`version ${w[Header.VERSION]}, this matcher reads version ${PROGRAM_VERSION}`);
+    if (w[Header.TOTAL_WORDS] !== w.length) fail(`header says ${w[Header.TOTAL_WORDS]} words, array has ${w.length}`);
+    this.generation = w[Header.GENERATION];
+    this.flags = w[Header.FLAGS];
+    this.maxTracked = w[Header.MAX_TRACKED];
+    if (this.maxTracked < 1) fail('maxTracked is 0');
+    this.budget = w[Header.EVENT_BUDGET];
+    const nLocal = w[Header.N_LOCAL];
+    const nTargets = w[Header.N_TARGETS];
+    const nDoors = w[Header.N_DOORS];
+    let o = HEADER_WORDS;
+    if (o + (nLocal + nTargets) * ADDRESS_WORDS > w.length) fail('address table runs past the end');
+    const readAddresses = (n: number): [Uint8Array, Uint32Array] => {
+      const family = new Uint8Array(n);
+      const bytes = new Uint8Array(n * 16);
+      for (let i = 0; i < n; i++, o += ADDRESS_WORDS) {
+        family[i] = w[o];
+        if (w[o] !== 4 && w[o] !== 6) fail(`address ${i} has family ${w[o]}`);
+        for (let k = 0; k < 4; k++) {
+          const v = w[o + 1 + k];
+          bytes[i * 16 + k * 4] = v >>> 24;
+          bytes[i * 16 + k * 4 + 1] = (v >>> 16) & 0xff;
+          bytes[i * 16 + k * 4 + 2] = (v >>> 8) & 0xff;
+          bytes[i * 16 + k * 4 + 3] = v & 0xff;
+        }
+      }
+      return [family, new Uint32Array(bytes.buffer)];
+    };
+    [this.localFamily, this.localWords] = readAddresses(nLocal);
+    [this.targetFamily, this.targetWords] = readAddresses(nTargets);
+
+    this.nDoors = nDoors;
+    this.doorFingerprint = new Uint32Array(nDoors);
+    this.doorTimeoutUs = new Float64Array(nDoors);
+    this.doorMustSet = new Uint8Array(nDoors);
+    this.doorMustClear = new Uint8Array(nDoors);
+    this.doorOptions = new Uint32Array(nDoors);
+    this.doorLength = new Uint8Array(nDoors);
+    this.doorSteps = new Uint32Array(nDoors * MAX_STEPS);
+    this.doorCohort = new Int32Array(nDoors);
+    this.doorMember = new Uint8Array(nDoors);
+    const doorGroup = new Int32Array(nDoors);
+    const cohortOf = new Map<number, number>(); // group * 2^17 + first step key -> cohort
+    const cohortGroup: number[] = [];
+    const cohortDoors: number[][] = [];
+    for (let d = 0; d < nDoors; d++) {
+      if (o + DOOR_HEADER_WORDS > w.length) fail(`door ${d} runs past the end`);
+      const words = w[o];
+      const nSteps = w[o + 6];
+      if (nSteps < 1 || nSteps > MAX_STEPS) fail(`door ${d} has ${nSteps} steps`);
+      if (words !== DOOR_HEADER_WORDS + nSteps || o + words > w.length) fail(`door ${d} has a bad word count`);
+      const group = w[o + 1];
+      if (group > nTargets) fail(`door ${d} names group ${group} of ${nTargets}`);
+      doorGroup[d] = group;
+      this.doorFingerprint[d] = w[o + 2];
+      this.doorTimeoutUs[d] = (w[o + 3] | 0) * 1e6;
+      this.doorMustSet[d] = w[o + 4] & 0x3f;
+      this.doorMustClear[d] = (w[o + 4] >>> 8) & 0x3f;
+      this.doorOptions[d] = w[o + 5];
+      this.doorLength[d] = nSteps;
+      for (let k = 0; k < nSteps; k++) {
+        const s = w[o + DOOR_HEADER_WORDS + k];
+        const proto = s >>> 16;
+        if (proto !== PROTO_TCP && proto !== PROTO_UDP) fail(`door ${d} step ${k} has protocol ${proto}`);
+        this.doorSteps[d * MAX_STEPS + k] = s;
+      }
+      const key = group * 0x20000 + stepKey(this.doorSteps[d * MAX_STEPS]);
+      let c = cohortOf.get(key);
+      if (c === undefined) {
+        c = cohortDoors.length;
+        cohortOf.set(key, c);
+        cohortGroup.push(group);
+        cohortDoors.push([]);
+      }
+      if (cohortDoors[c].length >= MAX_COHORT) fail(`more than ${MAX_COHORT} doors share a first step`);
+      this.doorCohort[d] = c;
+      this.doorMember[d] = cohortDoors[c].length;
+      cohortDoors[c].push(d);
+      o += words;
+    }
+    if (o !== w.length) fail(`${w.length - o} words after the last door`);
+    this.cohortGroup = Int32Array.from(cohortGroup);
+    this.cohortSize = Uint8Array.from(cohortDoors.map((m) => m.length));
+    this.cohortDoors = new Int32Array(cohortDoors.length * MAX_COHORT).fill(NONE);
+    cohortDoors.forEach((m, c) => this.cohortDoors.set(m, c * MAX_COHORT));
+
+    // (group, step) lookup; built once per load, so Maps are fine here
+    const doorsOf = new Map<number, number[]>();
+    for (let d = 0; d < nDoors; d++) {
+      for (let k = 0; k < this.doorLength[d]; k++) {
+        const key = doorGroup[d] * 0x20000 + stepKey(this.doorSteps[d * MAX_STEPS + k]);
+        const list = doorsOf.get(key) ?? [];
+        if (list[list.length - 1] !== d) list.push(d);
+        doorsOf.set(key, list);
+      }
+    }
+    let size = 16;
+    while (size < doorsOf.size * 2) size *= 2;
+    this.slotMask = size - 1;
+    this.slotKey = new Int32Array(size).fill(NONE);
+    this.slotDoorsStart = new Int32Array(size);
+    this.slotDoorsCount = new Int32Array(size);
+    this.slotCohort = new Int32Array(size).fill(NONE);
+    const flat: number[] = [];
+    for (const [key, list] of doorsOf) {
+      let s = hashSmall(key) & this.slotMask;
+      while (this.slotKey[s] !== NONE) s = (s + 1) & this.slotMask;
+      this.slotKey[s] = key;
+      this.slotDoorsStart[s] = flat.length;
+      this.slotDoorsCount[s] = list.length;
+      this.slotCohort[s] = cohortOf.get(key) ?? NONE;
+      flat.push(...list);
+    }
+    this.slotDoors = Int32Array.from(flat);
+  }
+
+  /** The lookup slot of (group, step word), or NONE if no door of the group has that step. */
+  slot(group: number, step: number): number {
+    const key = group * 0x20000 + stepKey(step);
+    let s = hashSmall(key) & this.slotMask;
+    for (;;) {
+      const k = this.slotKey[s];
+      if (k === key) return s;
+      if (k === NONE) return NONE;
+      s = (s + 1) & this.slotMask;
+    }
+  }
+
+  flagsOk(door: number, proto: number, tcpFlags: number): boolean {
+    if (proto === PROTO_UDP) return true;
+    const set = this.doorMustSet[door];
+    return (tcpFlags & set) === set && (tcpFlags & this.doorMustClear[door]) === 0;
+  }
+}
+
+/** port | proto << 16 squeezed to 17 bits (proto is 6 or 17). */
+const stepKey = (step: number): number => (step & 0xffff) | ((step >>> 16 === PROTO_UDP ? 1 : 0) << 16);
+
+const hashSmall = (key: number): number => {
+  const h = Math.imul(key ^ (key >>> 15), 0x2c1b3c6d);
+  return (h ^ (h >>> 12)) >>> 0;
+};
+
+export class TsMatcher implements Matcher {
+  private program: Program | undefined;
+  private readonly writer = new EventWriter();
+  private readonly packet = new ParsedPacket();
+  private readonly packetSrc32 = new Uint32Array(this.packet.src.buffer);
+  private readonly packetDst32 = new Uint32Array(this.packet.dst.buffer);
+  private readonly eventSrc = new Uint8Array(16);
+  private readonly eventSrc32 = new Uint32Array(this.eventSrc.buffer);
+  private readonly counters = new Float64Array(12);
+  private readonly accepting = new Int32Array(256);
+  private readonly candidates = new Int32Array(256);
+
+  // time (§2)
+  private started = false;
+  private now = 0;
+  private wheelPos = 0;
+  private window = 0;
+  private used = 0;
+  private suppressed = 0;
+
+  // records (struct of arrays); capacity grows by doubling up to maxTracked
+  private capacity = 0;
+  private highWater = 0;
+  private tracked = 0;
+  private nextSerial = 0;
+  private freeTop = 0;
+  private freeStack = new Int32Array(0);
+  private family = new Uint8Array(0);
+  private src = new Uint8Array(0);
+  private src32 = new Uint32Array(0);
+  private group = new Int32Array(0);
+  private cohort = new Int32Array(0);
+  private stage = new Uint8Array(0); // MAX_COHORT per record, 0 = dead member
+  private tFirst = new Float64Array(0);
+  private deadline = new Float64Array(0);
+  private serial = new Float64Array(0); // creation order
+  private bucketOf = new Int32Array(0); // NONE while detached from the wheel
+  private wheelNext = new Int32Array(0);
+  private wheelPrev = new Int32Array(0);
+  private inStage1 = new Uint8Array(0);
+  private s1Next = new Int32Array(0);
+  private s1Prev = new Int32Array(0);
+  private s1Head = NONE;
+  private s1Tail = NONE;
+  private readonly bucketHead = new Int32Array(WHEEL_BUCKETS).fill(NONE);
+  private readonly bucketTail = new Int32Array(WHEEL_BUCKETS).fill(NONE);
+  // index: open addressing over record numbers + 1 (0 = empty), linear probing, backward-shift deletion
+  private index = new Int32Array(0);
+  private indexMask = 0;
+
+  load(words: Uint32Array): void {
+    const next = new Program(words);
+    const previous = this.program;
+    this.program = next;
+    if (this.capacity === 0) this.grow(Math.min(INITIAL_RECORDS, next.maxTracked));
+    if (previous && this.tracked > 0) this.carryOver(previous, next);
+  }
+
+  feed(batch: FrameBatch): Uint8Array {
+    const p = this.requireProgram('feed');
+    const { data, offsets, timestampsUs, linkTypes } = batch;
+    const n = timestampsUs.length;
+    if (offsets.length !== n + 1 || linkTypes.length !== n) {
+      throw new RangeError(`frame batch of ${n} timestamps needs ${n + 1} offsets and ${n} link types (got ${offsets.length} and ${linkTypes.length})`);
+    }
+    if (n > 0 && offsets[n] > data.byteLength) {
+      throw new RangeError(`frame batch offsets end at ${offsets[n]}, past the ${data.byteLength}-byte data`);
+    }
+    for (let i = 0; i < n; i++) {
+      const start = offsets[i];
+      const end = offsets[i + 1];
+      if (end < start) throw new RangeError(`frame ${i}: offsets go backwards (${start} > ${end})`);
+      this.setTime(p, timestampsUs[i]);
+      this.counters[Stat.frames]++;
+      const r = parseFrame(data, start, end, linkTypes[i], this.packet);
+      if (r === ParseResult.KNOCK) this.match(p);
+      else this.counters[r === ParseResult.MALFORMED ? Stat.malformed : Stat.notKnock]++;
+    }
+    return this.writer.take();
+  }
+
+  tick(nowUs: number): Uint8Array {
+    this.setTime(this.requireProgram('tick'), nowUs);
+    return this.writer.take();
+  }
+
+  stats(): MatcherStats {
+    const c = this.counters;
+    return {
+      frames: c[Stat.frames],
+      malformed: c[Stat.malformed],
+      notKnock: c[Stat.notKnock],
+      invisible: c[Stat.invisible],
+      visible: c[Stat.visible],
+      stages: c[Stat.stages],
+      completed: c[Stat.completed],
+      failedTimeout: c[Stat.failedTimeout],
+      failedWrongPort: c[Stat.failedWrongPort],
+      evicted: c[Stat.evicted],
+      suppressed: c[Stat.suppressed],
+      rejected: c[Stat.rejected],
+      tracked: this.tracked,
+    };
+  }
+
+  private requireProgram(call: string): Program {
+    if (!this.program) throw new Error(`TsMatcher.${call}() called before load(program): load a compiled program first`);
+    return this.program;
+  }
+
+  // ---- time (§2) ----
+
+  private setTime(p: Program, t: number): void {
+    if (!this.started) {
+      this.started = true;
+      this.now = t;
+      this.window = Math.floor(t / 1e6);
+      this.wheelPos = Math.floor(t / BUCKET_US);
+      return;
+    }
+    if (t > this.now) this.now = t;
+    const window = Math.floor(this.now / 1e6);
+    if (window !== this.window) {
+      if (this.suppressed > 0) {
+        this.writer.push(EventKind.SUPPRESSED, 0, 0, 0, 0, p.generation, this.suppressed, (this.window + 1) * 1e6);
+      }
+      this.window = window;
+      this.used = 0;
+      this.suppressed = 0;
+    }
+    const target = Math.floor(this.now / BUCKET_US);
+    if (target - this.wheelPos > WHEEL_BUCKETS) {
+      // a gap longer than the wheel: visit each bucket once, re-inserting relative to the old position
+      for (let k = 0; k < WHEEL_BUCKETS; k++) this.processBucket(p, (this.wheelPos + k) % WHEEL_BUCKETS);
+      this.wheelPos = target;
+    } else {
+      while (this.wheelPos < target) {
+        this.processBucket(p, this.wheelPos % WHEEL_BUCKETS);
+        this.wheelPos++;
+      }
+    }
+  }
+
+  private processBucket(p: Program, b: number): void {
+    let r = this.bucketHead[b];
+    this.bucketHead[b] = NONE;
+    this.bucketTail[b] = NONE;
+    while (r !== NONE) {
+      const next = this.wheelNext[r];
+      this.bucketOf[r] = NONE;
+      if (this.deadline[r] <= this.now) this.expire(p, r);
+      else this.wheelAppend(r);
+      r = next;
+    }
+  }
+
+  /** Times out r's expired members; frees r if none lives, else moves it if its deadline changed. */
+  private expire(p: Program, r: number): boolean {
+    const c = this.cohort[r];
+    const size = p.cohortSize[c];
+    const base = r * MAX_COHORT;
+    const t0 = this.tFirst[r];
+    for (let j = 0; j < size; j++) {
+      const s = this.stage[base + j];
+      if (s === 0) continue;
+      const d = p.cohortDoors[c * MAX_COHORT + j];
+      const due = t0 + p.doorTimeoutUs[d];
+      if (due <= this.now) {
+        this.counters[Stat.failedTimeout]++;
+        this.emitLimited(p, EventKind.FAILED, FailReason.TIMEOUT, r, s, d, due);
+        this.stage[base + j] = 0;
+      }
+    }
+    return this.settle(p, r);
+  }
+
+  /** After members died: free r if none lives, else re-file it in the wheel if its deadline changed. */
+  private settle(p: Program, r: number): boolean {
+    const c = this.cohort[r];
+    const size = p.cohortSize[c];
+    const base = r * MAX_COHORT;
+    let minTimeout = Infinity;
+    for (let j = 0; j < size; j++) {
+      if (this.stage[base + j] === 0) continue;
+      const t = p.doorTimeoutUs[p.cohortDoors[c * MAX_COHORT + j]];
+      if (t < minTimeout) minTimeout = t;
+    }
+    if (minTimeout === Infinity) {
+      this.free(r);
+      return false;
+    }
+    const deadline = this.tFirst[r] + minTimeout;
+    // a record detached by processBucket always needs re-filing
+    if (deadline !== this.deadline[r] || this.bucketOf[r] === NONE) {
+      this.deadline[r] = deadline;
+      this.wheelUnlink(r);
+      this.wheelAppend(r);
+    }
+    return true;
+  }
+
+  private wheelAppend(r: number): void {
+    const abs = Math.floor(this.deadline[r] / BUCKET_US);
+    const pos = abs > this.wheelPos ? abs : this.wheelPos;
+    const b = ((pos % WHEEL_BUCKETS) + WHEEL_BUCKETS) % WHEEL_BUCKETS;
+    this.bucketOf[r] = b;
+    this.wheelNext[r] = NONE;
+    const tail = this.bucketTail[b];
+    this.wheelPrev[r] = tail;
+    if (tail === NONE) this.bucketHead[b] = r;
+    else this.wheelNext[tail] = r;
+    this.bucketTail[b] = r;
+  }
+
+  private wheelUnlink(r: number): void {
+    const b = this.bucketOf[r];
+    if (b === NONE) return;
+    const prev = this.wheelPrev[r];
+    const next = this.wheelNext[r];
+    if (prev === NONE) this.bucketHead[b] = next;
+    else this.wheelNext[prev] = next;
+    if (next === NONE) this.bucketTail[b] = prev;
+    else this.wheelPrev[next] = prev;
+    this.bucketOf[r] = NONE;
+  }
+
+  // ---- events (§2.2, §7) ----
+
+  private emitLimited(p: Program, kind: number, reason: number, r: number, stage: number, door: number, time: number): void {
+    if (p.budget !== 0 && this.used >= p.budget) {
+      this.suppressed++;
+      this.counters[Stat.suppressed]++;
+      return;
+    }
+    this.used++;
+    this.emit(p, kind, reason, r, stage, door, time);
+  }
+
+  private emit(p: Program, kind: number, reason: number, r: number, stage: number, door: number, time: number): void {
+    const s = r * 4;
+    this.eventSrc32[0] = this.src32[s];
+    this.eventSrc32[1] = this.src32[s + 1];
+    this.eventSrc32[2] = this.src32[s + 2];
+    this.eventSrc32[3] = this.src32[s + 3];
+    this.writer.push(kind, reason, this.family[r], stage, door, p.generation, 0, time, this.eventSrc);
+  }
+
+  /** STAGE/COMPLETED for the packet's source, before a record may exist (single-step doors). */
+  private emitForPacket(p: Program, kind: number, stage: number, door: number): void {
+    if (kind === EventKind.STAGE) {
+      if ((p.flags & ProgramFlag.STAGE_EVENTS) === 0) return;
+      this.counters[Stat.stages]++;
+      if (p.budget !== 0 && this.used >= p.budget) {
+        this.suppressed++;
+        this.counters[Stat.suppressed]++;
+        return;
+      }
+      this.used++;
+    }
+    this.writer.push(kind, 0, this.packet.family, stage, door, p.generation, 0, this.now, this.packet.src);
+  }
+
+  // ---- matching one packet (§4) ----
+
+  private match(p: Program): void {
+    const pk = this.packet;
+    const family = pk.family;
+    if (family === 6 && (p.flags & ProgramFlag.IGNORE_IPV6) !== 0) {
+      this.counters[Stat.invisible]++;
+      return;
+    }
+    const proto = pk.proto;
+    const flags = pk.tcpFlags;
+    const step = (pk.dport | (proto << 16)) >>> 0;
+
+    // accepting groups, ascending
+    const acc = this.accepting;
+    let nAcc = 0;
+    const d32 = this.packetDst32;
+    if ((p.flags & ProgramFlag.ALL_LOCAL) !== 0 || matchesAny(p.localFamily, p.localWords, family, d32)) acc[nAcc++] = 0;
+    const nTargets = p.targetFamily.length;
+    for (let t = 0; t < nTargets; t++) {
+      if (p.targetFamily[t] === family && sameAddress(p.targetWords, t * 4, d32)) acc[nAcc++] = t + 1;
+    }
+
+    // visibility
+    let visible = false;
+    for (let i = 0; i < nAcc && !visible; i++) {
+      const s = p.slot(acc[i], step);
+      if (s === NONE) continue;
+      const start = p.slotDoorsStart[s];
+      const end = start + p.slotDoorsCount[s];
+      for (let k = start; k < end; k++) {
+        if (p.flagsOk(p.slotDoors[k], proto, flags)) {
+          visible = true;
+          break;
+        }
+      }
+    }
+    if (!visible) {
+      this.counters[Stat.invisible]++;
+      return;
+    }
+    this.counters[Stat.visible]++;
+
+    // lazy expiry, then candidates
+    const cand = this.candidates;
+    let nCand = 0;
+    for (let i = 0; i < nAcc; i++) {
+      const r = this.find(family, acc[i]);
+      if (r !== NONE && this.expire(p, r)) cand[nCand++] = r;
+    }
+    if (nCand > 0) {
+      for (let i = 0; i < nCand; i++) this.advance(p, cand[i], proto, flags, step);
+      return;
+    }
+    for (let i = 0; i < nAcc; i++) this.start(p, acc[i], proto, flags, step);
+  }
+
+  private advance(p: Program, r: number, proto: number, flags: number, step: number): void {
+    const c = this.cohort[r];
+    const size = p.cohortSize[c];
+    const base = r * MAX_COHORT;
+    const stageEvents = (p.flags & ProgramFlag.STAGE_EVENTS) !== 0;
+    let reachedTwo = false;
+    let died = false;
+    for (let j = 0; j < size; j++) {
+      const s = this.stage[base + j];
+      if (s === 0) continue;
+      const d = p.cohortDoors[c * MAX_COHORT + j];
+      if (proto === PROTO_TCP && !p.flagsOk(d, proto, flags)) continue;
+      const steps = d * MAX_STEPS;
+      if (p.doorSteps[steps + s] === step) {
+        const next = s + 1;
+        if (stageEvents) {
+          this.counters[Stat.stages]++;
+          this.emitLimited(p, EventKind.STAGE, 0, r, next, d, this.now);
+        }
+        if (next >= 2) reachedTwo = true;
+        if (next === p.doorLength[d]) {
+          this.counters[Stat.completed]++;
+          this.emit(p, EventKind.COMPLETED, 0, r, next, d, this.now);
+          this.stage[base + j] = 0;
+          died = true;
+        } else {
+          this.stage[base + j] = next;
+        }
+      } else if ((p.doorOptions[d] & DoorOption.ALLOW_DUPLICATES) !== 0 && p.doorSteps[steps + s - 1] === step) {
+        continue;
+      } else {
+        this.counters[Stat.failedWrongPort]++;
+        this.emitLimited(p, EventKind.FAILED, FailReason.WRONG_PORT, r, s, d, this.now);
+        this.stage[base + j] = 0;
+        died = true;
+      }
+    }
+    if (reachedTwo) this.stage1Remove(r);
+    if (died) this.settle(p, r);
+  }
+
+  private start(p: Program, g: number, proto: number, flags: number, step: number): void {
+    const slot = p.slot(g, step);
+    if (slot === NONE) return;
+    const c = p.slotCohort[slot];
+    if (c === NONE) return;
+    const size = p.cohortSize[c];
+    let needRecord = false;
+    for (let j = 0; j < size; j++) {
+      const d = p.cohortDoors[c * MAX_COHORT + j];
+      if (p.doorLength[d] >= 2 && p.flagsOk(d, proto, flags)) needRecord = true;
+    }
+    let canTrack = true;
+    if (needRecord && this.tracked >= p.maxTracked) {
+      if (this.s1Head !== NONE) this.evict(p, this.s1Head);
+      else {
+        this.counters[Stat.rejected]++;
+        canTrack = false;
+      }
+    }
+    let r = NONE;
+    for (let j = 0; j < size; j++) {
+      const d = p.cohortDoors[c * MAX_COHORT + j];
+      if (!p.flagsOk(d, proto, flags)) continue;
+      const len = p.doorLength[d];
+      if (len >= 2 && !canTrack) continue;
+      this.emitForPacket(p, EventKind.STAGE, 1, d);
+      if (len === 1) {
+        this.counters[Stat.completed]++;
+        this.emitForPacket(p, EventKind.COMPLETED, 1, d);
+      } else {
+        if (r === NONE) r = this.allocate(g, c);
+        this.stage[r * MAX_COHORT + j] = 1;
+      }
+    }
+    if (r === NONE) return;
+    let minTimeout = Infinity;
+    for (let j = 0; j < size; j++) {
+      if (this.stage[r * MAX_COHORT + j] === 0) continue;
+      const t = p.doorTimeoutUs[p.cohortDoors[c * MAX_COHORT + j]];
+      if (t < minTimeout) minTimeout = t;
+    }
+    this.tFirst[r] = this.now;
+    this.deadline[r] = this.now + minTimeout;
+    this.indexInsert(r);
+    this.stage1Append(r);
+    this.wheelAppend(r);
+  }
+
+  private evict(p: Program, r: number): void {
+    const c = this.cohort[r];
+    const size = p.cohortSize[c];
+    for (let j = 0; j < size; j++) {
+      const s = this.stage[r * MAX_COHORT + j];
+      if (s === 0) continue;
+      this.counters[Stat.evicted]++;
+      this.emitLimited(p, EventKind.FAILED, FailReason.EVICTED, r, s, p.cohortDoors[c * MAX_COHORT + j], this.now);
+    }
+    this.free(r);
+  }
+
+  // ---- records ----
+
+  /** A fresh record for the packet's source in group g (not yet indexed or listed). */
+  private allocate(g: number, c: number): number {
+    let r: number;
+    if (this.freeTop > 0) r = this.freeStack[--this.freeTop];
+    else {
+      if (this.highWater === this.capacity) this.grow(this.capacity * 2);
+      r = this.highWater++;
+    }
+    this.tracked++;
+    this.family[r] = this.packet.family;
+    const s = r * 4;
+    this.src32[s] = this.packetSrc32[0];
+    this.src32[s + 1] = this.packetSrc32[1];
+    this.src32[s + 2] = this.packetSrc32[2];
+    this.src32[s + 3] = this.packetSrc32[3];
+    this.group[r] = g;
+    this.cohort[r] = c;
+    this.stage.fill(0, r * MAX_COHORT, r * MAX_COHORT + MAX_COHORT);
+    this.serial[r] = this.nextSerial++;
+    this.bucketOf[r] = NONE;
+    this.inStage1[r] = 0;
+    return r;
+  }
+
+  private free(r: number): void {
+    this.indexRemove(r);
+    this.release(r);
+  }
+
+  /** Returns r (already out of the index) to the pool; cohort NONE marks a free slot. */
+  private release(r: number): void {
+    this.wheelUnlink(r);
+    this.stage1Remove(r);
+    this.cohort[r] = NONE;
+    this.freeStack[this.freeTop++] = r;
+    this.tracked--;
+  }
+
+  private stage1Append(r: number): void {
+    this.inStage1[r] = 1;
+    this.s1Next[r] = NONE;
+    this.s1Prev[r] = this.s1Tail;
+    if (this.s1Tail === NONE) this.s1Head = r;
+    else this.s1Next[this.s1Tail] = r;
+    this.s1Tail = r;
+  }
+
+  private stage1Remove(r: number): void {
+    if (this.inStage1[r] === 0) return;
+    this.inStage1[r] = 0;
+    const prev = this.s1Prev[r];
+    const next = this.s1Next[r];
+    if (prev === NONE) this.s1Head = next;
+    else this.s1Next[prev] = next;
+    if (next === NONE) this.s1Tail = prev;
+    else this.s1Prev[next] = prev;
+  }
+
+  private grow(capacity: number): void {
+    const old = this.capacity;
+    const copy = <T extends Uint8Array | Int32Array | Float64Array>(a: T, make: (n: number) => T, per = 1): T => {
+      const next = make(capacity * per);
+      next.set(a.subarray(0, old * per) as never);
+      return next;
+    };
+    this.family = copy(this.family, (n) => new Uint8Array(n));
+    this.src = copy(this.src, (n) => new Uint8Array(n), 16);
+    this.src32 = new Uint32Array(this.src.buffer);
+    this.group = copy(this.group, (n) => new Int32Array(n));
+    this.cohort = copy(this.cohort, (n) => new Int32Array(n));
+    this.stage = copy(this.stage, (n) => new Uint8Array(n), MAX_COHORT);
+    this.tFirst = copy(this.tFirst, (n) => new Float64Array(n));
+    this.deadline = copy(this.deadline, (n) => new Float64Array(n));
+    this.serial = copy(this.serial, (n) => new Float64Array(n));
+    this.bucketOf = copy(this.bucketOf, (n) => new Int32Array(n));
+    this.wheelNext = copy(this.wheelNext, (n) => new Int32Array(n));
+    this.wheelPrev = copy(this.wheelPrev, (n) => new Int32Array(n));
+    this.inStage1 = copy(this.inStage1, (n) => new Uint8Array(n));
+    this.s1Next = copy(this.s1Next, (n) => new Int32Array(n));
+    this.s1Prev = copy(this.s1Prev, (n) => new Int32Array(n));
+    this.freeStack = copy(this.freeStack, (n) => new Int32Array(n));
+    this.capacity = capacity;
+    this.rebuildIndex();
+  }
+
+  // ---- index ----
+
+  private hashKey(s: Uint32Array, o: number, family: number, g: number): number {
+    let h = Math.imul(family ^ (g << 8), 0x9e3779b1);
+    h = Math.imul(h ^ s[o], 0x85ebca6b);
+    h = Math.imul(h ^ s[o + 1], 0xc2b2ae35);
+    h = Math.imul(h ^ s[o + 2], 0x27d4eb2f);
+    h = Math.imul(h ^ s[o + 3], 0x165667b1);
+    return (h ^ (h >>> 15)) & this.indexMask;
+  }
+
+  /** The record of (family, packet source, group g), or NONE. */
+  private find(family: number, g: number): number {
+    const ps = this.packetSrc32;
+    let i = this.hashKey(ps, 0, family, g);
+    for (;;) {
+      const e = this.index[i];
+      if (e === 0) return NONE;
+      const r = e - 1;
+      const s = r * 4;
+      if (
+        this.group[r] === g &&
+        this.family[r] === family &&
+        this.src32[s] === ps[0] &&
+        this.src32[s + 1] === ps[1] &&
+        this.src32[s + 2] === ps[2] &&
+        this.src32[s + 3] === ps[3]
+      ) {
+        return r;
+      }
+      i = (i + 1) & this.indexMask;
+    }
+  }
+
+  private indexInsert(r: number): void {
+    let i = this.hashKey(this.src32, r * 4, this.family[r], this.group[r]);
+    while (this.index[i] !== 0) i = (i + 1) & this.indexMask;
+    this.index[i] = r + 1;
+  }
+
+  private indexRemove(r: number): void {
+    const mask = this.indexMask;
+    let i = this.hashKey(this.src32, r * 4, this.family[r], this.group[r]);
+    while (this.index[i] !== r + 1) i = (i + 1) & mask;
+    // backward-shift deletion keeps every probe chain unbroken without tombstones
+    let j = i;
+    for (;;) {
+      j = (j + 1) & mask;
+      const e = this.index[j];
+      if (e === 0) break;
+      const home = this.hashKey(this.src32, (e - 1) * 4, this.family[e - 1], this.group[e - 1]);
+      // move e back to i unless its home lies cyclically in (i, j]
+      if (i <= j ? home <= i || home > j : home <= i && home > j) {
+        this.index[i] = e;
+        i = j;
+      }
+    }
+    this.index[i] = 0;
+  }
+
+  private rebuildIndex(): void {
+    let size = 16;
+    while (size < this.capacity * 2) size *= 2;
+    this.index = new Int32Array(size);
+    this.indexMask = size - 1;
+    for (let r = 0; r < this.highWater; r++) if (this.cohort[r] !== NONE) this.indexInsert(r);
+  }
+
+  // ---- reload (§5) ----
+
+  private carryOver(old: Program, next: Program): void {
+    // fingerprint -> new doors with it, in program order (identical doors map by rank)
+    const newDoors = new Map<number, number[]>();
+    for (let d = 0; d < next.nDoors; d++) {
+      const list = newDoors.get(next.doorFingerprint[d]) ?? [];
+      list.push(d);
+      newDoors.set(next.doorFingerprint[d], list);
+    }
+    const rank = new Int32Array(old.nDoors);
+    const seen = new Map<number, number>();
+    for (let d = 0; d < old.nDoors; d++) {
+      const n = seen.get(old.doorFingerprint[d]) ?? 0;
+      rank[d] = n;
+      seen.set(old.doorFingerprint[d], n + 1);
+    }
+    const mapped = new Int32Array(old.nDoors).fill(NONE);
+    for (let d = 0; d < old.nDoors; d++) mapped[d] = newDoors.get(old.doorFingerprint[d])?.[rank[d]] ?? NONE;
+
+    // the index is keyed by the old groups: empty it, re-key the survivors afterwards
+    this.index.fill(0);
+    const stages = new Uint8Array(MAX_COHORT);
+    for (let r = 0; r < this.highWater; r++) {
+      if (this.cohort[r] === NONE) continue;
+      const c = this.cohort[r];
+      let newCohort = NONE;
+      let oneCohort = true;
+      stages.fill(0);
+      for (let j = 0; j < old.cohortSize[c]; j++) {
+        const s = this.stage[r * MAX_COHORT + j];
+        if (s === 0) continue;
+        const d = mapped[old.cohortDoors[c * MAX_COHORT + j]];
+        if (d === NONE) continue;
+        if (newCohort !== NONE && next.doorCohort[d] !== newCohort) oneCohort = false;
+        newCohort = next.doorCohort[d];
+        stages[next.doorMember[d]] = s;
+      }
+      if (newCohort === NONE || !oneCohort) {
+        this.release(r);
+        continue;
+      }
+      this.cohort[r] = newCohort;
+      this.group[r] = next.cohortGroup[newCohort];
+      this.stage.set(stages, r * MAX_COHORT);
+      let minTimeout = Infinity;
+      for (let j = 0; j < next.cohortSize[newCohort]; j++) {
+        if (stages[j] !== 0) minTimeout = Math.min(minTimeout, next.doorTimeoutUs[next.cohortDoors[newCohort * MAX_COHORT + j]]);
+      }
+      // the deadline can only grow (dropped members); the wheel keeps its order and re-files on visit
+      this.deadline[r] = this.tFirst[r] + minTimeout;
+    }
+    // a target address maps to one group in each program, so the new keys are distinct
+    for (let r = 0; r < this.highWater; r++) if (this.cohort[r] !== NONE) this.indexInsert(r);
+
+    if (this.tracked > next.maxTracked) {
+      while (this.tracked > next.maxTracked && this.s1Head !== NONE) this.free(this.s1Head);
+      if (this.tracked > next.maxTracked) {
+        const rest: number[] = [];
+        for (let r = 0; r < this.highWater; r++) if (this.cohort[r] !== NONE) rest.push(r);
+        rest.sort((a, b) => this.tFirst[a] - this.tFirst[b] || this.serial[a] - this.serial[b]);
+        for (let k = 0; this.tracked > next.maxTracked; k++) this.free(rest[k]);
+      }
+    }
+  }
+}
+
+function matchesAny(families: Uint8Array, words: Uint32Array, family: number, dst: Uint32Array): boolean {
+  for (let i = 0; i < families.length; i++) if (families[i] === family && sameAddress(words, i * 4, dst)) return true;
+  return false;
+}
+
+function sameAddress(words: Uint32Array, o: number, dst: Uint32Array): boolean {
+  return words[o] === dst[0] && words[o + 1] === dst[1] && words[o + 2] === dst[2] && words[o + 3] === dst[3];
+}

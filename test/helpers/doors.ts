@@ -1,0 +1,99 @@
+// Terse DoorConfig / KnockdConfig construction for tests, and the configs C1..C15 of knockd-0.8.md §10.
+import { parseAddress, type Address } from '../../src/address.js';
+import { DEFAULTS, TCP_FLAG, type DoorConfig, type KnockdConfig, type OptionsConfig, type Proto, type Step } from '../../src/config/types.js';
+import { compileProgram, type CompiledProgram, type CompileOptions } from '../../src/program.js';
+
+/** `7000,8000:udp,9000` -> steps (the knockd sequence syntax, without its atoi leniency); '' -> none
+ * (an exhausted one-time sequences file). */
+export function steps(sequence: string): Step[] {
+  if (sequence === '') return [];
+  return sequence.split(',').map((item) => {
+    const [port, proto = 'tcp'] = item.trim().split(':');
+    const p = proto.trim().toLowerCase();
+    if (p !== 'tcp' && p !== 'udp') throw new Error(`test helper: bad protocol in ${sequence}`);
+    return { port: Number(port), proto: p as Proto };
+  });
+}
+
+/** `syn,!ack` -> the flag rule. */
+export function tcpFlags(text = ''): DoorConfig['tcpFlags'] {
+  let mustSet = 0;
+  let mustClear = 0;
+  for (const item of text.split(',').filter((s) => s !== '')) {
+    const bit = TCP_FLAG[item.replace('!', '').toUpperCase() as keyof typeof TCP_FLAG];
+    if (bit === undefined) throw new Error(`test helper: bad flag ${item}`);
+    if (item.startsWith('!')) mustClear |= bit;
+    else mustSet |= bit;
+  }
+  return { mustSet, mustClear };
+}
+
+export interface DoorShape extends Partial<Omit<DoorConfig, 'tcpFlags' | 'sequence'>> {
+  tcpflags?: string;
+}
+
+/** A door with knockd's defaults and the conformance table's `echo <DOOR> %IP%` command. */
+export function door(name: string, sequence: string, shape: DoorShape = {}): DoorConfig {
+  const { tcpflags, ...rest } = shape;
+  const d: DoorConfig = {
+    name,
+    line: 1,
+    sequence: steps(sequence),
+    seqTimeout: DEFAULTS.seqTimeout,
+    startCommand: `echo ${name} %IP%`,
+    cmdTimeout: DEFAULTS.cmdTimeout,
+    tcpFlags: tcpFlags(tcpflags),
+    open: [],
+    openTimeout: DEFAULTS.openTimeout,
+    hook: 'input',
+    allowDuplicates: false,
+    cooldown: 0,
+    dedupe: false,
+    ...rest,
+  };
+  if (d.target !== undefined && d.targetAddress === undefined) {
+    const a = parseAddress(d.target);
+    if (a) d.targetAddress = a;
+  }
+  return d;
+}
+
+export function config(doors: DoorConfig[], options: Partial<OptionsConfig> = {}): KnockdConfig {
+  return {
+    path: '/test/knockd.conf',
+    options: { useSyslog: false, maxTracked: DEFAULTS.maxTracked, nftTable: DEFAULTS.nftTable, ...options },
+    doors,
+    warnings: [],
+  };
+}
+
+/** The conformance setup's capture addresses (SEMANTICS.md §4). */
+export const LOCAL_ADDRESSES: Address[] = [parseAddress('192.0.2.2')!, parseAddress('fd00::2')!];
+
+/** Compiles for the conformance setup: stage events on, no event budget, unless opts say otherwise. */
+export function compile(cfg: KnockdConfig, opts: Partial<CompileOptions> = {}): CompiledProgram {
+  return compileProgram(cfg, { localAddresses: LOCAL_ADDRESSES, stageEvents: true, eventBudget: 0, ...opts });
+}
+
+const c1 = (shape: DoorShape = {}) => door('A', '7000,8000,9000', { seqTimeout: 5, ...shape });
+
+/** knockd-0.8.md §10 configs. C12 takes the sequence its one-time file currently yields. */
+export const CONFIGS = {
+  C1: () => config([c1()]),
+  C2: () => config([c1({ tcpflags: 'syn' })]),
+  C3: () => config([door('A', '7000,8000,9000', { tcpflags: 'syn' }), door('B', '8000,5555')]),
+  C4: () => config([door('A', '7000,8000,9000'), door('B', '7000,8000,10000')]),
+  C5: () => config([door('A', '7000,8000'), door('B', '7000,8000,9000')]),
+  C5r: () => config([door('B', '7000,8000,9000'), door('A', '7000,8000')]),
+  C6: () => config([door('A', '7000,8000,9000'), door('B', '5000,6000')]),
+  C7: () => config([door('A', '7000:udp,8000:tcp,9000:udp')]),
+  C7b: () => config([door('A', '7000:udp,8000:tcp,9000:udp'), door('B', '8000:udp,1:udp')]),
+  C8: () => config([door('A', '7000,7000,8000')]),
+  C9: () => config([door('A', '7000')]),
+  C10: () => config([c1({ startCommand6: 'echo A6 %IP%' })]),
+  C11: () => config([c1({ target: '192.0.2.77' })]),
+  C12: (sequence: string) => config([door('A', sequence, { seqTimeout: 5, oneTimeSequences: '/test/F' })]),
+  C13: () =>
+    config([door('A', '7000', { startCommand: 'echo START %IP%', cmdTimeout: 1, stopCommand: 'echo STOP %IP%' })]),
+  C15: () => config([c1({ tcpflags: 'syn,!ack' })]),
+} as const;
