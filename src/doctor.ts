@@ -1,0 +1,219 @@
+// `knockd-fast doctor`: checks what a deployment needs before the daemon is started, one line per check
+// with the fix. The addon is loaded in a child process (node-llama-cpp's testBindingBinary idea), so a
+// broken or crashing build is reported instead of taking the doctor down with it.
+import { execFile } from 'node:child_process';
+import { accessSync, constants, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { DEFAULTS } from './config/types.js';
+
+export interface DoctorOptions {
+  /** interfaces the daemon will capture on (-i / Interface=); default knockd's `eth0` */
+  interfaces?: string[];
+  /** environment whose PATH is searched for nft; default process.env */
+  env?: NodeJS.ProcessEnv;
+  /** where the report goes; default process.stdout */
+  out?: (text: string) => void;
+}
+
+export interface DoctorCheck {
+  name: string;
+  ok: boolean;
+  /** what was found */
+  detail: string;
+  /** how to fix it, when it failed */
+  fix?: string;
+}
+
+const CAP_NET_ADMIN = 12;
+const CAP_NET_RAW = 13;
+const IFF_UP = 0x1;
+const CHILD_TIMEOUT_MS = 30_000;
+
+interface ExecResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  error?: NodeJS.ErrnoException;
+}
+
+function run(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<ExecResult> {
+  return new Promise((resolve) => {
+    execFile(file, args, { env, timeout: CHILD_TIMEOUT_MS, encoding: 'utf8' }, (error, stdout, stderr) => {
+      const e = error as (NodeJS.ErrnoException & { code?: number | string; signal?: NodeJS.Signals }) | null;
+      resolve({
+        code: e ? (typeof e.code === 'number' ? e.code : null) : 0,
+        signal: e?.signal ?? null,
+        stdout,
+        stderr,
+        ...(e && typeof e.code === 'string' ? { error: e } : {}),
+      });
+    });
+  });
+}
+
+/** What the child reports after loading the addon and, when the addon offers it, probing a ring per interface. */
+interface AddonReport {
+  file: string | null;
+  exports: string[];
+  rings: Record<string, { ok: true; detail: string } | { ok: false; code: string; message: string }> | null;
+}
+
+// Runs in the child: loads the addon through src/native.ts (the only loader) and asks for a TPACKET_V3
+// ring on each interface. The specifiers come in as argv so nothing is spliced into the source.
+const CHILD_SCRIPT = `
+const [nativeUrl, interfacesJson] = process.argv.slice(1);
+const { loadBinding, packageRoot } = await import(nativeUrl);
+const { createRequire } = await import('node:module');
+const binding = loadBinding();
+let file = null;
+try { file = createRequire(nativeUrl)('node-gyp-build').resolve(packageRoot); } catch {}
+let rings = null;
+if (typeof binding.probeRing === 'function') {
+  rings = {};
+  for (const name of JSON.parse(interfacesJson)) {
+    try {
+      const r = binding.probeRing(name);
+      rings[name] = { ok: true, detail: 'TPACKET_V' + r.version + ' ring of ' + r.blockCount + ' x ' + r.blockSize + ' bytes' };
+    } catch (e) {
+      rings[name] = { ok: false, code: String(e.code ?? ''), message: String(e.message) };
+    }
+  }
+}
+process.stdout.write(JSON.stringify({ file, exports: Object.keys(binding), rings }));
+`;
+
+const REBUILD_FIX = 'rebuild the addon: `npm rebuild knockd-fast` (needs `apt-get install -y cmake g++`), or `npm run build:native` in a checkout';
+
+async function probeAddon(interfaces: string[], env: NodeJS.ProcessEnv): Promise<{ check: DoctorCheck; report?: AddonReport }> {
+  // From dist/ the sibling is native.js; from a checkout run through tsx it is native.ts and the child needs tsx too.
+  const fromSource = import.meta.url.endsWith('.ts');
+  const nativeUrl = new URL(fromSource ? './native.ts' : './native.js', import.meta.url).href;
+  const args = [...(fromSource ? ['--import', import.meta.resolve('tsx')] : []), '--input-type=module', '-e', CHILD_SCRIPT, nativeUrl, JSON.stringify(interfaces)];
+  const result = await run(process.execPath, args, env);
+  const name = 'addon';
+  if (result.signal) {
+    return { check: { name, ok: false, detail: `loading the addon killed the process (${result.signal})`, fix: REBUILD_FIX } };
+  }
+  if (result.code !== 0) {
+    const reason = result.stderr.trim().split('\n').find((line) => /could not load|Error/.test(line)) ?? result.stderr.trim();
+    return { check: { name, ok: false, detail: `does not load: ${reason || result.error?.message || `exit ${result.code}`}`, fix: REBUILD_FIX } };
+  }
+  const report = JSON.parse(result.stdout) as AddonReport;
+  return { check: { name, ok: true, detail: `loads${report.file ? ` (${report.file})` : ''}` }, report };
+}
+
+function checkCapabilities(): DoctorCheck {
+  const status = readFileSync('/proc/self/status', 'utf8');
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  const effective = hex ? BigInt(`0x${hex}`) : 0n;
+  const missing = [
+    [CAP_NET_RAW, 'CAP_NET_RAW'],
+    [CAP_NET_ADMIN, 'CAP_NET_ADMIN'],
+  ].flatMap(([bit, capName]) => ((effective >> BigInt(bit!)) & 1n ? [] : [capName as string]));
+  if (missing.length === 0) return { name: 'capabilities', ok: true, detail: 'CAP_NET_RAW and CAP_NET_ADMIN are effective' };
+  return {
+    name: 'capabilities',
+    ok: false,
+    detail: `missing ${missing.join(' and ')} (capture needs CAP_NET_RAW, nftables CAP_NET_ADMIN)`,
+    fix: 'run as root, or in the systemd unit set `AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN`',
+  };
+}
+
+function checkInterface(name: string): DoctorCheck {
+  const check = `interface ${name}`;
+  const sys = join('/sys/class/net', name);
+  if (name.includes('/') || !existsSync(sys)) {
+    const known = readdirSync('/sys/class/net').join(', ');
+    return { name: check, ok: false, detail: 'does not exist', fix: `capture on an existing interface with -i or Interface= (here: ${known || 'none'})` };
+  }
+  const flags = Number(readFileSync(join(sys, 'flags'), 'utf8').trim());
+  if (!(flags & IFF_UP)) return { name: check, ok: false, detail: 'is down', fix: `bring it up: \`ip link set ${name} up\`` };
+  const addresses = (networkInterfaces()[name] ?? []).map((a) => a.address);
+  if (addresses.length === 0) {
+    return {
+      name: check,
+      ok: false,
+      detail: 'has no addresses, so no knock can be addressed to this host',
+      fix: `give it an address (\`ip addr add ADDR/PREFIX dev ${name}\`) or name the knocked addresses with --local-address`,
+    };
+  }
+  return { name: check, ok: true, detail: `up, addresses ${addresses.join(', ')}` };
+}
+
+function findOnPath(command: string, env: NodeJS.ProcessEnv): string | undefined {
+  for (const dir of (env.PATH ?? '').split(delimiter)) {
+    if (!dir) continue;
+    const candidate = join(dir, command);
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not in this directory
+    }
+  }
+  return undefined;
+}
+
+async function checkNft(env: NodeJS.ProcessEnv): Promise<DoctorCheck> {
+  const nft = findOnPath('nft', env);
+  if (!nft) {
+    return { name: 'nft', ok: false, detail: `not found on PATH (${env.PATH ?? ''})`, fix: 'install nftables: `apt-get install -y nftables` (or add the directory of nft to PATH)' };
+  }
+  const result = await run(nft, ['list', 'tables'], env);
+  if (result.code === 0) return { name: 'nft', ok: true, detail: `${nft} list tables works` };
+  const why = result.stderr.trim().split('\n')[0] || result.error?.message || `exit ${result.code ?? result.signal}`;
+  return {
+    name: 'nft',
+    ok: false,
+    detail: `\`${nft} list tables\` failed: ${why}`,
+    fix: /permission|not permitted/i.test(why)
+      ? 'run as root or with CAP_NET_ADMIN'
+      : 'check that the kernel has nf_tables (`modprobe nf_tables`) and that nft runs by hand',
+  };
+}
+
+function checkRings(interfaces: string[], report: AddonReport | undefined): DoctorCheck[] {
+  if (!report) {
+    return [{ name: 'kernel ring', ok: false, detail: 'not checked: the addon does not load', fix: 'fix the addon first (see above)' }];
+  }
+  if (!report.rings) {
+    return [{ name: 'kernel ring', ok: false, detail: 'not checked: this addon build has no ring probe (probeRing)', fix: REBUILD_FIX }];
+  }
+  return interfaces.map((name) => {
+    const ring = report.rings![name];
+    const check = `kernel ring on ${name}`;
+    if (!ring) return { name: check, ok: false, detail: 'the addon returned no answer for this interface', fix: REBUILD_FIX };
+    if (ring.ok) return { name: check, ok: true, detail: ring.detail };
+    const fix =
+      ring.code === 'EPERM' || ring.code === 'EACCES'
+        ? 'grant CAP_NET_RAW (run as root or `AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN`)'
+        : ring.code === 'ENODEV'
+          ? 'capture on an existing interface with -i or Interface='
+          : 'the kernel must support AF_PACKET with TPACKET_V3 (Linux >= 3.2, CONFIG_PACKET); check `dmesg`';
+    return { name: check, ok: false, detail: `cannot be opened: ${ring.message}`, fix };
+  });
+}
+
+/** Runs every check; the addon and ring checks share one child process. */
+export async function doctorChecks(options: DoctorOptions = {}): Promise<DoctorCheck[]> {
+  const interfaces = options.interfaces?.length ? options.interfaces : [DEFAULTS.interface];
+  const env = options.env ?? process.env;
+  const [addon, nft] = await Promise.all([probeAddon(interfaces, env), checkNft(env)]);
+  return [addon.check, checkCapabilities(), ...interfaces.map(checkInterface), nft, ...checkRings(interfaces, addon.report)];
+}
+
+export function formatCheck(check: DoctorCheck): string {
+  return check.ok ? `pass  ${check.name}: ${check.detail}\n` : `FAIL  ${check.name}: ${check.detail}; fix: ${check.fix}\n`;
+}
+
+/** `knockd-fast doctor`: prints one line per check and returns 0 when all pass, 1 otherwise. */
+export async function runDoctor(options: DoctorOptions = {}): Promise<number> {
+  const out = options.out ?? ((text: string) => void process.stdout.write(text));
+  const checks = await doctorChecks(options);
+  for (const check of checks) out(formatCheck(check));
+  const failed = checks.filter((c) => !c.ok).length;
+  out(failed === 0 ? `all ${checks.length} checks passed\n` : `${failed} of ${checks.length} checks failed\n`);
+  return failed === 0 ? 0 : 1;
+}
