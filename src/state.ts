@@ -2,19 +2,10 @@
 // still closes every door it opened (SEMANTICS.md deviation 8). Written atomically: temp file, fsync, rename.
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type { PendingStop } from './actions/types.js';
 
 export const STATE_VERSION = 1;
 export const DEFAULT_STATE_FILE = '/var/lib/knockd-fast/state.json';
-
-export interface PendingStop {
-  door: string;
-  source: string;
-  family: 4 | 6;
-  /** the stop command with %IP% already expanded ('' never happens: such stops are not recorded) */
-  command: string;
-  /** wall-clock due time, milliseconds since the epoch */
-  dueMs: number;
-}
 
 export interface DaemonState {
   version: number;

@@ -1,0 +1,293 @@
+// DoorController: matcher events -> knockd's log lines and grants. It owns the policy between a completed
+// knock and the action backends: Cooldown and Dedupe per (source, door), one-time sequence rotation with a
+// program swap, and the command backend's stop timers, which live here and in the state file so a restart
+// (even after kill -9) still runs every stop command (SEMANTICS.md deviation 8).
+import { Resolver } from 'node:dns/promises';
+import type { Grant, PendingStop } from './actions/types.js';
+import type { DoorConfig } from './config/types.js';
+import type { KnockEvent } from './events.js';
+import { eventText, knockerLabel, type LogFields } from './log.js';
+import type { Metrics } from './metrics.js';
+import type { CompiledProgram } from './program.js';
+import { readState, writeState } from './state.js';
+
+/** The command backend as the controller drives it (src/actions/commands.ts). */
+export interface CommandActions {
+  /** runs the door's start command for the grant; returns the stop to schedule when one is configured */
+  start(grant: Grant): PendingStop | undefined;
+  /** runs a stop command that is due */
+  stop(stop: PendingStop): void;
+}
+
+/** The nftables backend (src/actions/nft.ts): adds or refreshes the source in the door's set. */
+export interface NftActions {
+  grant(grant: Grant): void;
+  /** applies whatever is still batched */
+  flush(): Promise<void>;
+}
+
+/** One-time sequences: marks the used line and returns the next sequence, or undefined when the file is exhausted. */
+export type RotateOneTime = (door: DoorConfig) => DoorConfig['sequence'] | undefined;
+
+export interface ControllerOptions {
+  log: (message: string, fields?: LogFields) => void;
+  commands?: CommandActions;
+  nft?: NftActions;
+  metrics?: Metrics;
+  /** where pending stop commands are persisted; undefined = not persisted */
+  stateFile?: string;
+  /** -l: reverse DNS names in the lines */
+  lookup?: boolean;
+  reverse?: (address: string) => Promise<string[]>;
+  rotateOneTime?: RotateOneTime;
+  /** a door's sequence changed or the door was disabled: recompile and swap the program */
+  onDoorsChanged?: () => void;
+  /** wall clock, ms */
+  now?: () => number;
+}
+
+interface OpenWindow {
+  /** the source may not trigger this door again before this (Cooldown) */
+  cooldownUntil: number;
+  /** the door counts as open for Dedupe until this */
+  openUntil: number;
+}
+
+const DNS_CACHE_SIZE = 4096;
+const DNS_TIMEOUT_MS = 2000;
+const PROGRAMS_KEPT = 4;
+const EVICTION_SUMMARY_MS = 1000;
+
+export class DoorController {
+  private readonly programs = new Map<number, DoorConfig[]>();
+  private readonly windows = new Map<string, OpenWindow>();
+  private readonly stops = new Map<PendingStop, NodeJS.Timeout>();
+  private readonly hostNames = new Map<string, Promise<string | undefined>>();
+  private readonly opts: ControllerOptions;
+  private readonly now: () => number;
+  private readonly reverse: (address: string) => Promise<string[]>;
+  /** with -l, lines wait for their source's name; this chain keeps them in event order */
+  private lineChain: Promise<void> = Promise.resolve();
+  private evicted = 0;
+  private evictionTimer: NodeJS.Timeout | undefined;
+  private stateDirty = false;
+  private closed = false;
+
+  constructor(opts: ControllerOptions) {
+    this.opts = opts;
+    this.now = opts.now ?? Date.now;
+    if (opts.reverse) this.reverse = opts.reverse;
+    else {
+      const resolver = new Resolver({ timeout: DNS_TIMEOUT_MS, tries: 1 });
+      this.reverse = (a) => resolver.reverse(a);
+    }
+  }
+
+  /** Events carry the generation of the program that produced them; keep the door table of each. */
+  setProgram(program: CompiledProgram): void {
+    this.programs.set(program.generation, program.doors);
+    while (this.programs.size > PROGRAMS_KEPT) this.programs.delete(this.programs.keys().next().value as number);
+  }
+
+  handle(events: KnockEvent[]): void {
+    for (const ev of events) {
+      switch (ev.kind) {
+        case 'stage': {
+          const door = this.door(ev.generation, ev.door);
+          if (door) this.line(ev.source, (who) => eventText.stage(who, door.name, ev.stage), { event: 'stage', door: door.name, stage: ev.stage });
+          break;
+        }
+        case 'completed': {
+          const door = this.door(ev.generation, ev.door);
+          if (door) this.completed(door, ev.source, ev.family);
+          break;
+        }
+        case 'failed': {
+          if (ev.reason === 'evicted') {
+            this.countEviction();
+            break;
+          }
+          // wrong-port invalidations are silent in knockd too (knockd-0.8.md §6.2)
+          if (ev.reason !== 'timeout') break;
+          const door = this.door(ev.generation, ev.door);
+          if (door) {
+            this.line(ev.source, (who) => eventText.timeout(who, door.name, ev.stage), { event: 'timeout', door: door.name, stage: ev.stage });
+          }
+          break;
+        }
+        case 'suppressed':
+          this.opts.log(eventText.suppressed(ev.count), { event: 'suppressed', count: ev.count });
+          break;
+        case 'error':
+          this.opts.log(`error: capture thread ${ev.shard} failed (code ${ev.code}, errno ${ev.errno})`, { event: 'error', code: ev.code, errno: ev.errno });
+          break;
+      }
+    }
+  }
+
+  /** Resumes the stop commands of a previous run: those already due run now, the others at their time. */
+  restoreState(): void {
+    if (!this.opts.stateFile) return;
+    const state = readState(this.opts.stateFile);
+    for (const stop of state.stops) this.schedule(stop);
+    this.persist();
+  }
+
+  /** Pending stop commands (for status and tests), soonest first. */
+  pendingStops(): PendingStop[] {
+    return [...this.stops.keys()].sort((a, b) => a.dueMs - b.dueMs);
+  }
+
+  /** Flushes the nft batch and writes the state; stop timers stay in the state file for the next run. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.stops.values()) clearTimeout(t);
+    if (this.evictionTimer) clearTimeout(this.evictionTimer);
+    this.flushEvictions();
+    if (this.opts.stateFile) writeState(this.opts.stateFile, { version: 1, stops: this.pendingStops() });
+    await this.opts.nft?.flush();
+    await this.lineChain;
+  }
+
+  /** Waits until every queued line (-l lookups) has been written. */
+  async drainLines(): Promise<void> {
+    await this.lineChain;
+  }
+
+  private door(generation: number, index: number): DoorConfig | undefined {
+    return this.programs.get(generation)?.[index];
+  }
+
+  private completed(door: DoorConfig, source: string, family: 4 | 6): void {
+    const now = this.now();
+    const key = `${door.name}\u0000${source}`;
+    const win = this.windows.get(key);
+    const fields = { door: door.name, source };
+    if (win && now < win.cooldownUntil) {
+      const left = Math.ceil((win.cooldownUntil - now) / 1000);
+      this.line(source, (who) => `${who}: ${door.name}: sequence completed during cooldown (${left}s left), not opening`, { event: 'cooldown', ...fields });
+      this.opts.metrics?.grants.inc({ door: door.name, outcome: 'cooldown' });
+      return;
+    }
+    this.line(source, (who) => eventText.open(who, door.name), { event: 'open', ...fields });
+    const grant: Grant = { door, source, family };
+    const openFor = Math.max(door.open.length > 0 || door.nftSet ? door.openTimeout : 0, door.cmdTimeout) * 1000;
+    if (door.dedupe && win && now < win.openUntil) {
+      this.extend(grant, now);
+      win.openUntil = now + openFor;
+      win.cooldownUntil = now + door.cooldown * 1000;
+      this.line(source, (who) => `${who}: ${door.name}: already open, window extended`, { event: 'extended', ...fields });
+      this.opts.metrics?.grants.inc({ door: door.name, outcome: 'extended' });
+    } else {
+      if (door.open.length > 0 || door.nftSet) this.opts.nft?.grant(grant);
+      const stop = this.opts.commands?.start(grant);
+      if (stop) this.schedule(stop);
+      if (door.dedupe || door.cooldown > 0) this.windows.set(key, { openUntil: now + openFor, cooldownUntil: now + door.cooldown * 1000 });
+      this.opts.metrics?.grants.inc({ door: door.name, outcome: 'granted' });
+    }
+    if (door.oneTimeSequences && this.opts.rotateOneTime) this.rotate(door);
+    this.pruneWindows(now);
+  }
+
+  /** Dedupe: refresh the nft element and push this source's pending stop of the door to a full window. */
+  private extend(grant: Grant, now: number): void {
+    if (grant.door.open.length > 0 || grant.door.nftSet) this.opts.nft?.grant(grant);
+    const mine = [...this.stops].filter(([stop]) => stop.door === grant.door.name && stop.source === grant.source);
+    for (const [stop, timer] of mine) {
+      clearTimeout(timer);
+      this.stops.delete(stop);
+      this.schedule({ ...stop, dueMs: now + grant.door.cmdTimeout * 1000 });
+    }
+  }
+
+  private rotate(door: DoorConfig): void {
+    const next = this.opts.rotateOneTime?.(door);
+    if (next && next.length > 0) door.sequence = next;
+    else {
+      door.sequence = [];
+      this.opts.log(`no more sequences left in the one time sequences file for door ${door.name} --> disabling the door`, {
+        event: 'door_disabled',
+        door: door.name,
+      });
+      this.opts.metrics?.grants.inc({ door: door.name, outcome: 'disabled' });
+    }
+    this.opts.onDoorsChanged?.();
+  }
+
+  private schedule(stop: PendingStop): void {
+    const fire = () => {
+      this.stops.delete(stop);
+      this.line(stop.source, (who) => `${who}: ${stop.door}: command timeout`, { event: 'command_timeout', door: stop.door, source: stop.source });
+      this.opts.commands?.stop(stop);
+      this.persist();
+    };
+    const timer = setTimeout(fire, Math.max(0, stop.dueMs - this.now()));
+    timer.unref();
+    this.stops.set(stop, timer);
+    this.persist();
+  }
+
+  /** Coalesces state writes: one atomic write per turn of the event loop, whatever the number of changes. */
+  private persist(): void {
+    if (!this.opts.stateFile || this.stateDirty || this.closed) return;
+    this.stateDirty = true;
+    setImmediate(() => {
+      this.stateDirty = false;
+      if (this.closed || !this.opts.stateFile) return;
+      try {
+        writeState(this.opts.stateFile, { version: 1, stops: this.pendingStops() });
+      } catch (err) {
+        this.opts.log(`error: cannot write state file ${this.opts.stateFile}: ${(err as Error).message}`);
+      }
+    });
+  }
+
+  private pruneWindows(now: number): void {
+    if (this.windows.size < 65536) return;
+    for (const [k, w] of this.windows) if (w.openUntil <= now && w.cooldownUntil <= now) this.windows.delete(k);
+  }
+
+  private countEviction(): void {
+    this.evicted++;
+    if (!this.evictionTimer) {
+      this.evictionTimer = setTimeout(() => {
+        this.evictionTimer = undefined;
+        this.flushEvictions();
+      }, EVICTION_SUMMARY_MS);
+      this.evictionTimer.unref();
+    }
+  }
+
+  private flushEvictions(): void {
+    if (this.evicted === 0) return;
+    this.opts.log(eventText.evicted(this.evicted), { event: 'evicted', count: this.evicted });
+    this.evicted = 0;
+  }
+
+  /** Writes a line about `source`; with -l it waits (off the matching path) for the source's host name. */
+  private line(source: string, text: (who: string) => string, fields: LogFields): void {
+    if (!this.opts.lookup) {
+      this.opts.log(text(source), { source, ...fields });
+      return;
+    }
+    const host = this.hostName(source);
+    this.lineChain = this.lineChain.then(async () => {
+      const name = await host;
+      this.opts.log(text(knockerLabel(source, name)), { source, host: name, ...fields });
+    });
+  }
+
+  private hostName(source: string): Promise<string | undefined> {
+    let p = this.hostNames.get(source);
+    if (!p) {
+      p = this.reverse(source).then(
+        (names) => names[0],
+        () => undefined,
+      );
+      if (this.hostNames.size >= DNS_CACHE_SIZE) this.hostNames.delete(this.hostNames.keys().next().value as string);
+      this.hostNames.set(source, p);
+    }
+    return p;
+  }
+}

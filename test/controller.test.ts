@@ -1,0 +1,221 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Grant, PendingStop } from '../src/actions/types.js';
+import type { DoorConfig } from '../src/config/types.js';
+import { DoorController, type CommandActions, type NftActions } from '../src/controller.js';
+import type { KnockEvent } from '../src/events.js';
+import { readState, writeState } from '../src/state.js';
+
+function door(name: string, extra: Partial<DoorConfig> = {}): DoorConfig {
+  return {
+    name,
+    line: 1,
+    sequence: [
+      { port: 7000, proto: 'tcp' },
+      { port: 8000, proto: 'tcp' },
+    ],
+    seqTimeout: 5,
+    cmdTimeout: 10,
+    tcpFlags: { mustSet: 0, mustClear: 0 },
+    open: [],
+    openTimeout: 30,
+    hook: 'input',
+    allowDuplicates: false,
+    cooldown: 0,
+    dedupe: false,
+    ...extra,
+  };
+}
+
+const A = '198.51.100.1';
+const ev = {
+  stage: (d: number, stage: number, source = A): KnockEvent => ({ kind: 'stage', door: d, generation: 1, shard: 0, family: 4, source, stage, timeUs: 0 }),
+  done: (d: number, stage = 2, source = A, family: 4 | 6 = 4): KnockEvent => ({ kind: 'completed', door: d, generation: 1, shard: 0, family, source, stage, timeUs: 0 }),
+  timeout: (d: number, stage: number): KnockEvent => ({ kind: 'failed', reason: 'timeout', door: d, generation: 1, shard: 0, family: 4, source: A, stage, timeUs: 0 }),
+  wrong: (d: number): KnockEvent => ({ kind: 'failed', reason: 'wrong_port', door: d, generation: 1, shard: 0, family: 4, source: A, stage: 1, timeUs: 0 }),
+  evicted: (): KnockEvent => ({ kind: 'failed', reason: 'evicted', door: 0, generation: 1, shard: 0, family: 4, source: A, stage: 1, timeUs: 0 }),
+};
+
+/** A command backend that records what it was asked to do; stops come from the door's stop_command. */
+function recordingCommands(now: () => number) {
+  const calls: string[] = [];
+  const actions: CommandActions = {
+    start(g: Grant): PendingStop | undefined {
+      calls.push(`start ${g.door.name} ${g.source}`);
+      return g.door.stopCommand ? { door: g.door.name, source: g.source, family: g.family, command: g.door.stopCommand.replaceAll('%IP%', g.source), dueMs: now() + g.door.cmdTimeout * 1000 } : undefined;
+    },
+    stop(s: PendingStop) {
+      calls.push(`stop ${s.door} ${s.source} ${s.command}`);
+    },
+  };
+  return { calls, actions };
+}
+
+function setup(doors: DoorConfig[], extra: Partial<ConstructorParameters<typeof DoorController>[0]> = {}) {
+  let clock = 1_000_000;
+  const lines: string[] = [];
+  const cmd = recordingCommands(() => clock);
+  const grants: string[] = [];
+  const nft: NftActions = { grant: (g) => void grants.push(`${g.door.name} ${g.source}`), flush: async () => {} };
+  const c = new DoorController({ log: (m) => lines.push(m), commands: cmd.actions, nft, now: () => clock, ...extra });
+  c.setProgram({ words: new Uint32Array(0), doors, generation: 1 });
+  return { c, lines, calls: cmd.calls, grants, advance: (ms: number) => (clock += ms), now: () => clock };
+}
+
+test('stage, open and timeout lines are knockd\'s; wrong-port failures are silent', () => {
+  const { c, lines, calls } = setup([door('A')]);
+  c.handle([ev.stage(0, 1), ev.stage(0, 2), ev.done(0), ev.stage(0, 1), ev.wrong(0), ev.stage(0, 1), ev.timeout(0, 1)]);
+  assert.deepEqual(lines, [
+    `${A}: A: Stage 1`,
+    `${A}: A: Stage 2`,
+    `${A}: A: OPEN SESAME`,
+    `${A}: A: Stage 1`,
+    `${A}: A: Stage 1`,
+    `${A}: A: sequence timeout (stage 1)`,
+  ]);
+  assert.deepEqual(calls, [`start A ${A}`]);
+});
+
+test('events of an unknown generation or door are ignored, suppressed records become a summary line', () => {
+  const { c, lines } = setup([door('A')]);
+  c.handle([{ ...ev.done(0), generation: 99 }, ev.done(5), { kind: 'suppressed', count: 1234, shard: 0, generation: 1, timeUs: 0 }]);
+  assert.deepEqual(lines, ['1234 events suppressed']);
+});
+
+test('without Dedupe every completion runs the start command again (knockd row 14)', () => {
+  const { c, calls } = setup([door('A')]);
+  c.handle([ev.done(0), ev.done(0)]);
+  assert.deepEqual(calls, [`start A ${A}`, `start A ${A}`]);
+});
+
+test('Dedupe: a repeat while open extends the window instead of running start_command again', () => {
+  const d = door('A', { dedupe: true, stopCommand: 'echo STOP %IP%', cmdTimeout: 10 });
+  const { c, calls, lines, advance, now } = setup([d]);
+  c.handle([ev.done(0)]);
+  advance(4000);
+  c.handle([ev.done(0)]);
+  assert.deepEqual(calls, [`start A ${A}`]);
+  assert.equal(lines.at(-1), `${A}: A: already open, window extended`);
+  const stops = c.pendingStops();
+  assert.equal(stops.length, 1);
+  assert.equal(stops[0].dueMs, now() + 10_000);
+  // after the window has passed, a completion opens anew
+  advance(11_000);
+  c.handle([ev.done(0)]);
+  assert.deepEqual(calls, [`start A ${A}`, `start A ${A}`]);
+  void c.close();
+});
+
+test('Dedupe refreshes the nft element of an nft door', () => {
+  const d = door('A', { dedupe: true, open: [{ port: 22, proto: 'tcp' }] });
+  const { c, grants, advance } = setup([d]);
+  c.handle([ev.done(0)]);
+  advance(1000);
+  c.handle([ev.done(0)]);
+  assert.deepEqual(grants, [`A ${A}`, `A ${A}`]);
+});
+
+test('Cooldown: no grant for the same source and door until it has passed; other sources unaffected', () => {
+  const { c, calls, lines, advance } = setup([door('A', { cooldown: 60 })]);
+  c.handle([ev.done(0)]);
+  advance(30_000);
+  c.handle([ev.done(0), ev.done(0, 2, '198.51.100.2')]);
+  assert.deepEqual(calls, [`start A ${A}`, 'start A 198.51.100.2']);
+  assert.match(lines.join('\n'), /198\.51\.100\.1: A: sequence completed during cooldown \(30s left\), not opening/);
+  advance(30_000);
+  c.handle([ev.done(0)]);
+  assert.equal(calls.length, 3);
+});
+
+test('stop timers run the stop command with knockd\'s "command timeout" line', async () => {
+  const d = door('A', { stopCommand: 'echo STOP %IP%', cmdTimeout: 0 });
+  const { c, calls, lines } = setup([d]);
+  c.handle([ev.done(0), ev.done(0)]);
+  await sleep(20);
+  assert.deepEqual(calls, [`start A ${A}`, `start A ${A}`, `stop A ${A} echo STOP ${A}`, `stop A ${A} echo STOP ${A}`]);
+  assert.deepEqual(lines.slice(-2), [`${A}: A: command timeout`, `${A}: A: command timeout`]);
+});
+
+test('state file: pending stops are persisted, restored after a restart, and a due stop runs at start-up', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kf-ctl-'));
+  try {
+    const stateFile = join(dir, 'sub', 'state.json');
+    const d = door('A', { stopCommand: 'echo STOP %IP%', cmdTimeout: 100 });
+    const first = setup([d], { stateFile });
+    first.c.handle([ev.done(0)]);
+    await sleep(10); // the coalesced write
+    const saved = readState(stateFile);
+    assert.equal(saved.stops.length, 1);
+    assert.equal(saved.stops[0].command, `echo STOP ${A}`);
+    // the daemon dies without close() (kill -9): a new controller picks the stop up
+    const second = setup([d], { stateFile });
+    second.c.restoreState();
+    assert.deepEqual(second.c.pendingStops().map((s) => s.command), [`echo STOP ${A}`]);
+    await second.c.close();
+    // a restart after the due time runs it at once
+    const third = setup([d], { stateFile });
+    third.advance(200_000);
+    third.c.restoreState();
+    await sleep(10);
+    assert.deepEqual(third.calls, [`stop A ${A} echo STOP ${A}`]);
+    await sleep(10);
+    assert.deepEqual(readState(stateFile).stops, []);
+    assert.ok(!existsSync(`${stateFile}.${process.pid}.tmp`));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a corrupt state file is a clear error, not silently ignored', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kf-ctl-'));
+  try {
+    const stateFile = join(dir, 'state.json');
+    writeFileSync(stateFile, '{"version":1,"stops":[{"door":1}]}');
+    const { c } = setup([door('A')], { stateFile });
+    assert.throws(() => c.restoreState(), /not a knockd-fast state file of version 1; move it aside/);
+    writeState(stateFile, { version: 1, stops: [] });
+    assert.equal(readFileSync(stateFile, 'utf8'), '{"version":1,"stops":[]}\n');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('one-time sequences: rotation swaps the sequence; exhaustion logs knockd\'s line and disables the door', () => {
+  const d = door('A', { oneTimeSequences: '/x' });
+  const next = [[{ port: 1000, proto: 'udp' as const }]];
+  let changes = 0;
+  const { c, lines } = setup([d], { rotateOneTime: () => next.shift(), onDoorsChanged: () => changes++ });
+  c.handle([ev.done(0)]);
+  assert.deepEqual(d.sequence, [{ port: 1000, proto: 'udp' }]);
+  c.handle([ev.done(0, 1)]);
+  assert.deepEqual(d.sequence, []);
+  assert.equal(changes, 2);
+  assert.equal(lines.at(-1), 'no more sequences left in the one time sequences file for door A --> disabling the door');
+});
+
+test('-l: lines carry "<src> (<host>)" and keep event order although lookups finish out of order', async () => {
+  const { c, lines } = setup([door('A')], {
+    lookup: true,
+    reverse: async (a) => {
+      await sleep(a === A ? 30 : 1);
+      if (a === '198.51.100.9') throw new Error('ENOTFOUND');
+      return [a === A ? 'slow.example' : 'fast.example'];
+    },
+  });
+  c.handle([ev.stage(0, 1), ev.stage(0, 1, '198.51.100.2'), ev.stage(0, 1, '198.51.100.9')]);
+  assert.deepEqual(lines, []); // nothing blocks: the lines come when the names are known
+  await c.drainLines();
+  assert.deepEqual(lines, [`${A} (slow.example): A: Stage 1`, '198.51.100.2 (fast.example): A: Stage 1', '198.51.100.9: A: Stage 1']);
+});
+
+test('evictions are summarised, at most one line per second', async () => {
+  const { c, lines } = setup([door('A')]);
+  c.handle([ev.evicted(), ev.evicted(), ev.evicted()]);
+  assert.deepEqual(lines, []);
+  await c.close();
+  assert.deepEqual(lines, ['3 knock attempts evicted (MaxTracked reached)']);
+});
