@@ -1,0 +1,511 @@
+// Live capture (see capture.h). Facts this relies on (../shared/research/PEERS.md §B):
+// - SOCK_DGRAM packet sockets present every link type at the network header, so one filter layout
+//   and one parse path serve Ethernet (tags stripped into metadata), lo, tun and `any`;
+// - a packet socket bound with a protocol receives from bind() on, so a reject-all filter is attached
+//   first and the real one only once the socket sits in its fanout group: no unfiltered packet and
+//   no packet routed before the group has all its members is ever read;
+// - on NETDEV_DOWN/UP the kernel unhooks and re-hooks a bound socket by itself; only an interface
+//   that disappears (new ifindex when it returns) needs new sockets;
+// - PACKET_STATISTICS resets on every read, so it is accumulated here.
+#include "capture.h"
+
+#include <arpa/inet.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace knockd {
+namespace {
+
+constexpr uint32_t kFrameSizeHint = 2048;  // TPACKET_V3 packs frames; this only sizes tp_frame_nr
+#ifndef PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+constexpr uint32_t PACKET_FANOUT_FLAG_IGNORE_OUTGOING = 0x4000;  // Linux 4.20; older uapi headers lack it
+#endif
+
+int64_t realtime_us() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t monotonic_us() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
+bool is_vlan(uint16_t type) { return type == 0x8100 || type == 0x88A8 || type == 0x9100; }
+
+std::string describe(const std::string& what, const std::string& interface, int err) {
+  return what + (interface.empty() ? "" : " on interface \"" + interface + "\"") + ": " + std::strerror(err);
+}
+
+void set_filter(int fd, const std::vector<sock_filter>& code, const std::string& interface) {
+  sock_fprog prog{uint16_t(code.size()), const_cast<sock_filter*>(code.data())};
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) != 0) {
+    int err = errno;
+    throw CaptureError(err, "setsockopt", interface, describe("cannot attach the kernel filter (SO_ATTACH_FILTER)", interface, err));
+  }
+}
+
+}  // namespace
+
+NetworkFrame locate_network_frame(uint16_t protocol, bool vlan_tag_present, const uint8_t* data, size_t len) {
+  size_t tags = vlan_tag_present ? 1 : 0;
+  while (is_vlan(protocol)) {
+    if (++tags > 2 || len < 4) return {data, len, 0};
+    protocol = uint16_t(data[2] << 8 | data[3]);
+    data += 4;
+    len -= 4;
+  }
+  uint16_t link = protocol == 0x0800 ? kLinkIpv4 : protocol == 0x86DD ? kLinkIpv6 : 0;
+  return {data, len, link};
+}
+
+struct Capture::Socket {
+  int fd = -1;
+  uint8_t* ring = nullptr;
+  size_t ring_bytes = 0;
+  uint32_t block_bytes = 0, block_count = 0, next_block = 0;
+  ~Socket() {
+    if (ring) munmap(ring, ring_bytes);
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+struct Capture::Interface {
+  std::string name;
+  uint16_t position = 0;  // index in options.interfaces (the `door` field of its error records)
+  int ifindex = 0;        // 0 = any
+  bool up = true;
+};
+
+struct Capture::Shard {
+  uint16_t id = 0;
+  int wake_fd = -1;
+  std::thread thread;
+  Matcher matcher;
+  std::vector<std::unique_ptr<Socket>> sockets;  // per interface; swapped only under mutex_
+  // Handed over under mutex_, picked up after a wake-up.
+  std::vector<std::unique_ptr<Socket>> pending_sockets;
+  std::shared_ptr<const Program> pending_program;
+  std::atomic<bool> has_pending{false};
+  std::atomic<uint64_t> stats[kShardStats] = {};
+  std::unique_ptr<CaptureBatch> batch;
+  int64_t batch_started_us = 0;  // monotonic time of the batch's first record
+
+  explicit Shard(uint16_t shard) : id(shard), matcher(shard) {}
+  ~Shard() {
+    if (wake_fd >= 0) ::close(wake_fd);
+  }
+  void wake() const {
+    uint64_t one = 1;
+    ssize_t r = write(wake_fd, &one, sizeof one);
+    (void)r;  // the counter can only overflow after 2^64 writes; a pending wake-up is enough
+  }
+};
+
+Capture::Capture(const CaptureOptions& options, std::shared_ptr<const Program> program, BatchSink* sink)
+    : options_(options), sink_(sink), program_(std::move(program)) {
+  if (options_.threads < 1 || options_.threads > 1024) throw std::invalid_argument("threads must be 1..1024");
+  if (options_.interfaces.empty()) throw std::invalid_argument("no capture interface");
+  FilterBuild filter = build_visibility_filter(*program_, FilterLayout::kNetwork);
+  filter_ = std::move(filter.code);
+  coarse_ = filter.coarse;
+  control_fd_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+  for (size_t i = 0; i < options_.interfaces.size(); i++) {
+    auto iface = std::make_unique<Interface>();
+    iface->name = options_.interfaces[i];
+    iface->position = uint16_t(i);
+    if (iface->name != "any") {
+      iface->ifindex = int(if_nametoindex(iface->name.c_str()));
+      if (iface->ifindex == 0) {
+        throw CaptureError(ENODEV, "if_nametoindex", iface->name, "interface \"" + iface->name + "\" does not exist");
+      }
+    }
+    interfaces_.push_back(std::move(iface));
+  }
+  for (unsigned s = 0; s < options_.threads; s++) {
+    auto shard = std::make_unique<Shard>(uint16_t(s));
+    shard->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (shard->wake_fd < 0) {
+      int err = errno;
+      throw CaptureError(err, "eventfd", "", describe("cannot create an eventfd", "", err));
+    }
+    if (!options_.forward_frames) shard->matcher.load(program_);
+    shard->sockets.resize(interfaces_.size());
+    shard->pending_sockets.resize(interfaces_.size());
+    shard->stats[kStatCount + kCapFilterCoarse] = coarse_;
+    shards_.push_back(std::move(shard));
+  }
+  for (auto& iface : interfaces_) {
+    std::vector<std::unique_ptr<Socket>> sockets;
+    open_interface(*iface, sockets);
+    for (unsigned s = 0; s < shards_.size(); s++) shards_[s]->sockets[iface->position] = std::move(sockets[s]);
+  }
+  for (auto& shard : shards_) {
+    Shard* sh = shard.get();
+    sh->thread = std::thread([this, sh] { run(*sh); });
+  }
+}
+
+Capture::~Capture() {
+  close();
+  if (control_fd_ >= 0) ::close(control_fd_);
+}
+
+// N sockets, one per shard, in one new fanout group on the interface. Throws CaptureError.
+void Capture::open_interface(Interface& iface, std::vector<std::unique_ptr<Socket>>& out) {
+  const std::string& name = iface.name;
+  if (iface.ifindex != 0 && control_fd_ >= 0) {
+    ifreq req{};
+    std::strncpy(req.ifr_name, name.c_str(), IFNAMSIZ - 1);
+    if (ioctl(control_fd_, SIOCGIFFLAGS, &req) == 0 && !(req.ifr_flags & IFF_UP)) {
+      throw CaptureError(ENETDOWN, "bind", name, "interface \"" + name + "\" is down (bring it up: ip link set " + name + " up)");
+    }
+  }
+  const std::vector<sock_filter> reject = build_reject_filter();
+  const std::vector<sock_filter> fanout = build_fanout_filter();
+  uint32_t fanout_arg = 0;
+  for (unsigned s = 0; s < shards_.size(); s++) {
+    auto sock = std::make_unique<Socket>();
+    sock->fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);  // protocol 0: receives nothing yet
+    if (sock->fd < 0) {
+      int err = errno;
+      throw CaptureError(err, "socket", name, describe("cannot open a packet socket (AF_PACKET)", name, err));
+    }
+    int version = TPACKET_V3;
+    if (setsockopt(sock->fd, SOL_PACKET, PACKET_VERSION, &version, sizeof version) != 0) {
+      int err = errno;
+      throw CaptureError(err, "setsockopt", name, describe("TPACKET_V3 rings are not supported", name, err));
+    }
+    tpacket_req3 req{};
+    req.tp_block_size = options_.block_bytes;
+    req.tp_block_nr = options_.block_count;
+    req.tp_frame_size = kFrameSizeHint;
+    req.tp_frame_nr = options_.block_bytes / kFrameSizeHint * options_.block_count;
+    req.tp_retire_blk_tov = options_.retire_ms;
+    if (setsockopt(sock->fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) != 0) {
+      int err = errno;
+      throw CaptureError(err, "setsockopt", name, describe("cannot create the capture ring (PACKET_RX_RING)", name, err));
+    }
+    sock->block_bytes = options_.block_bytes;
+    sock->block_count = options_.block_count;
+    sock->ring_bytes = size_t(options_.block_bytes) * options_.block_count;
+    void* ring = mmap(nullptr, sock->ring_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, sock->fd, 0);
+    if (ring == MAP_FAILED) {
+      int err = errno;
+      throw CaptureError(err, "mmap", name, describe("cannot map the capture ring", name, err));
+    }
+    sock->ring = static_cast<uint8_t*>(ring);
+    set_filter(sock->fd, reject, name);
+    sockaddr_ll addr{};
+    addr.sll_family = AF_PACKET;
+    addr.sll_protocol = htons(ETH_P_ALL);
+    addr.sll_ifindex = iface.ifindex;
+    if (bind(sock->fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      int err = errno;
+      throw CaptureError(err, "bind", name, describe("cannot bind the packet socket", name, err));
+    }
+    if (s == 0) {
+      // The kernel picks an unused group id; the other shards join it by that id.
+      uint32_t flags = PACKET_FANOUT_FLAG_IGNORE_OUTGOING;
+      uint32_t arg = uint32_t(PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID | flags) << 16;
+      if (setsockopt(sock->fd, SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) != 0 && errno == EINVAL) {
+        flags = 0;  // kernels before 4.20: the filter still rejects outgoing copies
+        arg = uint32_t(PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID) << 16;
+        if (setsockopt(sock->fd, SOL_PACKET, PACKET_FANOUT, &arg, sizeof arg) != 0) arg = ~0u;
+      }
+      uint32_t joined = 0;
+      socklen_t len = sizeof joined;
+      if (arg == ~0u || getsockopt(sock->fd, SOL_PACKET, PACKET_FANOUT, &joined, &len) != 0) {
+        int err = errno;
+        throw CaptureError(err, "setsockopt", name, describe("cannot create the fanout group (PACKET_FANOUT)", name, err));
+      }
+      fanout_arg = (joined & 0xffff) | uint32_t(PACKET_FANOUT_CBPF | flags) << 16;
+      sock_fprog prog{uint16_t(fanout.size()), const_cast<sock_filter*>(fanout.data())};
+      if (setsockopt(sock->fd, SOL_PACKET, PACKET_FANOUT_DATA, &prog, sizeof prog) != 0) {
+        int err = errno;
+        throw CaptureError(err, "setsockopt", name, describe("cannot set the fanout program (PACKET_FANOUT_DATA)", name, err));
+      }
+    } else if (setsockopt(sock->fd, SOL_PACKET, PACKET_FANOUT, &fanout_arg, sizeof fanout_arg) != 0) {
+      int err = errno;
+      throw CaptureError(err, "setsockopt", name, describe("cannot join the fanout group (PACKET_FANOUT)", name, err));
+    }
+    out.push_back(std::move(sock));
+  }
+  for (auto& sock : out) set_filter(sock->fd, filter_, name);
+}
+
+void Capture::attach_filters_locked() {
+  for (auto& shard : shards_) {
+    for (auto* list : {&shard->sockets, &shard->pending_sockets}) {
+      for (size_t i = 0; i < list->size(); i++) {
+        if ((*list)[i]) set_filter((*list)[i]->fd, filter_, interfaces_[i]->name);
+      }
+    }
+  }
+}
+
+void Capture::load(std::shared_ptr<const Program> program) {
+  FilterBuild filter = build_visibility_filter(*program, FilterLayout::kNetwork);
+  std::lock_guard<std::mutex> lock(mutex_);
+  program_ = program;
+  filter_ = std::move(filter.code);
+  coarse_ = filter.coarse;
+  attach_filters_locked();
+  for (auto& shard : shards_) {
+    shard->stats[kStatCount + kCapFilterCoarse].store(coarse_, std::memory_order_relaxed);
+    if (options_.forward_frames) continue;
+    shard->pending_program = program;
+    shard->has_pending.store(true, std::memory_order_release);
+    shard->wake();
+  }
+}
+
+void Capture::close() {
+  if (closed_) return;
+  closed_ = true;
+  stop_.store(true, std::memory_order_release);
+  for (auto& shard : shards_) shard->wake();
+  for (auto& shard : shards_) {
+    if (shard->thread.joinable()) shard->thread.join();
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& shard : shards_) {
+    shard->sockets.clear();
+    shard->pending_sockets.clear();
+  }
+}
+
+void Capture::read_stats(uint64_t* out, size_t n) const {
+  for (size_t s = 0; s < shards_.size(); s++) {
+    for (size_t i = 0; i < kShardStats && s * kShardStats + i < n; i++) {
+      out[s * kShardStats + i] = shards_[s]->stats[i].load(std::memory_order_relaxed);
+    }
+  }
+}
+
+void Capture::flush(Shard& shard) {
+  if (!shard.batch || shard.batch->records() == 0) return;
+  shard.batch->shard = shard.id;
+  size_t frames = shard.batch->frame_ts_us.size();
+  bool accepted = sink_->deliver(std::move(shard.batch));
+  shard.stats[kStatCount + (accepted ? kCapBatches : kCapBatchesDropped)].fetch_add(1, std::memory_order_relaxed);
+  if (accepted) shard.stats[kStatCount + kCapFramesForwarded].fetch_add(frames, std::memory_order_relaxed);
+}
+
+void Capture::emit_error(Shard& shard, EngineErrorCode code, uint16_t interface, int err, int64_t now_us) {
+  EventRecord rec{};
+  rec.kind = kEventError;
+  rec.reason = code;
+  rec.door = interface;
+  rec.shard = shard.id;
+  rec.count = uint32_t(err);
+  rec.time_us = now_us;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    rec.generation = program_->generation;
+  }
+  if (!shard.batch) shard.batch = std::make_unique<CaptureBatch>();
+  if (shard.batch->records() == 0) shard.batch_started_us = monotonic_us();
+  shard.batch->events.push_back(rec);
+}
+
+// Shard 0 watches the interfaces by name. Down/up needs nothing (the kernel re-hooks the sockets);
+// an interface that came back with a new ifindex gets a new fanout group of sockets for every shard.
+void Capture::check_interfaces(Shard& shard) {
+  int64_t now = realtime_us();
+  for (auto& iface : interfaces_) {
+    if (iface->ifindex == 0 && iface->name == "any") continue;
+    int index = int(if_nametoindex(iface->name.c_str()));
+    bool up = false;
+    if (index != 0 && control_fd_ >= 0) {
+      ifreq req{};
+      std::strncpy(req.ifr_name, iface->name.c_str(), IFNAMSIZ - 1);
+      up = ioctl(control_fd_, SIOCGIFFLAGS, &req) == 0 && (req.ifr_flags & IFF_UP);
+    }
+    if (iface->up && (!up || index != iface->ifindex)) {
+      iface->up = false;
+      emit_error(shard, kErrInterfaceDown, iface->position, index == 0 ? ENODEV : ENETDOWN, now);
+    } else if (!iface->up && up) {
+      if (index == iface->ifindex) {
+        iface->up = true;
+        emit_error(shard, kErrInterfaceUp, iface->position, 0, now);
+        continue;
+      }
+      Interface fresh = *iface;
+      fresh.ifindex = index;
+      int failed = 0;
+      try {
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::vector<std::unique_ptr<Socket>> sockets;
+        open_interface(fresh, sockets);
+        for (size_t s = 0; s < shards_.size(); s++) {
+          shards_[s]->pending_sockets[iface->position] = std::move(sockets[s]);
+          shards_[s]->has_pending.store(true, std::memory_order_release);
+          shards_[s]->wake();
+        }
+      } catch (const CaptureError& e) {
+        failed = e.err();
+      }
+      if (failed) {
+        emit_error(shard, kErrInterfaceReopen, iface->position, failed, now);
+        continue;
+      }
+      iface->ifindex = index;
+      iface->up = true;
+      emit_error(shard, kErrInterfaceUp, iface->position, index, now);
+    }
+  }
+}
+
+void Capture::run(Shard& shard) {
+  const size_t n_if = interfaces_.size();
+  std::vector<pollfd> fds(1 + n_if);
+  uint64_t ring_totals[3] = {0, 0, 0};
+  const int64_t tick_us = int64_t(options_.tick_ms) * 1000;
+  int64_t next_tick = monotonic_us() + tick_us;
+  int64_t next_check = monotonic_us() + int64_t(options_.interface_check_ms) * 1000;
+  shard.batch = std::make_unique<CaptureBatch>();
+
+  auto read_ring_stats = [&] {
+    for (auto& sock : shard.sockets) {
+      if (!sock) continue;
+      tpacket_stats_v3 st{};
+      socklen_t len = sizeof st;
+      if (getsockopt(sock->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) != 0) continue;
+      ring_totals[0] += st.tp_packets;
+      ring_totals[1] += st.tp_drops;
+      ring_totals[2] += st.tp_freeze_q_cnt;
+    }
+    for (int i = 0; i < 3; i++) shard.stats[kStatCount + kCapRingPackets + i].store(ring_totals[i], std::memory_order_relaxed);
+  };
+  auto publish_matcher_stats = [&] {
+    const Stats& st = shard.matcher.stats();
+    for (size_t i = 0; i < kStatCount; i++) shard.stats[i].store(st[i], std::memory_order_relaxed);
+  };
+  auto take_pending = [&] {
+    if (!shard.has_pending.exchange(false, std::memory_order_acquire)) return;
+    std::shared_ptr<const Program> program;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (size_t i = 0; i < n_if; i++) {
+        if (!shard.pending_sockets[i]) continue;
+        if (shard.sockets[i]) {  // what the old ring still holds was counted; its last statistics too
+          tpacket_stats_v3 st{};
+          socklen_t len = sizeof st;
+          if (getsockopt(shard.sockets[i]->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
+            ring_totals[0] += st.tp_packets;
+            ring_totals[1] += st.tp_drops;
+            ring_totals[2] += st.tp_freeze_q_cnt;
+          }
+        }
+        shard.sockets[i] = std::move(shard.pending_sockets[i]);
+      }
+      program = std::move(shard.pending_program);
+    }
+    if (program) shard.matcher.load(std::move(program));
+  };
+  auto drain = [&](Socket& sock) {
+    for (;;) {
+      auto* block = reinterpret_cast<tpacket_block_desc*>(sock.ring + size_t(sock.next_block) * sock.block_bytes);
+      if (!(__atomic_load_n(&block->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)) return;
+      uint8_t* p = reinterpret_cast<uint8_t*>(block) + block->hdr.bh1.offset_to_first_pkt;
+      for (uint32_t i = 0; i < block->hdr.bh1.num_pkts; i++) {
+        auto* h = reinterpret_cast<tpacket3_hdr*>(p);
+        auto* ll = reinterpret_cast<sockaddr_ll*>(p + TPACKET_ALIGN(sizeof(tpacket3_hdr)));
+        if (ll->sll_pkttype != PACKET_OUTGOING) {
+          NetworkFrame f = locate_network_frame(ntohs(ll->sll_protocol), h->tp_status & TP_STATUS_VLAN_VALID, p + h->tp_mac, h->tp_snaplen);
+          int64_t ts = int64_t(h->tp_sec) * 1000000 + h->tp_nsec / 1000;
+          CaptureBatch& b = *shard.batch;
+          if (b.records() == 0) shard.batch_started_us = monotonic_us();
+          if (options_.forward_frames) {
+            if (b.frame_offsets.empty()) b.frame_offsets.push_back(0);
+            b.frame_bytes.insert(b.frame_bytes.end(), f.data, f.data + f.len);
+            b.frame_offsets.push_back(uint32_t(b.frame_bytes.size()));
+            b.frame_ts_us.push_back(double(ts));
+            b.frame_links.push_back(f.link);
+          } else {
+            shard.matcher.feed(f.data, f.len, f.link, ts, b.events);
+          }
+          if (b.records() >= options_.flush_records) {
+            flush(shard);
+            shard.batch = std::make_unique<CaptureBatch>();
+          }
+        }
+        p += h->tp_next_offset;
+      }
+      __atomic_store_n(&block->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+      sock.next_block = (sock.next_block + 1) % sock.block_count;
+    }
+  };
+
+  while (!stop_.load(std::memory_order_acquire)) {
+    take_pending();
+    fds[0] = {shard.wake_fd, POLLIN, 0};
+    for (size_t i = 0; i < n_if; i++) fds[1 + i] = {shard.sockets[i] ? shard.sockets[i]->fd : -1, POLLIN, 0};
+    int64_t now = monotonic_us();
+    int64_t deadline = next_tick;
+    if (shard.batch->records() > 0) deadline = std::min(deadline, shard.batch_started_us + int64_t(options_.flush_us));
+    int timeout_ms = deadline <= now ? 0 : int((deadline - now + 999) / 1000);
+    int ready = poll(fds.data(), fds.size(), timeout_ms);
+    if (ready < 0 && errno != EINTR) {
+      emit_error(shard, kErrCaptureFailed, 0, errno, realtime_us());
+      break;
+    }
+    if (ready > 0 && (fds[0].revents & POLLIN)) {
+      uint64_t counter;
+      ssize_t r = read(shard.wake_fd, &counter, sizeof counter);
+      (void)r;  // EAGAIN only: another wake-up was already consumed
+    }
+    for (size_t i = 0; i < n_if; i++) {
+      Socket* sock = shard.sockets[i].get();
+      if (!sock) continue;
+      if (fds[1 + i].revents & POLLERR) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(sock->fd, SOL_SOCKET, SO_ERROR, &err, &len);  // clears ENETDOWN; shard 0 reports interface state
+      }
+      drain(*sock);
+    }
+    now = monotonic_us();
+    if (now >= next_tick) {
+      bool was_empty = shard.batch->records() == 0;
+      if (!options_.forward_frames) shard.matcher.tick(realtime_us(), shard.batch->events);
+      if (was_empty) shard.batch_started_us = now;
+      read_ring_stats();
+      next_tick = now + tick_us;
+    }
+    if (shard.id == 0 && now >= next_check) {
+      check_interfaces(shard);
+      next_check = now + int64_t(options_.interface_check_ms) * 1000;
+    }
+    if (!options_.forward_frames) publish_matcher_stats();
+    if (shard.batch->records() > 0 && (shard.batch->records() >= options_.flush_records ||
+                                       now - shard.batch_started_us >= int64_t(options_.flush_us))) {
+      flush(shard);
+      shard.batch = std::make_unique<CaptureBatch>();
+    }
+  }
+  // Stop: take what the rings already hold, then hand over the last batch.
+  for (auto& sock : shard.sockets) {
+    if (sock) drain(*sock);
+  }
+  read_ring_stats();
+  if (!options_.forward_frames) publish_matcher_stats();
+  flush(shard);
+}
+
+}  // namespace knockd
