@@ -4,6 +4,7 @@
 // (even after kill -9) still runs every stop command (SEMANTICS.md deviation 8).
 import { Resolver } from 'node:dns/promises';
 import type { Grant, PendingStop } from './actions/types.js';
+import { oneTimeExhaustedMessage } from './config/onetime.js';
 import type { DoorConfig } from './config/types.js';
 import type { KnockEvent } from './events.js';
 import { eventText, knockerLabel, type LogFields } from './log.js';
@@ -26,8 +27,11 @@ export interface NftActions {
   flush(): Promise<void>;
 }
 
-/** One-time sequences: marks the used line and returns the next sequence, or undefined when the file is exhausted. */
-export type RotateOneTime = (door: DoorConfig) => DoorConfig['sequence'] | undefined;
+/**
+ * One-time sequences: marks the used line and returns the next sequence (empty when the file is exhausted);
+ * throws an Error whose message is the line to log when the file cannot be rewritten (the door is disabled).
+ */
+export type RotateOneTime = (door: DoorConfig) => DoorConfig['sequence'];
 
 export interface ControllerOptions {
   log: (message: string, fields?: LogFields) => void;
@@ -202,14 +206,16 @@ export class DoorController {
   }
 
   private rotate(door: DoorConfig): void {
-    const next = this.opts.rotateOneTime?.(door);
-    if (next && next.length > 0) door.sequence = next;
-    else {
-      door.sequence = [];
-      this.opts.log(`no more sequences left in the one time sequences file for door ${door.name} --> disabling the door`, {
-        event: 'door_disabled',
-        door: door.name,
-      });
+    let next: DoorConfig['sequence'] = [];
+    let failure = oneTimeExhaustedMessage(door.name);
+    try {
+      next = this.opts.rotateOneTime?.(door) ?? [];
+    } catch (err) {
+      failure = (err as Error).message;
+    }
+    door.sequence = next;
+    if (next.length === 0) {
+      this.opts.log(failure, { event: 'door_disabled', door: door.name });
       this.opts.metrics?.grants.inc({ door: door.name, outcome: 'disabled' });
     }
     this.opts.onDoorsChanged?.();

@@ -2,7 +2,7 @@
 // LOG_NOTICE, one datagram per message to /dev/log), `-v` lines on stdout, and JSON lines
 // (`--log-format json`). Message texts are knockd's (knockd-0.8.md §6.2); this file only frames them.
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { getSystemErrorMap } from 'node:util';
+import { strerror } from './config/lexical.js';
 
 export type LogFormat = 'knockd' | 'json';
 
@@ -33,16 +33,6 @@ export function syslogDatagram(message: string, d: Date, ident = 'knockd'): Buff
 export function truncateMessage(message: string): string {
   if (Buffer.byteLength(message) <= MAX_MESSAGE_BYTES) return message;
   return Buffer.from(message).subarray(0, MAX_MESSAGE_BYTES).toString('utf8').replace(/\uFFFD$/, '');
-}
-
-/** The C library's text for an errno-carrying Node error, e.g. `No such file or directory`. */
-export function strerror(err: unknown): string {
-  const e = err as NodeJS.ErrnoException;
-  if (typeof e?.errno === 'number') {
-    const entry = getSystemErrorMap().get(e.errno);
-    if (entry) return entry[1].charAt(0).toUpperCase() + entry[1].slice(1);
-  }
-  return e instanceof Error ? e.message : String(err);
 }
 
 /** Sends one syslog datagram; the default is the addon's unix-datagram helper (Node has no AF_UNIX datagrams). */

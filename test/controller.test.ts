@@ -188,13 +188,25 @@ test('one-time sequences: rotation swaps the sequence; exhaustion logs knockd\'s
   const d = door('A', { oneTimeSequences: '/x' });
   const next = [[{ port: 1000, proto: 'udp' as const }]];
   let changes = 0;
-  const { c, lines } = setup([d], { rotateOneTime: () => next.shift(), onDoorsChanged: () => changes++ });
+  const { c, lines } = setup([d], { rotateOneTime: () => next.shift() ?? [], onDoorsChanged: () => changes++ });
   c.handle([ev.done(0)]);
   assert.deepEqual(d.sequence, [{ port: 1000, proto: 'udp' }]);
   c.handle([ev.done(0, 1)]);
   assert.deepEqual(d.sequence, []);
   assert.equal(changes, 2);
   assert.equal(lines.at(-1), 'no more sequences left in the one time sequences file for door A --> disabling the door');
+});
+
+test('one-time sequences: a file that cannot be rewritten disables the door with the backend\'s line', () => {
+  const d = door('A', { oneTimeSequences: '/x' });
+  const { c, lines } = setup([d], {
+    rotateOneTime: () => {
+      throw new Error('error while disabling used one time sequence for door A --> disabling the door');
+    },
+  });
+  c.handle([ev.done(0)]);
+  assert.deepEqual(d.sequence, []);
+  assert.equal(lines.at(-1), 'error while disabling used one time sequence for door A --> disabling the door');
 });
 
 test('-l: lines carry "<src> (<host>)" and keep event order although lookups finish out of order', async () => {
