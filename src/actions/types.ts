@@ -1,0 +1,25 @@
+// The small interfaces through which the door controller drives the action backends
+// (src/actions/nft.ts and src/actions/commands.ts).
+import type { DoorConfig } from '../config/types.js';
+
+/** Where log lines go; src/log.ts supplies the real sink (file, syslog, -v, JSON). */
+export type LogFn = (message: string) => void;
+
+/** One opened door for one source, as the controller hands it to a backend. */
+export interface Grant {
+  door: DoorConfig;
+  /** source address text as logged (dotted quad / RFC 5952) */
+  source: string;
+  family: 4 | 6;
+}
+
+/** A stop command waiting for its cmd_timeout; persisted in the state file across restarts. */
+export interface PendingStop {
+  door: string;
+  source: string;
+  family: 4 | 6;
+  /** wall-clock time (ms since the epoch) at which the stop command is due */
+  dueMs: number;
+  /** the stop command with %IP% already expanded */
+  command: string;
+}

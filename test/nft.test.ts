@@ -1,0 +1,323 @@
+// nftables backend against the real nft, inside a private network namespace per test.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { after, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  NftBackend,
+  NftError,
+  formatNftStatus,
+  nftInstallScript,
+  nftStatus,
+  nftUninstall,
+  planNft,
+  type NftBackendOptions,
+} from '../src/actions/nft.js';
+import type { DoorConfig } from '../src/config/types.js';
+import { Lab } from '../src/netns.js';
+import { door as doorConfig } from './helpers/doors.js';
+
+const ssh = doorConfig('ssh', '7000', { open: [{ port: 22, proto: 'tcp' }], openTimeout: 30 });
+
+test('install script: sets per door and family, established first, accepts before the drop', () => {
+  const web = doorConfig('web door', '7000', { open: [{ port: 443, proto: 'tcp' }, { port: 53, proto: 'udp' }, { port: 22, proto: 'tcp' }] });
+  const fwd = doorConfig('fwd', '7000', { open: [{ port: 8080, proto: 'tcp' }], hook: 'forward' });
+  assert.equal(
+    nftInstallScript(planNft([ssh, web, fwd, doorConfig('plain', '7000')])),
+    [
+      'add table inet knockd_fast',
+      'add set inet knockd_fast d_ssh_v4 { type ipv4_addr; flags timeout; comment "knockd-fast door ssh"; }',
+      'add set inet knockd_fast d_ssh_v6 { type ipv6_addr; flags timeout; comment "knockd-fast door ssh"; }',
+      'add set inet knockd_fast d_web_door_v4 { type ipv4_addr; flags timeout; comment "knockd-fast door web door"; }',
+      'add set inet knockd_fast d_web_door_v6 { type ipv6_addr; flags timeout; comment "knockd-fast door web door"; }',
+      'add set inet knockd_fast d_fwd_v4 { type ipv4_addr; flags timeout; comment "knockd-fast door fwd"; }',
+      'add set inet knockd_fast d_fwd_v6 { type ipv6_addr; flags timeout; comment "knockd-fast door fwd"; }',
+      'add chain inet knockd_fast input { type filter hook input priority filter - 10; policy accept; }',
+      'flush chain inet knockd_fast input',
+      'add rule inet knockd_fast input ct state established,related accept',
+      'add rule inet knockd_fast input tcp dport { 22 } ip saddr @d_ssh_v4 accept',
+      'add rule inet knockd_fast input tcp dport { 22 } ip6 saddr @d_ssh_v6 accept',
+      'add rule inet knockd_fast input tcp dport { 22, 443 } ip saddr @d_web_door_v4 accept',
+      'add rule inet knockd_fast input tcp dport { 22, 443 } ip6 saddr @d_web_door_v6 accept',
+      'add rule inet knockd_fast input udp dport { 53 } ip saddr @d_web_door_v4 accept',
+      'add rule inet knockd_fast input udp dport { 53 } ip6 saddr @d_web_door_v6 accept',
+      'add rule inet knockd_fast input tcp dport { 22, 443 } drop',
+      'add rule inet knockd_fast input udp dport { 53 } drop',
+      'add chain inet knockd_fast forward { type filter hook forward priority filter - 10; policy accept; }',
+      'flush chain inet knockd_fast forward',
+      'add rule inet knockd_fast forward ct state established,related accept',
+      'add rule inet knockd_fast forward tcp dport { 8080 } ip saddr @d_fwd_v4 accept',
+      'add rule inet knockd_fast forward tcp dport { 8080 } ip6 saddr @d_fwd_v6 accept',
+      'add rule inet knockd_fast forward tcp dport { 8080 } drop',
+      '',
+    ].join('\n'),
+  );
+});
+
+test('install script: doors with the same name get distinct sets; a bad NftTable is refused', () => {
+  const plan = planNft([ssh, doorConfig('ssh', '7000', { open: [{ port: 2222, proto: 'tcp' }] }), doorConfig('s-sh', '7000', { open: [{ port: 1, proto: 'udp' }] })]);
+  assert.deepEqual(
+    plan.doorSets.map((sets) => sets[0].ref.set),
+    ['d_ssh_v4', 'd_ssh_2_v4', 'd_s_sh_v4'],
+  );
+  assert.throws(() => planNft([ssh], 'bad-name'), /NftTable = bad-name is not a valid nftables table name/);
+});
+
+const root = process.getuid?.() === 0;
+
+describe('nft backend in a network namespace', { skip: root ? false : 'needs root to create network namespaces' }, () => {
+  const lab = root ? new Lab('nft') : undefined;
+  after(() => lab?.destroy());
+  let n = 0;
+
+  /** A fresh namespace and backend options that run nft inside it. */
+  function setup(doors: DoorConfig[], extra: Partial<NftBackendOptions> = {}) {
+    const short = `t${n++}`;
+    lab!.ns(short);
+    const logs: string[] = [];
+    const opts: NftBackendOptions = {
+      doors,
+      log: (m) => logs.push(m),
+      nft: ['ip', 'netns', 'exec', lab!.name(short), 'nft'],
+      ...extra,
+    };
+    const nftJson = (...args: string[]) => JSON.parse(lab!.exec(short, 'nft', ['-j', ...args])).nftables as Record<string, any>[];
+    const elements = (set: string, family = 'inet', table = 'knockd_fast') =>
+      nftJson('list', 'set', family, table, set)
+        .find((i) => i.set)!
+        .set.elem?.map((e: any) => e.elem) ?? [];
+    return { short, logs, opts, nftJson, elements, exec: (args: string[], input?: string) => lab!.exec(short, 'nft', args, input) };
+  }
+
+  test('a grant installs the source with Open_Timeout; a re-grant refreshes it', async () => {
+    const t = setup([doorConfig('ssh', '7000', { open: [{ port: 22, proto: 'tcp' }], openTimeout: 5 })]);
+    const b = new NftBackend(t.opts);
+    await b.start();
+    try {
+      assert.equal(await b.grant({ door: t.opts.doors[0], source: '198.51.100.1', family: 4 }), true);
+      assert.equal(await b.grant({ door: t.opts.doors[0], source: '2001:db8::5', family: 6 }), true);
+      const [e4] = t.elements('d_ssh_v4');
+      assert.equal(e4.val, '198.51.100.1');
+      assert.equal(e4.timeout, 5);
+      assert.ok(e4.expires >= 3 && e4.expires <= 5, `expires ${e4.expires}`);
+      assert.deepEqual(t.elements('d_ssh_v6').map((e: any) => e.val), ['2001:db8::5']);
+      await sleep(2200);
+      const before = t.elements('d_ssh_v4')[0].expires;
+      assert.ok(before <= 3, `expires ${before} after 2.2 s`);
+      await b.grant({ door: t.opts.doors[0], source: '198.51.100.1', family: 4 });
+      const refreshed = t.elements('d_ssh_v4')[0].expires;
+      assert.ok(refreshed > before, `refreshed expiry ${refreshed} > ${before}`);
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('the kernel removes the element when the window ends', async () => {
+    const t = setup([doorConfig('ssh', '7000', { open: [{ port: 22, proto: 'tcp' }], openTimeout: 2 })]);
+    const b = new NftBackend(t.opts);
+    await b.start();
+    try {
+      await b.grant({ door: t.opts.doors[0], source: '198.51.100.7', family: 4 });
+      assert.equal(t.elements('d_ssh_v4').length, 1);
+      let left = 1;
+      for (let i = 0; i < 50 && left > 0; i++) {
+        await sleep(200);
+        left = t.elements('d_ssh_v4').length;
+      }
+      assert.equal(left, 0, 'element still present 10 s after a 2 s window');
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('the guard drops new connections unless the source was granted', async () => {
+    const t = setup([doorConfig('svc', '7000', { open: [{ port: 2222, proto: 'tcp' }] })]);
+    const b = new NftBackend(t.opts);
+    await b.start();
+    // a listener on 127.0.0.1:2222 and one connection from 127.0.0.2, inside the namespace, bounded to 1.5 s
+    const probe = () =>
+      lab!.exec(t.short, process.execPath, [
+        '-e',
+        `const net = require('node:net');
+         const srv = net.createServer((c) => c.end()).listen(2222, '127.0.0.1', () => {
+           const c = net.connect({ port: 2222, host: '127.0.0.1', localAddress: '127.0.0.2' });
+           const done = (r) => { console.log(r); c.destroy(); srv.close(); process.exit(0); };
+           c.on('connect', () => done('connected'));
+           c.on('error', (e) => done(e.code));
+           setTimeout(() => done('timeout'), 1500);
+         });`,
+      ]).trim();
+    try {
+      assert.equal(probe(), 'timeout');
+      await b.grant({ door: t.opts.doors[0], source: '127.0.0.2', family: 4 });
+      assert.equal(probe(), 'connected');
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('the table stays after close, a restart keeps open doors, uninstall removes the table', async () => {
+    const t = setup([ssh]);
+    const first = new NftBackend(t.opts);
+    await first.start();
+    await first.grant({ door: ssh, source: '198.51.100.2', family: 4 });
+    await first.close();
+    assert.deepEqual(t.elements('d_ssh_v4').map((e: any) => e.val), ['198.51.100.2']);
+
+    const second = new NftBackend(t.opts);
+    await second.start();
+    try {
+      assert.deepEqual(t.elements('d_ssh_v4').map((e: any) => e.val), ['198.51.100.2']);
+      const rules = t.nftJson('list', 'chain', 'inet', 'knockd_fast', 'input').filter((i) => i.rule);
+      assert.equal(rules.length, 4, 'the chain was replaced, not appended to');
+      const status = await nftStatus({ nft: t.opts.nft, doors: [ssh] });
+      assert.equal(status.installed, true);
+      const set = status.sets.find((s) => s.name === 'd_ssh_v4')!;
+      assert.equal(set.elements[0].address, '198.51.100.2');
+      assert.equal(set.elements[0].timeoutS, 30);
+      assert.match(formatNftStatus(status), /198\.51\.100\.2 {2}expires in \d+s of 30s/);
+    } finally {
+      await second.close();
+    }
+    assert.equal(await nftUninstall({ nft: t.opts.nft }), true);
+    assert.equal((await nftStatus({ nft: t.opts.nft })).installed, false);
+    assert.equal(await nftUninstall({ nft: t.opts.nft }), false);
+  });
+
+  test('a door dropped from the config loses its sets on reload; kept doors keep their elements', async () => {
+    const web = doorConfig('web', '7000', { open: [{ port: 443, proto: 'tcp' }], hook: 'forward' });
+    const t = setup([ssh, web]);
+    const b = new NftBackend(t.opts);
+    await b.start();
+    try {
+      await b.grant({ door: ssh, source: '198.51.100.3', family: 4 });
+      await b.reload([ssh]);
+      const items = t.nftJson('list', 'table', 'inet', 'knockd_fast');
+      assert.deepEqual(items.filter((i) => i.set).map((i) => i.set.name), ['d_ssh_v4', 'd_ssh_v6']);
+      assert.deepEqual(items.filter((i) => i.chain).map((i) => i.chain.name), ['input']);
+      assert.deepEqual(t.elements('d_ssh_v4').map((e: any) => e.val), ['198.51.100.3']);
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('Hook = forward puts the guard on the forward hook', async () => {
+    const fwd = doorConfig('fwd', '7000', { open: [{ port: 8080, proto: 'tcp' }], hook: 'forward' });
+    const t = setup([fwd]);
+    const b = new NftBackend(t.opts);
+    await b.start();
+    try {
+      const chains = t.nftJson('list', 'table', 'inet', 'knockd_fast').filter((i) => i.chain).map((i) => i.chain);
+      assert.deepEqual(chains.map((c) => [c.name, c.hook, c.prio]), [['forward', 'forward', -10]]);
+      assert.equal(await b.grant({ door: fwd, source: '203.0.113.9', family: 4 }), true);
+      assert.deepEqual(t.elements('d_fwd_v4').map((e: any) => e.val), ['203.0.113.9']);
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('NftSet mode adds elements to the operator set only, and refuses a missing or wrong set', async () => {
+    const door = doorConfig('op', '7000', { nftSet: { family: 'ip', table: 'filter', set: 'knocked' }, openTimeout: 20 });
+    const t = setup([door]);
+    const missing = new NftBackend(t.opts);
+    await assert.rejects(missing.start(), (err: Error) => {
+      assert.ok(err instanceof NftError);
+      assert.match(err.message, /NftSet = ip filter knocked \(door op\): .*No such file or directory/s);
+      assert.match(err.message, /create the set first/);
+      return true;
+    });
+    await missing.close();
+
+    t.exec(['-f', '-'], 'add table ip filter\nadd set ip filter knocked { type ipv4_addr; }\n');
+    const noTimeout = new NftBackend(t.opts);
+    await assert.rejects(noTimeout.start(), /has no 'flags timeout'/);
+    await noTimeout.close();
+
+    t.exec(['-f', '-'], 'delete set ip filter knocked\nadd set ip filter knocked { type ipv4_addr; flags timeout; }\n');
+    const b = new NftBackend(t.opts);
+    await b.start();
+    try {
+      assert.equal(await b.grant({ door, source: '198.51.100.4', family: 4 }), true);
+      assert.equal(await b.grant({ door, source: '2001:db8::4', family: 6 }), false);
+      assert.match(t.logs.join('\n'), /op: NftSet ip filter knocked holds IPv4 addresses; not adding 2001:db8::4/);
+      const [e] = t.elements('knocked', 'ip', 'filter');
+      assert.equal(e.val, '198.51.100.4');
+      assert.equal(e.timeout, 20);
+      assert.equal(t.exec(['list', 'tables']).includes('knockd_fast'), false, 'no table of our own');
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('grants arriving together are applied in one batch', async () => {
+    const other = doorConfig('other', '7000', { open: [{ port: 25, proto: 'tcp' }] });
+    const batches: number[] = [];
+    const t = setup([ssh, other], { onBatch: (elements) => batches.push(elements) });
+    const b = new NftBackend(t.opts);
+    await b.start();
+    try {
+      const done: Promise<boolean>[] = [];
+      for (let i = 0; i < 40; i++) done.push(b.grant({ door: i % 2 ? ssh : other, source: `198.51.100.${i}`, family: 4 }));
+      done.push(b.grant({ door: ssh, source: '2001:db8::1', family: 6 }));
+      assert.deepEqual(await Promise.all(done), done.map(() => true));
+      assert.deepEqual(batches, [41]);
+      assert.equal(t.elements('d_ssh_v4').length + t.elements('d_other_v4').length + t.elements('d_ssh_v6').length, 41);
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('a set removed at run time is logged, re-installed and the grant retried', async () => {
+    const t = setup([ssh]);
+    const b = new NftBackend(t.opts);
+    await b.start();
+    try {
+      t.exec(['delete', 'table', 'inet', 'knockd_fast']);
+      assert.equal(await b.grant({ door: ssh, source: '198.51.100.5', family: 4 }), true);
+      assert.deepEqual(t.elements('d_ssh_v4').map((e: any) => e.val), ['198.51.100.5']);
+      assert.match(t.logs.join('\n'), /nft: a set of knockd-fast is gone \(.*No such file or directory\); re-installing table inet knockd_fast/);
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('a killed nft process is restarted and the pending grant retried', async () => {
+    const t = setup([ssh], { retryMs: 50 });
+    const b = new NftBackend(t.opts);
+    await b.start();
+    try {
+      // the nft process is the only process inside this test's namespace
+      const pids = execFileSync('ip', ['netns', 'pids', lab!.name(t.short)], { encoding: 'utf8' }).split('\n').filter(Boolean);
+      assert.equal(pids.length, 1);
+      process.kill(Number(pids[0]), 'SIGKILL');
+      assert.equal(await b.grant({ door: ssh, source: '198.51.100.6', family: 4 }), true);
+      assert.deepEqual(t.elements('d_ssh_v4').map((e: any) => e.val), ['198.51.100.6']);
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('a refused rule is reported with nft error text and the ruleset', async () => {
+    const t = setup([ssh]);
+    // an operator chain named like ours but without a hook makes our base-chain definition fail
+    t.exec(['-f', '-'], 'add table inet knockd_fast\nadd chain inet knockd_fast input\n');
+    const b = new NftBackend(t.opts);
+    await assert.rejects(b.start(), (err: Error) => {
+      assert.ok(err instanceof NftError);
+      assert.match(err.message, /^nft refused the knockd-fast ruleset:\n.*Error: /s);
+      assert.match(err.message, /add chain inet knockd_fast input \{ type filter hook input/);
+      return true;
+    });
+    await b.close();
+  });
+
+  test('nft missing from PATH: a clear error naming the package', async () => {
+    const b = new NftBackend({ doors: [ssh], log: () => {}, env: { PATH: '/nonexistent' } });
+    await assert.rejects(b.start(), (err: Error) => {
+      assert.ok(err instanceof NftError);
+      assert.match(err.message, /cannot run nft: not found in PATH \(\/nonexistent\); .*apt-get install nftables/);
+      return true;
+    });
+    await b.close();
+  });
+});
