@@ -14,8 +14,51 @@ export interface NativeMatcherHandle {
   stats(out: Float64Array): void;
 }
 
+/** Options of the live capture engine (native/binding/engine.cc; validated in src/engine.ts). */
+export interface EngineNativeOptions {
+  interfaces: string[];
+  threads: number;
+  forwardFrames?: boolean;
+  blockBytes?: number;
+  blockCount?: number;
+  retireMs?: number;
+  flushRecords?: number;
+  flushUs?: number;
+  tickMs?: number;
+  interfaceCheckMs?: number;
+}
+
+/** Filtered frames of one capture thread (--matcher ts), in the FrameBatch layout of src/matcher-api.ts. */
+export interface EngineFrames {
+  data: Uint8Array;
+  offsets: Uint32Array;
+  timestampsUs: Float64Array;
+  linkTypes: Uint16Array;
+}
+
+/** Live AF_PACKET capture (native/binding/engine.cc); src/engine.ts is its only user. */
+export interface EngineHandle {
+  load(program: Uint32Array): void;
+  /** fills threads × SHARD_STATS counters: MATCHER.md §8's 13, then src/engine.ts CAPTURE_STAT_NAMES */
+  stats(out: Float64Array): void;
+  close(): void;
+}
+
+export interface EngineClass {
+  new (
+    options: EngineNativeOptions,
+    program: Uint32Array,
+    onBatch: (shard: number, events: Uint8Array | null, frames: EngineFrames | null) => void,
+  ): EngineHandle;
+  readonly SHARD_STATS: number;
+  /** the visibility filter as 8-byte sock_filter records; linkType 0 = the live socket layout */
+  compileFilter(program: Uint32Array, linkType: number): { code: Uint8Array; coarse: boolean };
+  fanoutFilter(): Uint8Array;
+}
+
 export interface Binding {
   EVENT_RECORD_SIZE: number;
+  Engine: EngineClass;
   NativeMatcher: new (shard?: number) => NativeMatcherHandle;
 }
 

@@ -1,12 +1,14 @@
 // Node-facing module init: exports the classes and the constants src/native.ts declares.
 #include <napi.h>
 
+#include "engine.h"
 #include "event.h"
 
 namespace knockd {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("EVENT_RECORD_SIZE", Napi::Number::New(env, sizeof(EventRecord)));
+  exports.Set("Engine", Engine::Define(env));
   return exports;
 }
 
