@@ -1,0 +1,662 @@
+// The load benchmark (`npm run bench:load`, issue 6): the same knock traces, on the same machine, in the
+// same run, against knockd-fast (native matcher with 1 and 2 threads, TS matcher), Debian's knockd 0.8
+// and the count-only TPACKET_V3 reader. The generator (bench/loadgen) sends from one end of a veth pair
+// between two private namespaces; each system captures on the other end. Writes
+// bench/results/load-<date>.{json,md,svg}.
+//
+// Detection: `OPEN SESAME` lines per legitimate source on each system's stdout (-v). Latency: from the
+// moment the generator handed the last knock to the kernel to the moment the harness read the line.
+// CPU: /proc/<pid>/stat utime+stime over the traffic. Memory: VmRSS sampled over time, and VmHWM.
+import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Lab } from '../src/netns.js';
+import { packageRoot } from '../src/native.js';
+
+export const TOOLS_DIR = join(packageRoot, 'build', 'bench');
+export const LOADGEN = join(TOOLS_DIR, 'loadgen');
+export const COUNTER = join(TOOLS_DIR, 'counter');
+const KNOCK_PORTS = [7000, 8000, 9000];
+const SENDER_ADDR = '192.0.2.1';
+const RECEIVER_ADDR = '192.0.2.2';
+const METRICS_PORT = 9464;
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+
+/** Builds the generator and the counter into build/bench (make, outside the addon). */
+export function buildTools(): void {
+  execFileSync('make', ['-s', '-C', join(packageRoot, 'bench', 'loadgen'), `OUT=${TOOLS_DIR}`], { stdio: 'inherit' });
+}
+
+/** The two test namespaces and the veth between them: a sends (veth-b), b receives (veth-a). */
+export interface LoadNet {
+  lab: Lab;
+  senderIf: string;
+  receiverIf: string;
+  senderMac: string;
+  receiverMac: string;
+}
+
+export function createLoadNet(): LoadNet {
+  const lab = new Lab('load');
+  for (const side of ['a', 'b']) {
+    lab.ns(side);
+    // No IPv6 on these links: no router solicitations or MLD reports among the counted frames.
+    lab.exec(side, 'sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+  }
+  const [senderIf, receiverIf] = lab.link({ a: 'a', b: 'b', aAddrs: [`${SENDER_ADDR}/24`], bAddrs: [`${RECEIVER_ADDR}/24`] });
+  const mac = (side: string, ifname: string) =>
+    (JSON.parse(lab.exec(side, 'ip', ['-j', 'link', 'show', ifname])) as { address: string }[])[0].address;
+  return { lab, senderIf, receiverIf, senderMac: mac('a', senderIf), receiverMac: mac('b', receiverIf) };
+}
+
+export interface LoadgenSpec {
+  knockers: number;
+  noise: 'none' | 'background' | 'flood';
+  rate: number; // noise frames/s, 0 = as fast as possible
+  durationS: number;
+  count?: number;
+  dupGapMs?: number;
+  seed?: number;
+}
+
+export interface LoadgenReport {
+  stoppedBy: 'duration' | 'count' | 'signal' | 'error';
+  startUs: number;
+  elapsedS: number;
+  sent: number;
+  sentLegit: number;
+  sentNoise: number;
+  noiseRate: number;
+  enobufsRetries: number;
+  sendErrors: number;
+  legitScheduled: number;
+  knockers: { src: string; firstSentUs: number; lastSentUs: number }[];
+}
+
+export function loadgenArgs(net: Pick<LoadNet, 'senderIf' | 'senderMac' | 'receiverMac'>, spec: LoadgenSpec): string[] {
+  return [
+    '--interface', net.senderIf, '--src-mac', net.senderMac, '--dst-mac', net.receiverMac,
+    '--dst-ip', RECEIVER_ADDR, '--ports', KNOCK_PORTS.join(','), '--knockers', String(spec.knockers),
+    '--noise', spec.noise, '--rate', String(spec.rate), '--duration', String(spec.durationS),
+    '--count', String(spec.count ?? 0), '--dup-gap-ms', String(spec.dupGapMs ?? 0), '--seed', String(spec.seed ?? 1),
+  ];
+}
+
+/** Runs the generator in the sending namespace; resolves with its report. */
+export function runLoadgen(net: LoadNet, spec: LoadgenSpec): Promise<LoadgenReport> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      'ip',
+      ['netns', 'exec', net.lab.name('a'), LOADGEN, ...loadgenArgs(net, spec)],
+      { timeout: (spec.durationS + 30) * 1000, maxBuffer: 1 << 24 },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`loadgen failed: ${stderr.trim() || err.message}`));
+        else resolve(JSON.parse(stdout) as LoadgenReport);
+      },
+    );
+  });
+}
+
+/** Starts the count-only reader on the receiving end; resolves once its ring is bound. */
+export async function startCounter(net: LoadNet): Promise<ChildProcess> {
+  const child = net.lab.spawn('b', COUNTER, ['--interface', net.receiverIf]);
+  await waitForLine(child, 'stderr', /^ready$/, 10_000);
+  return child;
+}
+
+export interface CounterReport {
+  elapsedS: number;
+  packets: number;
+  kernelPackets: number;
+  ringDrops: number;
+  queueFreezes: number;
+}
+
+/** Stops the counter (SIGTERM) and returns its report. */
+export async function stopCounter(child: ChildProcess): Promise<CounterReport> {
+  const out: string[] = [];
+  child.stdout!.on('data', (d: Buffer) => out.push(d.toString()));
+  child.kill('SIGTERM');
+  await waitForExit(child, 5_000);
+  return JSON.parse(out.join('')) as CounterReport;
+}
+
+function nowUs(): number {
+  return (performance.timeOrigin + performance.now()) * 1000;
+}
+
+function waitForLine(child: ChildProcess, stream: 'stdout' | 'stderr', re: RegExp, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const rl = createInterface({ input: child[stream]! });
+    const seen: string[] = [];
+    const done = (err?: Error, line?: string) => {
+      clearTimeout(timer);
+      rl.removeListener('line', onLine);
+      child.removeListener('exit', onExit);
+      if (err) reject(err);
+      else resolve(line!);
+    };
+    const onLine = (line: string) => {
+      seen.push(line);
+      if (re.test(line)) done(undefined, line);
+    };
+    const onExit = (code: number | null) =>
+      done(new Error(`exited (status ${code}) before printing ${re}; its ${stream}: ${seen.slice(-5).join(' | ')}`));
+    const timer = setTimeout(() => done(new Error(`no line matching ${re} within ${timeoutMs} ms`)), timeoutMs);
+    rl.on('line', onLine);
+    child.once('exit', onExit);
+  });
+}
+
+function waitForExit(child: ChildProcess, timeoutMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------------------------------------------
+// Systems under test
+
+type SystemId = 'native-1' | 'native-2' | 'ts' | 'knockd' | 'counter';
+
+interface SystemDef {
+  id: SystemId;
+  label: string;
+  /** true if it prints OPEN SESAME lines (everything but the counter) */
+  detects: boolean;
+}
+
+const SYSTEMS: SystemDef[] = [
+  { id: 'native-1', label: 'knockd-fast, native matcher, 1 thread', detects: true },
+  { id: 'native-2', label: 'knockd-fast, native matcher, 2 threads', detects: true },
+  { id: 'ts', label: 'knockd-fast, --matcher ts', detects: true },
+  { id: 'knockd', label: 'knockd 0.8 (Debian)', detects: true },
+  { id: 'counter', label: 'count-only TPACKET_V3 reader (ceiling)', detects: false },
+];
+
+function commandFor(sys: SystemId, conf: string, iface: string, stateFile: string): [string, string[]] {
+  const fast = (extra: string[]): [string, string[]] => [
+    process.execPath,
+    ['--import', 'tsx', join(packageRoot, 'src', 'cli.ts'), '-c', conf, '-i', iface, '-v',
+      '--metrics', `127.0.0.1:${METRICS_PORT}`, '--state-file', stateFile, ...extra],
+  ];
+  switch (sys) {
+    case 'native-1': return fast(['--matcher', 'native', '--threads', '1']);
+    case 'native-2': return fast(['--matcher', 'native', '--threads', '2']);
+    case 'ts': return fast(['--matcher', 'ts', '--threads', '1']);
+    case 'knockd': return ['knockd', ['-c', conf, '-i', iface, '-v']];
+    case 'counter': return [COUNTER, ['--interface', iface]];
+  }
+}
+
+/** The door every system runs; Allow_Duplicates only where the scenario needs it and the system has it. */
+function configText(allowDuplicates: boolean): string {
+  return [
+    '[options]',
+    '\tUseSyslog',
+    '',
+    '[door]',
+    `\tsequence    = ${KNOCK_PORTS.join(',')}`,
+    '\tseq_timeout = 25',
+    '\ttcpflags    = syn',
+    '\tcommand     = /bin/true',
+    ...(allowDuplicates ? ['\tAllow_Duplicates = yes'] : []),
+    '',
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Scenarios
+
+type ScenarioId = 'none' | 'background' | 'flood' | 'duplicates';
+
+interface ScenarioDef {
+  id: ScenarioId;
+  title: string;
+  noise: LoadgenSpec['noise'];
+  /** noise rates in frames/s; 0 = as fast as the generator can */
+  rates: number[];
+  dupGapMs: number;
+}
+
+const SCENARIOS: ScenarioDef[] = [
+  { id: 'none', title: '(a) legitimate knockers only', noise: 'none', rates: [0], dupGapMs: 0 },
+  { id: 'background', title: '(b) background traffic to non-knock ports', noise: 'background', rates: [20_000, 100_000, 0], dupGapMs: 0 },
+  {
+    id: 'flood',
+    title: "(c) spoofed-source flood to the door's first port",
+    noise: 'flood',
+    rates: [1_000, 2_000, 3_000, 5_000, 10_000, 30_000, 100_000, 0],
+    dupGapMs: 0,
+  },
+  { id: 'duplicates', title: '(d) every legitimate knock sent twice (Allow_Duplicates)', noise: 'none', rates: [0], dupGapMs: 1 },
+];
+
+// ---------------------------------------------------------------------------------------------------
+// One measurement point
+
+interface MemSample {
+  tS: number;
+  rssKiB: number;
+}
+
+interface PointResult {
+  scenario: ScenarioId;
+  system: SystemId;
+  rateTarget: number; // 0 = as fast as possible
+  offeredRate: number; // noise frames/s actually sent
+  sent: number;
+  elapsedS: number; // how long the generator sent
+  knockers: number;
+  detected: number;
+  detectedPct: number;
+  latencyMs: number[]; // per detected knocker
+  cpuS: number;
+  packetsDelivered: number | null; // frames the system reports having read (knockd: unknown)
+  cpuNsPerOfferedPacket: number;
+  cpuNsPerDeliveredPacket: number | null;
+  ringDrops: number | null;
+  queueDrops: number | null;
+  vethRxDropped: number;
+  peakRssKiB: number;
+  memory: MemSample[];
+  note?: string;
+  error?: string;
+}
+
+function readCpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
+}
+
+function readStatusKiB(pid: number, key: 'VmRSS' | 'VmHWM'): number {
+  const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : 0;
+}
+
+function vethRxDropped(net: LoadNet): number {
+  const link = JSON.parse(net.lab.exec('b', 'ip', ['-s', '-j', 'link', 'show', net.receiverIf])) as {
+    stats64: { rx: { dropped: number } };
+  }[];
+  return link[0].stats64.rx.dropped;
+}
+
+/** Prometheus text → value of a sample, e.g. metric('knockd_drops_total{where="ring"}'). */
+function scrapeMetrics(net: LoadNet): Map<string, number> {
+  const script = `fetch('http://127.0.0.1:${METRICS_PORT}/metrics').then(r => r.text()).then(t => process.stdout.write(t))`;
+  const text = net.lab.exec('b', process.execPath, ['-e', script]);
+  const values = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*(?:\{[^}]*\})?) ([-+\d.eE]+|NaN)$/.exec(line);
+    if (m) values.set(m[1], Number(m[2]));
+  }
+  return values;
+}
+
+function percentile(sorted: number[], p: number): number | null {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
+interface RunSettings {
+  durationS: number;
+  knockers: number;
+  graceS: number;
+}
+
+async function runPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: number, st: RunSettings, workDir: string): Promise<PointResult> {
+  const allowDup = sc.dupGapMs > 0 && sys.id !== 'knockd';
+  const conf = join(workDir, `${sys.id}-${sc.id}.conf`);
+  writeFileSync(conf, configText(allowDup));
+  const [cmd, args] = commandFor(sys.id, conf, net.receiverIf, join(workDir, `${sys.id}.state.json`));
+  const base: PointResult = {
+    scenario: sc.id, system: sys.id, rateTarget: rate, offeredRate: 0, sent: 0, elapsedS: 0, knockers: st.knockers, detected: 0,
+    detectedPct: 0, latencyMs: [], cpuS: 0, packetsDelivered: null, cpuNsPerOfferedPacket: 0,
+    cpuNsPerDeliveredPacket: null, ringDrops: null, queueDrops: null, vethRxDropped: 0, peakRssKiB: 0, memory: [],
+    ...(sc.dupGapMs > 0 && sys.id === 'knockd'
+      ? { note: 'knockd 0.8 has no Allow_Duplicates: a repeated SYN invalidates the attempt (knockd-0.8.md §4.4)' }
+      : {}),
+  };
+  const child = net.lab.spawn('b', cmd, args, { cwd: packageRoot });
+  const pid = child.pid!;
+  const opens = new Map<string, number>(); // source → time the first OPEN line was read
+  const stderrTail: string[] = [];
+  child.stderr!.on('data', (d: Buffer) => stderrTail.push(...d.toString().split('\n').filter(Boolean).slice(-5)));
+  try {
+    if (sys.id === 'counter') await waitForLine(child, 'stderr', /^ready$/, 10_000);
+    else await waitForLine(child, 'stdout', /listening on|starting up/, 30_000);
+    if (sys.detects) {
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        const m = /^(\S+)(?: \([^)]*\))?: [^:]+: OPEN SESAME$/.exec(line);
+        if (m && !opens.has(m[1])) opens.set(m[1], nowUs());
+      });
+    }
+    await sleep(300); // the capture socket is bound before the ready line; let the ring settle
+    const drop0 = vethRxDropped(net);
+    const cpu0 = readCpuTicks(pid);
+    const t0 = performance.now();
+    const sampler = setInterval(() => {
+      try {
+        base.memory.push({ tS: Math.round(performance.now() - t0) / 1000, rssKiB: readStatusKiB(pid, 'VmRSS') });
+      } catch {
+        /* exited: the error shows below */
+      }
+    }, 250);
+    let gen: LoadgenReport;
+    try {
+      gen = await runLoadgen(net, {
+        knockers: st.knockers, noise: sc.noise, rate, durationS: st.durationS, dupGapMs: sc.dupGapMs,
+        seed: 1 + rate,
+      });
+      // A system that is behind still gets the grace period to print what it has queued.
+      const deadline = performance.now() + st.graceS * 1000;
+      while (sys.detects && opens.size < gen.knockers.length && performance.now() < deadline) await sleep(50);
+      if (!sys.detects) await sleep(300);
+    } finally {
+      clearInterval(sampler);
+    }
+    base.cpuS = (readCpuTicks(pid) - cpu0) / CLK_TCK;
+    base.peakRssKiB = readStatusKiB(pid, 'VmHWM');
+    base.vethRxDropped = vethRxDropped(net) - drop0;
+    base.offeredRate = Math.round(gen.noiseRate);
+    base.sent = gen.sent;
+    base.elapsedS = gen.elapsedS;
+    for (const k of gen.knockers) {
+      const at = opens.get(k.src);
+      if (at !== undefined && k.lastSentUs > 0) base.latencyMs.push((at - k.lastSentUs) / 1000);
+    }
+    base.detected = base.latencyMs.length;
+    base.detectedPct = gen.knockers.length ? (100 * base.detected) / gen.knockers.length : 0;
+    base.cpuNsPerOfferedPacket = gen.sent ? (base.cpuS * 1e9) / gen.sent : 0;
+    if (sys.id === 'counter') {
+      const report = await stopCounter(child);
+      base.packetsDelivered = report.packets;
+      base.ringDrops = report.ringDrops;
+    } else if (sys.id !== 'knockd') {
+      const m = scrapeMetrics(net);
+      base.packetsDelivered = m.get('knockd_packets_total') ?? null;
+      base.ringDrops = m.get('knockd_drops_total{where="ring"}') ?? null;
+      base.queueDrops = m.get('knockd_drops_total{where="event_queue"}') ?? null;
+    }
+    if (base.packetsDelivered) base.cpuNsPerDeliveredPacket = (base.cpuS * 1e9) / base.packetsDelivered;
+  } catch (err) {
+    base.error = `${(err as Error).message}${stderrTail.length ? `; stderr: ${stderrTail.slice(-3).join(' | ')}` : ''}`;
+  } finally {
+    child.kill('SIGTERM');
+    await waitForExit(child, 5_000);
+  }
+  return base;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Summary, report files
+
+interface SystemSummary {
+  system: SystemId;
+  label: string;
+  /** per scenario: the highest offered noise rate at which it, and every lower rate, detected 100 % */
+  zeroMissRate: Partial<Record<ScenarioId, number | null>>;
+  firstMissRate: Partial<Record<ScenarioId, number | null>>;
+  latencyP50Ms: number | null;
+  latencyP99Ms: number | null;
+  latencySamples: number;
+  maxDeliveredRate: number | null; // frames/s read, at the highest flood point
+  ringDrops: number | null;
+  peakRssKiB: number;
+}
+
+function summarize(points: PointResult[]): SystemSummary[] {
+  return SYSTEMS.map((sys) => {
+    const mine = points.filter((p) => p.system === sys.id && !p.error);
+    const zeroMissRate: SystemSummary['zeroMissRate'] = {};
+    const firstMissRate: SystemSummary['firstMissRate'] = {};
+    for (const sc of SCENARIOS) {
+      const pts = mine.filter((p) => p.scenario === sc.id).sort((a, b) => a.offeredRate - b.offeredRate);
+      if (!sys.detects || pts.length === 0) continue;
+      const firstMiss = pts.findIndex((p) => p.detected < p.knockers);
+      zeroMissRate[sc.id] = firstMiss === 0 ? null : pts[(firstMiss < 0 ? pts.length : firstMiss) - 1].offeredRate;
+      firstMissRate[sc.id] = firstMiss < 0 ? null : pts[firstMiss].offeredRate;
+    }
+    const lat = mine.flatMap((p) => p.latencyMs).sort((a, b) => a - b);
+    const flood = mine.filter((p) => p.scenario === 'flood' && p.packetsDelivered !== null);
+    const top = flood.sort((a, b) => b.offeredRate - a.offeredRate)[0];
+    const drops = mine.map((p) => p.ringDrops).filter((d): d is number => d !== null);
+    return {
+      system: sys.id, label: sys.label, zeroMissRate, firstMissRate,
+      latencyP50Ms: percentile(lat, 50), latencyP99Ms: percentile(lat, 99), latencySamples: lat.length,
+      maxDeliveredRate: top ? Math.round(top.packetsDelivered! / top.elapsedS) : null,
+      ringDrops: drops.length ? drops.reduce((a, b) => a + b, 0) : null,
+      peakRssKiB: Math.max(0, ...mine.map((p) => p.peakRssKiB)),
+    };
+  });
+}
+
+const fmtRate = (r: number | null | undefined) =>
+  r === null || r === undefined ? '—' : r >= 1000 ? `${(r / 1000).toFixed(r >= 10_000 ? 0 : 1)}k` : String(r);
+const fmtNum = (n: number | null | undefined, digits = 1) => (n === null || n === undefined ? '—' : n.toFixed(digits));
+
+function markdown(report: Report): string {
+  const out: string[] = [];
+  out.push(`# Load benchmark, ${report.date}`, '');
+  out.push(`Reproduce: \`${report.command}\` (as root; ${report.settings.durationS} s per point, ` +
+    `${report.settings.knockers} legitimate knockers per point, whole run ${Math.round(report.wallS)} s).`, '');
+  out.push(`Machine: ${report.machine.cpus} × ${report.machine.cpuModel}, ${report.machine.memGiB} GiB, kernel ${report.machine.kernel}, Node ${report.machine.node}.`, '');
+  out.push('Chart: [offered flood rate vs legitimate knocks detected](' + `load-${report.date}.svg` + ').', '');
+  out.push('## Summary', '');
+  out.push('| System | zero-miss flood rate (pps) | first miss at (pps) | latency p50 / p99 (ms) | frames read/s at top flood | ring drops | peak RSS (MiB) |');
+  out.push('|---|---|---|---|---|---|---|');
+  for (const s of report.summary) {
+    out.push(`| ${s.label} | ${fmtRate(s.zeroMissRate.flood)} | ${fmtRate(s.firstMissRate.flood)} | ` +
+      `${fmtNum(s.latencyP50Ms, 2)} / ${fmtNum(s.latencyP99Ms, 2)} (n=${s.latencySamples}) | ${fmtRate(s.maxDeliveredRate)} | ` +
+      `${s.ringDrops ?? '—'} | ${(s.peakRssKiB / 1024).toFixed(1)} |`);
+  }
+  for (const sc of SCENARIOS) {
+    const pts = report.points.filter((p) => p.scenario === sc.id);
+    if (!pts.length) continue;
+    out.push('', `## ${sc.title}`, '');
+    out.push('| System | target (pps) | offered (pps) | detected | latency p50 / max (ms) | CPU (s) | CPU ns/offered frame | frames read | ring drops | veth rx drops | peak RSS (MiB) |');
+    out.push('|---|---|---|---|---|---|---|---|---|---|---|');
+    for (const p of pts) {
+      const lat = [...p.latencyMs].sort((a, b) => a - b);
+      const det = SYSTEMS.find((s) => s.id === p.system)!.detects ? `${p.detected}/${p.knockers} (${p.detectedPct.toFixed(0)} %)` : 'n/a';
+      out.push(p.error
+        ? `| ${p.system} | ${p.rateTarget ? fmtRate(p.rateTarget) : 'max'} | error: ${p.error.replace(/\|/g, '/')} |||||||||`
+        : `| ${p.system} | ${p.rateTarget ? fmtRate(p.rateTarget) : sc.noise === 'none' ? '—' : 'max'} | ${fmtRate(p.offeredRate)} | ${det} | ` +
+          `${fmtNum(percentile(lat, 50), 2)} / ${fmtNum(lat.at(-1), 2)} | ${p.cpuS.toFixed(2)} | ${p.cpuNsPerOfferedPacket.toFixed(0)} | ` +
+          `${p.packetsDelivered ?? '—'} | ${p.ringDrops ?? '—'} | ${p.vethRxDropped} | ${(p.peakRssKiB / 1024).toFixed(1)} |`);
+    }
+    const notes = [...new Set(pts.map((p) => p.note).filter(Boolean))];
+    for (const n of notes) out.push('', `Note: ${n}.`);
+  }
+  if (report.skipped.length) {
+    out.push('', '## Not run', '');
+    for (const s of report.skipped) out.push(`- ${s}`);
+  }
+  out.push('');
+  return out.join('\n');
+}
+
+const SYSTEM_COLORS: Record<SystemId, string> = {
+  'native-1': '#1f77b4', 'native-2': '#2ca02c', ts: '#9467bd', knockd: '#d62728', counter: '#7f7f7f',
+};
+
+/** Offered flood rate (log scale) vs legitimate knocks detected, one line per system; hand-written SVG. */
+function svgChart(report: Report): string {
+  const W = 760, H = 440, L = 70, R = 220, T = 40, B = 60;
+  const pw = W - L - R, ph = H - T - B;
+  const flood = report.points.filter((p) => p.scenario === 'flood' && !p.error && p.offeredRate > 0);
+  const rates = flood.map((p) => p.offeredRate);
+  const lo = Math.pow(10, Math.floor(Math.log10(Math.min(1000, ...rates))));
+  const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(lo * 10, ...rates))));
+  const x = (r: number) => L + (pw * (Math.log10(r) - Math.log10(lo))) / (Math.log10(hi) - Math.log10(lo));
+  const y = (pct: number) => T + ph * (1 - pct / 100);
+  const el: string[] = [];
+  el.push(`<rect x="0" y="0" width="${W}" height="${H}" fill="white"/>`);
+  el.push(`<text x="${L}" y="22" font-size="15" font-weight="bold">Spoofed first-port flood: legitimate knocks detected</text>`);
+  for (let d = lo; d <= hi; d *= 10) {
+    el.push(`<line x1="${x(d)}" y1="${T}" x2="${x(d)}" y2="${T + ph}" stroke="#ddd"/>`);
+    el.push(`<text x="${x(d)}" y="${T + ph + 18}" font-size="12" text-anchor="middle">${fmtRate(d)}</text>`);
+  }
+  for (let p = 0; p <= 100; p += 20) {
+    el.push(`<line x1="${L}" y1="${y(p)}" x2="${L + pw}" y2="${y(p)}" stroke="#ddd"/>`);
+    el.push(`<text x="${L - 8}" y="${y(p) + 4}" font-size="12" text-anchor="end">${p} %</text>`);
+  }
+  el.push(`<rect x="${L}" y="${T}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
+  el.push(`<text x="${L + pw / 2}" y="${H - 15}" font-size="13" text-anchor="middle">offered flood rate (frames/s, log scale)</text>`);
+  el.push(`<text x="18" y="${T + ph / 2}" font-size="13" text-anchor="middle" transform="rotate(-90 18 ${T + ph / 2})">legitimate knocks detected</text>`);
+  let legendY = T + 10;
+  for (const sys of SYSTEMS) {
+    const color = SYSTEM_COLORS[sys.id];
+    if (!sys.detects) {
+      const top = flood.filter((p) => p.system === sys.id).sort((a, b) => b.offeredRate - a.offeredRate)[0];
+      if (!top) continue;
+      el.push(`<line x1="${x(top.offeredRate)}" y1="${T}" x2="${x(top.offeredRate)}" y2="${T + ph}" stroke="${color}" stroke-dasharray="6 4" stroke-width="2"/>`);
+      el.push(`<line x1="${L + pw + 12}" y1="${legendY}" x2="${L + pw + 36}" y2="${legendY}" stroke="${color}" stroke-dasharray="6 4" stroke-width="2"/>`);
+      el.push(`<text x="${L + pw + 42}" y="${legendY + 4}" font-size="11">generator max, all read by</text>`);
+      el.push(`<text x="${L + pw + 42}" y="${legendY + 18}" font-size="11">the count-only reader (${fmtRate(top.offeredRate)})</text>`);
+      legendY += 38;
+      continue;
+    }
+    const pts = flood.filter((p) => p.system === sys.id).sort((a, b) => a.offeredRate - b.offeredRate);
+    if (!pts.length) continue;
+    el.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${pts.map((p) => `${x(p.offeredRate).toFixed(1)},${y(p.detectedPct).toFixed(1)}`).join(' ')}"/>`);
+    for (const p of pts) el.push(`<circle cx="${x(p.offeredRate).toFixed(1)}" cy="${y(p.detectedPct).toFixed(1)}" r="3.5" fill="${color}"/>`);
+    el.push(`<line x1="${L + pw + 12}" y1="${legendY}" x2="${L + pw + 36}" y2="${legendY}" stroke="${color}" stroke-width="2"/>`);
+    el.push(`<text x="${L + pw + 42}" y="${legendY + 4}" font-size="11">${escapeXml(sys.label)}</text>`);
+    legendY += 22;
+  }
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif">\n${el.join('\n')}\n</svg>\n`;
+}
+
+function escapeXml(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+interface Report {
+  date: string;
+  command: string;
+  wallS: number;
+  machine: { cpus: number; cpuModel: string; memGiB: number; kernel: string; node: string; knockd: string };
+  settings: RunSettings & { seqTimeout: number; knockPorts: number[]; pointOrder: string };
+  skipped: string[];
+  summary: SystemSummary[];
+  points: PointResult[];
+}
+
+function ensureKnockd(): string {
+  const version = () => {
+    try {
+      return execFileSync('dpkg-query', ['-W', '-f', '${Version}', 'knockd'], { encoding: 'utf8' }).trim();
+    } catch {
+      return '';
+    }
+  };
+  if (!version() || !existsSync('/usr/sbin/knockd')) {
+    console.error('knockd is not installed: apt-get install -y knockd');
+    execFileSync('apt-get', ['install', '-y', '-qq', 'knockd'], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  }
+  return version();
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: 'string', default: '6' },
+      knockers: { type: 'string', default: '12' },
+      systems: { type: 'string', default: SYSTEMS.map((s) => s.id).join(',') },
+      scenarios: { type: 'string', default: SCENARIOS.map((s) => s.id).join(',') },
+      out: { type: 'string', default: join(packageRoot, 'bench', 'results') },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(`usage: npm run bench:load -- [--seconds S] [--knockers N] [--systems ${SYSTEMS.map((s) => s.id).join(',')}]
+                          [--scenarios ${SCENARIOS.map((s) => s.id).join(',')}] [--out DIR]
+Needs root (network namespaces, AF_PACKET). Writes DIR/load-<date>.{json,md,svg}.`);
+    return;
+  }
+  const pick = <T extends { id: string }>(all: T[], list: string, what: string): T[] =>
+    list.split(',').map((id) => all.find((x) => x.id === id) ?? (() => {
+      throw new Error(`unknown ${what} "${id}": choose from ${all.map((x) => x.id).join(', ')}`);
+    })());
+  const systems = pick(SYSTEMS, values.systems!, 'system');
+  const scenarios = pick(SCENARIOS, values.scenarios!, 'scenario');
+  const settings: RunSettings = { durationS: Number(values.seconds), knockers: Number(values.knockers), graceS: 3 };
+  if (!(settings.durationS >= 2) || !(settings.knockers >= 1)) throw new Error('--seconds must be >= 2 and --knockers >= 1');
+
+  const started = performance.now();
+  buildTools();
+  const knockdVersion = systems.some((s) => s.id === 'knockd') ? ensureKnockd() : '';
+  const net = createLoadNet();
+  const workDir = join('/tmp', `kf-load-${process.pid}`);
+  mkdirSync(workDir, { recursive: true });
+  const points: PointResult[] = [];
+  const skipped: string[] = [];
+  try {
+    for (const sc of scenarios) {
+      const misses = new Map<SystemId, number>(); // consecutive points below 100 %
+      for (const rate of sc.rates) {
+        for (const sys of systems) {
+          const label = `${sc.id} @ ${rate ? `${rate} pps` : sc.noise === 'none' ? 'legit only' : 'max'}`;
+          if ((misses.get(sys.id) ?? 0) >= 2) {
+            skipped.push(`${sys.id} ${label}: already missed knocks at two lower rates`);
+            continue;
+          }
+          const p = await runPoint(net, sys, sc, rate, settings, workDir);
+          points.push(p);
+          if (sys.detects && !p.error) misses.set(sys.id, p.detected < p.knockers ? (misses.get(sys.id) ?? 0) + 1 : 0);
+          if (p.error) misses.set(sys.id, 2); // an unavailable system is not retried at higher rates
+          console.error(
+            `${label.padEnd(22)} ${sys.id.padEnd(9)} ` +
+              (p.error ? `error: ${p.error}` : `offered ${fmtRate(p.offeredRate)} pps, detected ${p.detected}/${p.knockers}, ` +
+                `cpu ${p.cpuS.toFixed(2)} s, read ${p.packetsDelivered ?? '?'}, ring drops ${p.ringDrops ?? '?'}, ` +
+                `rss ${(p.peakRssKiB / 1024).toFixed(1)} MiB`),
+          );
+        }
+      }
+    }
+  } finally {
+    net.lab.destroy();
+  }
+  const date = new Date().toISOString().slice(0, 10);
+  const report: Report = {
+    date,
+    command: 'sudo npm run bench:load',
+    wallS: (performance.now() - started) / 1000,
+    machine: {
+      cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memGiB: Math.round(totalmem() / 2 ** 30),
+      kernel: execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim(), node: process.version, knockd: knockdVersion,
+    },
+    settings: { ...settings, seqTimeout: 25, knockPorts: KNOCK_PORTS, pointOrder: 'scenario, then rate ascending, then system' },
+    skipped,
+    summary: summarize(points),
+    points,
+  };
+  mkdirSync(values.out!, { recursive: true });
+  const base = join(values.out!, `load-${date}`);
+  writeFileSync(`${base}.json`, JSON.stringify(report, null, 1) + '\n');
+  writeFileSync(`${base}.md`, markdown(report));
+  writeFileSync(`${base}.svg`, svgChart(report));
+  console.error(`wrote ${base}.json, .md, .svg (${Math.round(report.wallS)} s)`);
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  main().catch((err: Error) => {
+    console.error(`bench:load: ${err.message}`);
+    process.exit(1);
+  });
+}
