@@ -1,0 +1,5 @@
+// The shared conformance suite on the pure-TypeScript matcher.
+import { TsMatcher } from '../src/matcher.js';
+import { runMatcherSuite } from './matcher.suite.js';
+
+runMatcherSuite('TsMatcher', () => new TsMatcher());
