@@ -1,0 +1,178 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { KnockdConfig } from '../src/config/types.js';
+import { batchFromFrames, type CapturedFrame } from '../src/frame.js';
+import type { Matcher } from '../src/matcher-api.js';
+import { TsMatcher } from '../src/matcher.js';
+import { chooseLocalAddresses, replayBatches, ReplayError } from '../src/replay.js';
+import { CONFIGS, config, door } from './helpers/doors.js';
+import { knockFrame, TCP } from './helpers/packets.js';
+
+const A = '198.51.100.1';
+const B = '198.51.100.2';
+const S = '2001:db8::5';
+
+/** `SRC proto/port FLAGS @t` rows as frames to the conformance setup's addresses. */
+type Pkt = [src: string, port: number, t: number, proto?: 'tcp' | 'udp', flags?: number, dst?: string];
+function frames(pkts: Pkt[]): CapturedFrame[] {
+  const base = 1_700_000_000_000_000; // an ordinary epoch time in µs
+  return pkts.map(([src, dport, t, proto = 'tcp', flags = TCP.SYN, dst]) => ({
+    data: knockFrame({ src, dst: dst ?? (src.includes(':') ? 'fd00::2' : '192.0.2.2'), dport, proto, flags }),
+    timeUs: base + Math.round(t * 1e6),
+    linkType: 1,
+  }));
+}
+
+const matchers: [string, () => Matcher][] = [['ts', () => new TsMatcher()]];
+
+function run(cfg: KnockdConfig, pkts: Pkt[], make: () => Matcher, opts: { verbose?: boolean; json?: boolean } = { verbose: true }): string[] {
+  let out = '';
+  replayBatches([batchFromFrames(frames(pkts))], {
+    config: cfg,
+    matcher: make(),
+    local: chooseLocalAddresses([], ['192.0.2.2', 'fd00::2']),
+    write: (t) => (out += t),
+    ...opts,
+  });
+  return out.split('\n').filter((l) => l !== '');
+}
+
+const s = (who: string, n: number) => `${who}: A: Stage ${n}`;
+const open = (who: string, d = 'A') => `${who}: ${d}: OPEN SESAME`;
+
+// knockd-0.8.md §10 rows where the reference has no defect at play (no D1, whole seconds agree).
+const GOLDEN: { row: number; cfg: () => KnockdConfig; pkts: Pkt[]; lines: string[] }[] = [
+  { row: 1, cfg: CONFIGS.C1, pkts: [[A, 7000, 0], [A, 8000, 1], [A, 9000, 2]], lines: [s(A, 1), s(A, 2), s(A, 3), open(A)] },
+  { row: 2, cfg: CONFIGS.C1, pkts: [[A, 7000, 0], [A, 8000, 2], [A, 9000, 4.999]], lines: [s(A, 1), s(A, 2), s(A, 3), open(A)] },
+  { row: 3, cfg: CONFIGS.C1, pkts: [[A, 7000, 0], [A, 8000, 2], [A, 9000, 5]], lines: [s(A, 1), s(A, 2), `${A}: A: sequence timeout (stage 2)`] },
+  {
+    row: 5,
+    cfg: CONFIGS.C1,
+    pkts: [[A, 7000, 0], [A, 7000, 6], [A, 8000, 6.1], [A, 9000, 6.2]],
+    lines: [s(A, 1), `${A}: A: sequence timeout (stage 1)`, s(A, 1), s(A, 2), s(A, 3), open(A)],
+  },
+  { row: 7, cfg: CONFIGS.C1, pkts: [[A, 7000, 0], [A, 9000, 1], [A, 8000, 2], [A, 9000, 3]], lines: [s(A, 1)] },
+  { row: 8, cfg: CONFIGS.C1, pkts: [[A, 7000, 0], [A, 1234, 0.5], [A, 8000, 1], [A, 9000, 2]], lines: [s(A, 1), s(A, 2), s(A, 3), open(A)] },
+  { row: 10, cfg: CONFIGS.C1, pkts: [[A, 7000, 0], [A, 7000, 0.1], [A, 8000, 0.2], [A, 9000, 0.3]], lines: [s(A, 1)] },
+  {
+    row: 11,
+    cfg: CONFIGS.C1,
+    pkts: [[A, 7000, 0], [A, 7000, 0.1], [A, 7000, 0.2], [A, 8000, 0.3], [A, 9000, 0.4]],
+    lines: [s(A, 1), s(A, 1), s(A, 2), s(A, 3), open(A)],
+  },
+  { row: 12, cfg: CONFIGS.C1, pkts: [[A, 7000, 0], [A, 8000, 0.1], [A, 8000, 0.2], [A, 9000, 0.3]], lines: [s(A, 1), s(A, 2)] },
+  { row: 13, cfg: CONFIGS.C8, pkts: [[A, 7000, 0], [A, 7000, 0.1], [A, 8000, 0.2]], lines: [s(A, 1), s(A, 2), s(A, 3), open(A)] },
+  {
+    row: 19,
+    cfg: CONFIGS.C1,
+    pkts: [[A, 7000, 0], [B, 7000, 0.1], [B, 9000, 0.2], [A, 8000, 0.3], [A, 9000, 0.4]],
+    lines: [s(A, 1), s(B, 1), s(A, 2), s(A, 3), open(A)],
+  },
+  {
+    row: 21,
+    cfg: CONFIGS.C3,
+    pkts: [[A, 7000, 0], [A, 8000, 0.1, 'tcp', TCP.ACK], [A, 8000, 0.2], [A, 9000, 0.3]],
+    lines: [s(A, 1), s(A, 2), s(A, 3), open(A)],
+  },
+  {
+    row: 26,
+    cfg: CONFIGS.C7b,
+    pkts: [[A, 7000, 0, 'udp'], [A, 8000, 0.1, 'udp'], [A, 8000, 0.2], [A, 9000, 0.3, 'udp']],
+    lines: [s(A, 1)],
+  },
+  {
+    row: 29,
+    cfg: CONFIGS.C5r,
+    pkts: [[A, 7000, 0], [A, 8000, 0.1], [A, 9000, 0.2]],
+    lines: [`${A}: B: Stage 1`, s(A, 1), `${A}: B: Stage 2`, s(A, 2), open(A), `${A}: B: Stage 3`, open(A, 'B')],
+  },
+  {
+    row: 31,
+    cfg: CONFIGS.C6,
+    pkts: [[A, 7000, 0], [A, 5000, 0.1], [A, 5000, 0.2], [A, 6000, 0.3]],
+    lines: [s(A, 1), `${A}: B: Stage 1`, `${A}: B: Stage 2`, open(A, 'B')],
+  },
+  { row: 32, cfg: CONFIGS.C10, pkts: [[S, 7000, 0], [S, 8000, 0.1], [S, 9000, 0.2]], lines: [s(S, 1), s(S, 2), s(S, 3), open(S)] },
+  {
+    row: 35,
+    cfg: CONFIGS.C11,
+    pkts: [[A, 7000, 0], [A, 7000, 0.1, 'tcp', TCP.SYN, '192.0.2.77'], [A, 8000, 0.2, 'tcp', TCP.SYN, '192.0.2.77'], [A, 9000, 0.3, 'tcp', TCP.SYN, '192.0.2.77']],
+    lines: [s(A, 1), s(A, 2), s(A, 3), open(A)],
+  },
+];
+
+for (const [kind, make] of matchers) {
+  for (const g of GOLDEN) {
+    test(`replay -v (${kind}): knockd-0.8.md §10 row ${g.row}`, () => {
+      assert.deepEqual(run(g.cfg(), g.pkts, make), g.lines);
+    });
+  }
+
+  test(`replay (${kind}): a pending timeout is reported after the last frame (deviation 3, row 6)`, () => {
+    assert.deepEqual(run(CONFIGS.C1(), [[A, 7000, 0]], make), [s(A, 1), `${A}: A: sequence timeout (stage 1)`]);
+  });
+
+  test(`replay (${kind}): concurrent knockers are independent (deviation 1, row 15)`, () => {
+    const pkts: Pkt[] = [[A, 7000, 0], [B, 7000, 0.1], [A, 8000, 0.2], [B, 8000, 0.3], [A, 9000, 0.4], [B, 9000, 0.5]];
+    assert.deepEqual(run(CONFIGS.C1(), pkts, make), [s(A, 1), s(B, 1), s(A, 2), s(B, 2), s(A, 3), open(A), s(B, 3), open(B)]);
+  });
+
+  test(`replay (${kind}): without -v only the outcome lines`, () => {
+    const pkts: Pkt[] = [[A, 7000, 0], [A, 8000, 1], [A, 9000, 2], [B, 7000, 3]];
+    assert.deepEqual(run(CONFIGS.C1(), pkts, make, {}), [open(A), `${B}: A: sequence timeout (stage 1)`]);
+  });
+
+  test(`replay --json (${kind}): one object per event with capture time, wrong-port failures included`, () => {
+    const lines = run(CONFIGS.C1(), [[A, 7000, 0.25], [A, 9000, 1]], make, { json: true });
+    assert.deepEqual(
+      lines.map((l) => JSON.parse(l)),
+      [
+        { time: '2023-11-14T22:13:20.250000Z', event: 'stage', source: A, door: 'A', stage: 1 },
+        { time: '2023-11-14T22:13:21.000000Z', event: 'failed', reason: 'wrong_port', source: A, door: 'A', stage: 1 },
+      ],
+    );
+  });
+
+  test(`replay (${kind}): evictions under MaxTracked become one summary line per second`, () => {
+    const cfg = config([door('A', '7000,8000,9000', { seqTimeout: 5 })], { maxTracked: 2 });
+    const pkts: Pkt[] = [[A, 7000, 0], [B, 7000, 0.1], ['198.51.100.3', 7000, 0.2], ['198.51.100.4', 7000, 0.3], ['198.51.100.3', 8000, 2]];
+    assert.deepEqual(run(cfg, pkts, make, {}), [
+      '2 knock attempts evicted (MaxTracked reached)',
+      '198.51.100.3: A: sequence timeout (stage 2)',
+      '198.51.100.4: A: sequence timeout (stage 1)',
+    ]);
+  });
+}
+
+test('local addresses: --local-address values, else every destination is local', () => {
+  const none = chooseLocalAddresses(['kf-no-such-if0'], []);
+  assert.equal(none.allLocal, true);
+  const given = chooseLocalAddresses(['kf-no-such-if0'], ['192.0.2.2', 'fd00::2']);
+  assert.equal(given.allLocal, false);
+  assert.deepEqual(given.addresses.map((a) => a.family), [4, 6]);
+  assert.throws(() => chooseLocalAddresses([], ['192.0.2.300']), ReplayError);
+  assert.throws(() => chooseLocalAddresses([], ['nope']), /--local-address "nope" is not an IPv4 or IPv6 address/);
+});
+
+test('local addresses: an interface of this host contributes its addresses; -4 drops IPv6', () => {
+  const lo = chooseLocalAddresses(['lo'], []);
+  assert.equal(lo.allLocal, false);
+  assert.ok(lo.addresses.some((a) => a.family === 4 && a.bytes[0] === 127));
+  assert.ok(chooseLocalAddresses(['lo'], [], true).addresses.every((a) => a.family === 4));
+});
+
+test('ALL_LOCAL replay sees knocks to any destination; with addresses, others are invisible', () => {
+  const pkts: Pkt[] = [[A, 7000, 0, 'tcp', TCP.SYN, '203.0.113.9'], [A, 8000, 1, 'tcp', TCP.SYN, '203.0.113.9'], [A, 9000, 2, 'tcp', TCP.SYN, '203.0.113.9']];
+  const go = (local: string[]) => {
+    let out = '';
+    replayBatches([batchFromFrames(frames(pkts))], {
+      config: CONFIGS.C1(),
+      matcher: new TsMatcher(),
+      local: chooseLocalAddresses([], local),
+      write: (t) => (out += t),
+    });
+    return out;
+  };
+  assert.equal(go([]), `${A}: A: OPEN SESAME\n`);
+  assert.equal(go(['192.0.2.2']), '');
+});
