@@ -66,7 +66,13 @@ const CHILD_SCRIPT = `
 const [nativeUrl, interfacesJson] = process.argv.slice(1);
 const { loadBinding, packageRoot } = await import(nativeUrl);
 const { createRequire } = await import('node:module');
-const binding = loadBinding();
+let binding;
+try {
+  binding = loadBinding();
+} catch (e) {
+  process.stdout.write(JSON.stringify({ loadError: String(e.message) }));
+  process.exit(2);
+}
 let file = null;
 try { file = createRequire(nativeUrl)('node-gyp-build').resolve(packageRoot); } catch {}
 let rings = null;
@@ -96,11 +102,17 @@ async function probeAddon(interfaces: string[], env: NodeJS.ProcessEnv): Promise
   if (result.signal) {
     return { check: { name, ok: false, detail: `loading the addon killed the process (${result.signal})`, fix: REBUILD_FIX } };
   }
-  if (result.code !== 0) {
-    const reason = result.stderr.trim().split('\n').find((line) => /could not load|Error/.test(line)) ?? result.stderr.trim();
-    return { check: { name, ok: false, detail: `does not load: ${reason || result.error?.message || `exit ${result.code}`}`, fix: REBUILD_FIX } };
+  let report: (AddonReport & { loadError?: undefined }) | { loadError: string } | undefined;
+  try {
+    report = JSON.parse(result.stdout) as typeof report;
+  } catch {
+    report = undefined;
   }
-  const report = JSON.parse(result.stdout) as AddonReport;
+  if (result.code !== 0 || !report || report.loadError !== undefined) {
+    // The loader's first line says what failed; the rest of its message repeats the fix given here.
+    const reason = report?.loadError?.split('\n')[0] ?? (result.stderr.trim().split('\n').pop() || result.error?.message || `exit ${result.code}`);
+    return { check: { name, ok: false, detail: `does not load: ${reason}`, fix: REBUILD_FIX } };
+  }
   return { check: { name, ok: true, detail: `loads${report.file ? ` (${report.file})` : ''}` }, report };
 }
 
@@ -121,15 +133,27 @@ function checkCapabilities(): DoctorCheck {
   };
 }
 
+function readSysfs(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    // sysfs refuses some attributes while the link is down (carrier: EINVAL)
+    return undefined;
+  }
+}
+
 function checkInterface(name: string): DoctorCheck {
   const check = `interface ${name}`;
   const sys = join('/sys/class/net', name);
   if (name.includes('/') || !existsSync(sys)) {
-    const known = readdirSync('/sys/class/net').join(', ');
+    const known = readdirSync('/sys/class/net').sort().join(', ');
     return { name: check, ok: false, detail: 'does not exist', fix: `capture on an existing interface with -i or Interface= (here: ${known || 'none'})` };
   }
-  const flags = Number(readFileSync(join(sys, 'flags'), 'utf8').trim());
+  const flags = Number(readSysfs(join(sys, 'flags')));
   if (!(flags & IFF_UP)) return { name: check, ok: false, detail: 'is down', fix: `bring it up: \`ip link set ${name} up\`` };
+  if (readSysfs(join(sys, 'carrier')) !== '1') {
+    return { name: check, ok: false, detail: 'is up but has no carrier, so nothing arrives on it', fix: `check the cable or the peer of ${name} (\`ip link show ${name}\`)` };
+  }
   const addresses = (networkInterfaces()[name] ?? []).map((a) => a.address);
   if (addresses.length === 0) {
     return {
