@@ -702,6 +702,14 @@ describe('against the reference knockd', { skip: existsSync(KNOCKD) ? false : `$
     '[A]\nsequence=1\ncommand_6=\nstop_command6=x\n',
     `[A]\none_time_sequences=${ots}\n[B]\nsequence=5\n`,
     `[A]\none_time_sequences=${join(dir, 'absent')}\n`,
+    '[A]\nsequence=1\0,2\nbad\0\n',
+    // knockd-0.8.md §10 configs C3, C7b, C10, C12, C13, C15
+    '[A]\nsequence=7000,8000,9000\ntcpflags=syn\n[B]\nsequence=8000,5555\n',
+    '[A]\nsequence=7000:udp,8000:tcp,9000:udp\n[B]\nsequence=8000:udp,1:udp\n',
+    '[A]\nsequence=7000,8000,9000\nseq_timeout=5\ncommand = echo A %IP% >> out\ncommand_6 = echo A6 %IP% >> out\n',
+    `[A]\none_time_sequences=${file('7000,8000,9000\n 1000:udp,2000\n3000,4000\n')}\nseq_timeout=5\n`,
+    '[A]\nsequence=7000\nstart_command=echo START %IP%\ncmd_timeout=1\nstop_command=echo STOP %IP%\n',
+    '[A]\nsequence=7000,8000,9000\nseq_timeout=5\ntcpflags=syn,!ack\n',
   ];
   for (const [i, text] of cases.entries()) {
     test(`case ${i + 1}: ${JSON.stringify(text.length > 60 ? text.slice(0, 60) + '…' : text)}`, () => {

@@ -219,7 +219,7 @@ function interfaceList(value: string, line: number): string[] {
   const forms = 'Interface = NAME[,NAME...] (Linux interface names, at most 15 bytes each)';
   const names = commaItems(value, line, 'Interface', forms);
   for (const name of names) {
-    if (name.length >= IFNAMSIZ || /[\s/:]/.test(name) || name === '.' || name === '..') {
+    if (name.length >= IFNAMSIZ || /[ \t\n\v\f\r/:]/.test(name) || name === '.' || name === '..') {
       throw invalid(line, 'Interface', `"${fromBytes(name)}" is not a valid interface name`, forms);
     }
     if (names.indexOf(name) !== names.lastIndexOf(name)) throw invalid(line, 'Interface', `"${fromBytes(name)}" is listed twice`, forms);
