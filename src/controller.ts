@@ -6,7 +6,7 @@ import { Resolver } from 'node:dns/promises';
 import type { Grant, PendingStop } from './actions/types.js';
 import { oneTimeExhaustedMessage } from './config/onetime.js';
 import type { DoorConfig } from './config/types.js';
-import type { KnockEvent } from './events.js';
+import { decodeEvents, type KnockEvent } from './events.js';
 import { eventText, knockerLabel, type LogFields } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { CompiledProgram } from './program.js';
@@ -91,6 +91,17 @@ export class DoorController {
   setProgram(program: CompiledProgram): void {
     this.programs.set(program.generation, program.doors);
     while (this.programs.size > PROGRAMS_KEPT) this.programs.delete(this.programs.keys().next().value as number);
+  }
+
+  /** The nft backend and metrics may appear after construction (a reload adds the first nft door). */
+  attach(parts: { nft?: NftActions; metrics?: Metrics }): void {
+    if ('nft' in parts) this.opts.nft = parts.nft;
+    if ('metrics' in parts) this.opts.metrics = parts.metrics;
+  }
+
+  /** A batch of event records as the matchers and the engine deliver them. */
+  handleBatch(records: Uint8Array): void {
+    this.handle(decodeEvents(records));
   }
 
   handle(events: KnockEvent[]): void {

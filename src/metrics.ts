@@ -8,6 +8,9 @@ import type { MatcherStats } from './matcher-api.js';
 /** What the capture side reports: the matcher counters summed over shards, plus capture-level drops. */
 export type EngineCounters = Partial<MatcherStats> & { ringDrops?: number; queueDrops?: number };
 
+/** Everything read at scrape time: the engine's counters and the command backend's. */
+export type ScrapeCounters = EngineCounters & { commandRuns?: number; commandFailures?: number };
+
 export class MetricsAddressError extends Error {}
 
 /** `ADDR:PORT` or `[IPv6]:PORT` → host and port, with an error saying what a valid value looks like. */
@@ -22,7 +25,7 @@ export function parseListen(text: string): { host: string; port: number } {
   return { host: m[1], port };
 }
 
-const STAT_METRICS: [keyof MatcherStats, string, string][] = [
+const STAT_METRICS: [keyof ScrapeCounters, string, string][] = [
   ['frames', 'knockd_packets_total', 'Frames seen by the matchers'],
   ['visible', 'knockd_visible_packets_total', 'Frames inside the visibility set (a knock port of some door)'],
   ['malformed', 'knockd_malformed_packets_total', 'Frames whose headers did not parse'],
@@ -31,17 +34,17 @@ const STAT_METRICS: [keyof MatcherStats, string, string][] = [
   ['evicted', 'knockd_evictions_total', 'Attempts evicted because MaxTracked sources were tracked'],
   ['rejected', 'knockd_rejected_total', 'First knocks dropped because the table was full of advanced attempts'],
   ['suppressed', 'knockd_suppressed_events_total', 'Stage/failure events folded into "N events suppressed" lines'],
+  ['commandRuns', 'knockd_command_runs_total', 'start/stop commands run'],
+  ['commandFailures', 'knockd_command_failures_total', 'start/stop commands that exited non-zero or could not run'],
 ];
 
 export class Metrics {
   readonly registry = new Registry();
   readonly grants: Counter<'door' | 'outcome'>;
-  readonly commandRuns: Counter<'door' | 'kind'>;
-  readonly commandFailures: Counter<'door' | 'kind'>;
   readonly nftBatchSeconds: Histogram;
   private server: Server | undefined;
 
-  constructor(readCounters: () => EngineCounters) {
+  constructor(readCounters: () => ScrapeCounters) {
     const reg = [this.registry];
     for (const [key, name, help] of STAT_METRICS) {
       new Counter({
@@ -91,18 +94,6 @@ export class Metrics {
       name: 'knockd_grants_total',
       help: 'Completed knocks by what the controller did: granted, extended (Dedupe), cooldown, disabled',
       labelNames: ['door', 'outcome'],
-      registers: reg,
-    });
-    this.commandRuns = new Counter({
-      name: 'knockd_command_runs_total',
-      help: 'start/stop commands run',
-      labelNames: ['door', 'kind'],
-      registers: reg,
-    });
-    this.commandFailures = new Counter({
-      name: 'knockd_command_failures_total',
-      help: 'start/stop commands that exited non-zero or could not run',
-      labelNames: ['door', 'kind'],
       registers: reg,
     });
     this.nftBatchSeconds = new Histogram({

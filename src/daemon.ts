@@ -1,0 +1,418 @@
+// The daemon's lifecycle (knockd-0.8.md §8, SEMANTICS.md deviations 5 and 8): start-up order, -d with a
+// pid file that refuses a live duplicate, SIGHUP reload that never kills, SIGTERM/SIGINT shutdown that
+// flushes the nft batch and the state file and exits with the signal's number as knockd does.
+import { fork } from 'node:child_process';
+import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { cpus, networkInterfaces } from 'node:os';
+import { resolve } from 'node:path';
+import { CommandBackend } from './actions/commands.js';
+import { NftBackend } from './actions/nft.js';
+import { strerror } from './config/lexical.js';
+import { markOneTimeSequenceUsed, oneTimeWriteFailedMessage, readNextOneTimeSequence } from './config/onetime.js';
+import { parseConfig } from './config/parse.js';
+import { DEFAULTS, type DoorConfig, type KnockdConfig } from './config/types.js';
+import { DoorController } from './controller.js';
+import { parseAddress, type Address } from './address.js';
+import { Logger, type LogFormat } from './log.js';
+import { Metrics, type EngineCounters } from './metrics.js';
+import { compileProgram, type CompiledProgram } from './program.js';
+import { DEFAULT_STATE_FILE } from './state.js';
+
+// ------------------------------------------------------------------------------------------ pid file
+
+export class PidFileError extends Error {}
+
+/** true when a process with this pid exists (EPERM: it exists but belongs to someone else). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Creates the pid file (`<pid>\n`, as knockd); a live duplicate is refused, a stale file replaced. */
+export function acquirePidFile(path: string, pid = process.pid): void {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    let fd: number;
+    try {
+      fd = openSync(path, 'wx', 0o644);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new PidFileError(`could not create pid file ${path}: ${strerror(err)}`);
+      let text: string;
+      try {
+        text = readFileSync(path, 'utf8');
+      } catch {
+        continue; // removed meanwhile: try again
+      }
+      const other = Number.parseInt(text.trim(), 10);
+      if (Number.isInteger(other) && other > 0 && other !== pid && alive(other)) {
+        throw new PidFileError(
+          `another knockd-fast is already running with pid ${other} (pid file ${path}); stop it first, or remove ${path} if that process is not knockd-fast`,
+        );
+      }
+      unlinkSync(path); // stale: its process is gone
+      continue;
+    }
+    try {
+      writeSync(fd, `${pid}\n`);
+    } finally {
+      closeSync(fd);
+    }
+    return;
+  }
+  throw new PidFileError(`could not create pid file ${path}: it keeps reappearing; is another knockd-fast starting?`);
+}
+
+/** Removes the pid file if it is still ours. */
+export function releasePidFile(path: string, pid = process.pid): void {
+  try {
+    if (Number.parseInt(readFileSync(path, 'utf8').trim(), 10) === pid) unlinkSync(path);
+  } catch {
+    // already gone
+  }
+}
+
+// ------------------------------------------------------------------------------------------ settings
+
+/** The command line as the daemon needs it (src/cli.ts fills it). */
+export interface DaemonArgs {
+  config: string;
+  interface?: string;
+  daemon?: boolean;
+  debug?: boolean;
+  lookup?: boolean;
+  pidfile?: string;
+  logfile?: string;
+  verbose?: boolean;
+  onlyIpV4?: boolean;
+  threads?: number;
+  matcher?: 'native' | 'ts';
+  logFormat?: LogFormat;
+  metrics?: string;
+  stateFile?: string;
+}
+
+export interface DaemonSettings {
+  configPath: string;
+  interfaces: string[];
+  logFile?: string;
+  pidFile: string;
+  logFormat: LogFormat;
+  metrics?: string;
+  stateFile: string;
+  threads: number;
+}
+
+/** knockd's precedence: -i beats Interface=; LogFile=/PidFile= beat -g/-p (the config is read last). */
+export function settingsFrom(args: DaemonArgs, config: KnockdConfig, cwd = process.cwd()): DaemonSettings {
+  const o = config.options;
+  const logFile = o.logFile ?? args.logfile;
+  return {
+    configPath: resolve(cwd, args.config),
+    interfaces: args.interface ? [args.interface] : (o.interfaces ?? [DEFAULTS.interface]),
+    // relative paths resolve against the start-up directory, before -d moves to /
+    logFile: logFile === undefined ? undefined : resolve(cwd, logFile),
+    pidFile: resolve(cwd, o.pidFile ?? args.pidfile ?? DEFAULTS.pidFile),
+    logFormat: args.logFormat ?? o.logFormat ?? 'knockd',
+    metrics: args.metrics ?? o.metricsListen,
+    stateFile: resolve(cwd, args.stateFile ?? o.stateFile ?? DEFAULT_STATE_FILE),
+    threads: args.threads ?? o.threads ?? cpus().length,
+  };
+}
+
+/** The interfaces' addresses, read once at start-up like knockd (IPv6 too unless -4). */
+export function interfaceAddresses(interfaces: readonly string[], ignoreIpv6: boolean): Address[] {
+  const present = networkInterfaces();
+  const out: Address[] = [];
+  for (const name of interfaces) {
+    for (const a of present[name] ?? []) {
+      const parsed = parseAddress(a.address);
+      if (parsed && !(ignoreIpv6 && parsed.family === 6)) out.push(parsed);
+    }
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------ capture
+
+/** What the daemon needs from a capture engine (src/engine.ts). */
+export interface CaptureEngine {
+  /** swaps the program (atomically in the capture threads) */
+  load(program: Uint32Array): void;
+  stats(): EngineCounters;
+  close(): Promise<void>;
+}
+
+export interface CaptureRequest {
+  interfaces: string[];
+  threads: number;
+  program: Uint32Array;
+  matcher: 'native' | 'ts';
+  onEvents: (batch: Uint8Array) => void;
+  onError: (err: Error) => void;
+}
+
+export type OpenCapture = (req: CaptureRequest) => Promise<CaptureEngine>;
+
+// ------------------------------------------------------------------------------------------ -d
+
+const DAEMON_CHILD = 'KNOCKD_FAST_DAEMON_CHILD';
+type ChildReport = { ready: true } | { error: string };
+
+/**
+ * -d: re-runs this command detached (own session, stdio on /dev/null, cwd /) and waits until the child
+ * has written its pid file (exit 0) or failed to start (its error on stderr, exit 1).
+ */
+export function daemonize(stderr: (t: string) => void): Promise<number> {
+  const child = fork(process.argv[1], process.argv.slice(2), {
+    cwd: '/',
+    detached: true,
+    stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+    env: { ...process.env, [DAEMON_CHILD]: '1' },
+    execArgv: process.execArgv,
+  });
+  return new Promise((done) => {
+    let reported = false;
+    child.on('message', (m: ChildReport) => {
+      reported = true;
+      if ('error' in m) {
+        stderr(`${m.error}\n`);
+        done(1);
+      } else done(0);
+      child.disconnect();
+      child.unref();
+    });
+    child.on('exit', (code) => {
+      if (reported) return;
+      stderr(`knockd-fast: the daemon exited during start-up (status ${code})\n`);
+      done(1);
+    });
+  });
+}
+
+const isDaemonChild = (): boolean => process.env[DAEMON_CHILD] === '1' && typeof process.send === 'function';
+
+function reportToParent(report: ChildReport): void {
+  if (!isDaemonChild()) return;
+  process.send?.(report);
+  process.disconnect?.();
+}
+
+// ------------------------------------------------------------------------------------------ the daemon
+
+export interface DaemonIo {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  /** the transport for UseSyslog (the addon's unix datagram helper); undefined = syslog unavailable */
+  syslog?: (datagram: Buffer) => void;
+}
+
+export interface DaemonHooks {
+  openCapture: OpenCapture;
+  /** called on exit instead of process.exit (tests) */
+  exit?: (code: number) => void;
+}
+
+export class Daemon {
+  private config: KnockdConfig;
+  private readonly settings: DaemonSettings;
+  private readonly log: Logger;
+  private readonly controller: DoorController;
+  private readonly commands: CommandBackend;
+  private nft: NftBackend | undefined;
+  private metrics: Metrics | undefined;
+  private engine: CaptureEngine | undefined;
+  private program: CompiledProgram | undefined;
+  private readonly locals: Address[];
+  private pidFileWritten = false;
+  private stopping = false;
+  private keepAlive: NodeJS.Timeout | undefined;
+  private readonly onSignal = {
+    SIGHUP: () => void this.reload(),
+    SIGTERM: () => void this.shutdown(15),
+    SIGINT: () => void this.shutdown(2),
+  };
+
+  constructor(
+    private readonly args: DaemonArgs,
+    config: KnockdConfig,
+    private readonly io: DaemonIo,
+    private readonly hooks: DaemonHooks,
+  ) {
+    this.config = config;
+    this.settings = settingsFrom(args, config);
+    this.log = new Logger({
+      logFile: this.settings.logFile,
+      syslog: config.options.useSyslog ? io.syslog : undefined,
+      verbose: args.verbose,
+      format: this.settings.logFormat,
+      stdout: io.stdout,
+      stderr: io.stderr,
+    });
+    if (config.options.useSyslog && !io.syslog) io.stderr('warning: UseSyslog is set but syslog is not available here (no unix datagram support); logging to the other sinks only\n');
+    for (const w of config.warnings) this.log.log(`warning: ${w}`);
+    this.locals = interfaceAddresses(this.settings.interfaces, !!args.onlyIpV4);
+    this.commands = new CommandBackend({ log: (m) => this.log.log(m) });
+    this.controller = new DoorController({
+      log: (m, f) => this.log.log(m, f),
+      commands: this.commands,
+      stateFile: this.settings.stateFile,
+      lookup: args.lookup,
+      rotateOneTime: (door) => this.rotateOneTime(door),
+      onDoorsChanged: () => this.swapProgram(),
+    });
+  }
+
+  /** Start-up in knockd's order; throws (with a message for stderr) when the daemon cannot run. */
+  async start(): Promise<void> {
+    const s = this.settings;
+    const withNft = this.config.doors.some((d) => d.open.length > 0 || d.nftSet);
+    if (withNft) {
+      this.nft = this.newNft(this.config);
+      await this.nft.start();
+    }
+    this.controller.attach({ nft: this.nft });
+    this.controller.restoreState();
+    this.program = this.compile();
+    this.controller.setProgram(this.program);
+    this.engine = await this.hooks.openCapture({
+      interfaces: s.interfaces,
+      threads: s.threads,
+      program: this.program.words,
+      matcher: this.args.matcher ?? 'native',
+      onEvents: (batch) => this.onEvents(batch),
+      onError: (err) => this.log.log(`error: ${err.message}`),
+    });
+    if (s.metrics) {
+      this.metrics = new Metrics(() => {
+        const c = this.commands.stats();
+        return { ...this.engine?.stats(), commandRuns: c.runs, commandFailures: c.failures };
+      });
+      this.controller.attach({ metrics: this.metrics });
+      await this.metrics.listen(s.metrics);
+    }
+    if (this.args.daemon) {
+      acquirePidFile(s.pidFile);
+      this.pidFileWritten = true;
+    }
+    for (const [sig, fn] of Object.entries(this.onSignal)) process.on(sig, fn);
+    // the capture threads and timers are unref'd: this keeps the daemon alive until a signal ends it
+    this.keepAlive = setInterval(() => undefined, 1 << 30);
+    this.log.log(`starting up, listening on ${s.interfaces.join(', ')}`);
+    reportToParent({ ready: true });
+  }
+
+  /** SIGHUP: a good config is swapped in; a bad one is logged and the running one kept (deviation 5). */
+  async reload(): Promise<void> {
+    if (this.stopping) return;
+    this.log.log(`re-reading config file: ${this.settings.configPath}`);
+    let next: KnockdConfig;
+    try {
+      next = parseConfig(this.settings.configPath);
+    } catch (err) {
+      this.log.log((err as Error).message);
+      this.log.log('error: the new config was not loaded; the running config is kept');
+      return;
+    }
+    try {
+      if (next.doors.some((d) => d.open.length > 0 || d.nftSet)) {
+        if (this.nft) await this.nft.reload(next.doors);
+        else {
+          this.nft = this.newNft(next);
+          await this.nft.start();
+        }
+      }
+      const program = this.compile(next);
+      this.config = next;
+      this.controller.attach({ nft: this.nft });
+      this.log.reopen(next.options.logFile ?? this.args.logfile);
+      this.install(program);
+    } catch (err) {
+      this.log.log(`error: ${(err as Error).message}`);
+      this.log.log('error: the new config was not loaded; the running config is kept');
+    }
+  }
+
+  /** SIGTERM/SIGINT: stop capture, flush grants and state, remove the pid file, exit with the signal number. */
+  async shutdown(code: number): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.log.log('shutting down');
+    for (const [sig, fn] of Object.entries(this.onSignal)) process.off(sig, fn);
+    try {
+      await this.engine?.close();
+      await this.controller.close();
+      await this.nft?.close();
+      await this.metrics?.close();
+    } catch (err) {
+      this.io.stderr(`error during shutdown: ${(err as Error).message}\n`);
+    }
+    if (this.pidFileWritten) releasePidFile(this.settings.pidFile);
+    this.log.close();
+    if (this.keepAlive) clearInterval(this.keepAlive);
+    (this.hooks.exit ?? process.exit)(code);
+  }
+
+  private newNft(config: KnockdConfig): NftBackend {
+    return new NftBackend({
+      doors: config.doors,
+      table: config.options.nftTable,
+      log: (m) => this.log.log(m),
+      onBatch: (_n, ms) => this.metrics?.nftBatchSeconds.observe(ms / 1000),
+    });
+  }
+
+  private compile(config = this.config): CompiledProgram {
+    return compileProgram(config, {
+      localAddresses: this.locals,
+      ignoreIpv6: this.args.onlyIpV4,
+      stageEvents: true,
+    });
+  }
+
+  private install(program: CompiledProgram): void {
+    this.controller.setProgram(program);
+    this.engine?.load(program.words);
+    this.program = program;
+  }
+
+  /** A one-time door's sequence changed or the door was disabled: the matchers get the new program. */
+  private swapProgram(): void {
+    this.install(this.compile());
+  }
+
+  private rotateOneTime(door: DoorConfig): DoorConfig['sequence'] {
+    const path = door.oneTimeSequences as string;
+    let marked: boolean;
+    try {
+      marked = markOneTimeSequenceUsed(path, door.sequence);
+    } catch {
+      marked = false;
+    }
+    if (!marked) throw new Error(oneTimeWriteFailedMessage(door.name));
+    const next = readNextOneTimeSequence(path, door.name);
+    for (const e of next.errors) this.log.log(e);
+    return next.sequence;
+  }
+
+  private onEvents(batch: Uint8Array): void {
+    this.controller.handleBatch(batch);
+  }
+}
+
+/** Runs the daemon for the CLI; resolves with the exit code only when start-up fails. */
+export async function runDaemon(args: DaemonArgs, config: KnockdConfig, io: DaemonIo, hooks: DaemonHooks): Promise<number> {
+  if (args.daemon && !isDaemonChild()) return daemonize(io.stderr);
+  const daemon = new Daemon(args, config, io, hooks);
+  try {
+    await daemon.start();
+  } catch (err) {
+    const message = (err as Error).message;
+    reportToParent({ error: message });
+    io.stderr(`${message}\n`);
+    return 1;
+  }
+  return new Promise<number>(() => undefined);
+}
