@@ -173,8 +173,6 @@ function nftIdentifier(text: string, line: number, key: string, what: string, fo
   return text;
 }
 
-const PORT_FORMS = 'a port from 1 to 65535';
-
 function port1(text: string, line: number, key: string, forms: string): number {
   if (!/^\d+$/.test(text)) throw invalid(line, key, `"${fromBytes(text)}" is not a port number`, forms);
   const p = Number(text);
