@@ -387,10 +387,14 @@ async function runPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: num
       base.packetsDelivered = report.packets;
       base.ringDrops = report.ringDrops;
     } else if (sys.id !== 'knockd') {
-      const m = scrapeMetrics(net);
-      base.packetsDelivered = m.get('knockd_packets_total') ?? null;
-      base.ringDrops = m.get('knockd_drops_total{where="ring"}') ?? null;
-      base.queueDrops = m.get('knockd_drops_total{where="event_queue"}') ?? null;
+      try {
+        const m = scrapeMetrics(net);
+        base.packetsDelivered = m.get('knockd_packets_total') ?? null;
+        base.ringDrops = m.get('knockd_drops_total{where="ring"}') ?? null;
+        base.queueDrops = m.get('knockd_drops_total{where="event_queue"}') ?? null;
+      } catch (err) {
+        base.note = `metrics endpoint unreadable: ${(err as Error).message.split('\n')[0]}`;
+      }
     }
     if (base.packetsDelivered) base.cpuNsPerDeliveredPacket = (base.cpuS * 1e9) / base.packetsDelivered;
   } catch (err) {
@@ -420,7 +424,7 @@ interface SystemSummary {
 }
 
 function summarize(points: PointResult[]): SystemSummary[] {
-  return SYSTEMS.map((sys) => {
+  return SYSTEMS.filter((sys) => points.some((p) => p.system === sys.id)).map((sys) => {
     const mine = points.filter((p) => p.system === sys.id && !p.error);
     const zeroMissRate: SystemSummary['zeroMissRate'] = {};
     const firstMissRate: SystemSummary['firstMissRate'] = {};
@@ -455,7 +459,8 @@ function markdown(report: Report): string {
   out.push(`Reproduce: \`${report.command}\` (as root; ${report.settings.durationS} s per point, ` +
     `${report.settings.knockers} legitimate knockers per point, whole run ${Math.round(report.wallS)} s).`, '');
   out.push(`Machine: ${report.machine.cpus} × ${report.machine.cpuModel}, ${report.machine.memGiB} GiB, kernel ${report.machine.kernel}, Node ${report.machine.node}.`, '');
-  out.push('Chart: [offered flood rate vs legitimate knocks detected](' + `load-${report.date}.svg` + ').', '');
+  out.push(`Charts: [offered flood rate vs legitimate knocks detected](load-${report.date}.svg), ` +
+    `[memory over time under the flood](load-${report.date}-memory.svg).`, '');
   out.push('## Summary', '');
   out.push('| System | zero-miss flood rate (pps) | first miss at (pps) | latency p50 / p99 (ms) | frames read/s at top flood | ring drops | peak RSS (MiB) |');
   out.push('|---|---|---|---|---|---|---|');
@@ -494,52 +499,118 @@ const SYSTEM_COLORS: Record<SystemId, string> = {
   'native-1': '#1f77b4', 'native-2': '#2ca02c', ts: '#9467bd', knockd: '#d62728', counter: '#7f7f7f',
 };
 
-/** Offered flood rate (log scale) vs legitimate knocks detected, one line per system; hand-written SVG. */
-function svgChart(report: Report): string {
-  const W = 760, H = 440, L = 70, R = 220, T = 40, B = 60;
+interface Series {
+  label: string;
+  color: string;
+  points: [number, number][];
+  dashed?: boolean;
+}
+
+/** A line chart as hand-written SVG: axes with the given ticks, one polyline per series, a legend. */
+function svgLineChart(c: {
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  x: (v: number) => number; // data → 0..1
+  y: (v: number) => number;
+  xTicks: [number, string][];
+  yTicks: [number, string][];
+  series: Series[];
+  verticals?: (Series & { at: number; lines: string[] })[];
+}): string {
+  const W = 780, H = 440, L = 70, R = 240, T = 40, B = 60;
   const pw = W - L - R, ph = H - T - B;
-  const flood = report.points.filter((p) => p.scenario === 'flood' && !p.error && p.offeredRate > 0);
-  const rates = flood.map((p) => p.offeredRate);
-  const lo = Math.pow(10, Math.floor(Math.log10(Math.min(1000, ...rates))));
-  const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(lo * 10, ...rates))));
-  const x = (r: number) => L + (pw * (Math.log10(r) - Math.log10(lo))) / (Math.log10(hi) - Math.log10(lo));
-  const y = (pct: number) => T + ph * (1 - pct / 100);
-  const el: string[] = [];
-  el.push(`<rect x="0" y="0" width="${W}" height="${H}" fill="white"/>`);
-  el.push(`<text x="${L}" y="22" font-size="15" font-weight="bold">Spoofed first-port flood: legitimate knocks detected</text>`);
-  for (let d = lo; d <= hi; d *= 10) {
-    el.push(`<line x1="${x(d)}" y1="${T}" x2="${x(d)}" y2="${T + ph}" stroke="#ddd"/>`);
-    el.push(`<text x="${x(d)}" y="${T + ph + 18}" font-size="12" text-anchor="middle">${fmtRate(d)}</text>`);
+  const px = (v: number) => (L + pw * c.x(v)).toFixed(1);
+  const py = (v: number) => (T + ph * (1 - c.y(v))).toFixed(1);
+  const el: string[] = [`<rect x="0" y="0" width="${W}" height="${H}" fill="white"/>`];
+  el.push(`<text x="${L}" y="22" font-size="15" font-weight="bold">${escapeXml(c.title)}</text>`);
+  for (const [v, text] of c.xTicks) {
+    el.push(`<line x1="${px(v)}" y1="${T}" x2="${px(v)}" y2="${T + ph}" stroke="#ddd"/>`);
+    el.push(`<text x="${px(v)}" y="${T + ph + 18}" font-size="12" text-anchor="middle">${text}</text>`);
   }
-  for (let p = 0; p <= 100; p += 20) {
-    el.push(`<line x1="${L}" y1="${y(p)}" x2="${L + pw}" y2="${y(p)}" stroke="#ddd"/>`);
-    el.push(`<text x="${L - 8}" y="${y(p) + 4}" font-size="12" text-anchor="end">${p} %</text>`);
+  for (const [v, text] of c.yTicks) {
+    el.push(`<line x1="${L}" y1="${py(v)}" x2="${L + pw}" y2="${py(v)}" stroke="#ddd"/>`);
+    el.push(`<text x="${L - 8}" y="${Number(py(v)) + 4}" font-size="12" text-anchor="end">${text}</text>`);
   }
   el.push(`<rect x="${L}" y="${T}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
-  el.push(`<text x="${L + pw / 2}" y="${H - 15}" font-size="13" text-anchor="middle">offered flood rate (frames/s, log scale)</text>`);
-  el.push(`<text x="18" y="${T + ph / 2}" font-size="13" text-anchor="middle" transform="rotate(-90 18 ${T + ph / 2})">legitimate knocks detected</text>`);
+  el.push(`<text x="${L + pw / 2}" y="${H - 15}" font-size="13" text-anchor="middle">${escapeXml(c.xLabel)}</text>`);
+  el.push(`<text x="18" y="${T + ph / 2}" font-size="13" text-anchor="middle" transform="rotate(-90 18 ${T + ph / 2})">${escapeXml(c.yLabel)}</text>`);
   let legendY = T + 10;
-  for (const sys of SYSTEMS) {
-    const color = SYSTEM_COLORS[sys.id];
-    if (!sys.detects) {
-      const top = flood.filter((p) => p.system === sys.id).sort((a, b) => b.offeredRate - a.offeredRate)[0];
-      if (!top) continue;
-      el.push(`<line x1="${x(top.offeredRate)}" y1="${T}" x2="${x(top.offeredRate)}" y2="${T + ph}" stroke="${color}" stroke-dasharray="6 4" stroke-width="2"/>`);
-      el.push(`<line x1="${L + pw + 12}" y1="${legendY}" x2="${L + pw + 36}" y2="${legendY}" stroke="${color}" stroke-dasharray="6 4" stroke-width="2"/>`);
-      el.push(`<text x="${L + pw + 42}" y="${legendY + 4}" font-size="11">generator max, all read by</text>`);
-      el.push(`<text x="${L + pw + 42}" y="${legendY + 18}" font-size="11">the count-only reader (${fmtRate(top.offeredRate)})</text>`);
-      legendY += 38;
-      continue;
-    }
-    const pts = flood.filter((p) => p.system === sys.id).sort((a, b) => a.offeredRate - b.offeredRate);
-    if (!pts.length) continue;
-    el.push(`<polyline fill="none" stroke="${color}" stroke-width="2" points="${pts.map((p) => `${x(p.offeredRate).toFixed(1)},${y(p.detectedPct).toFixed(1)}`).join(' ')}"/>`);
-    for (const p of pts) el.push(`<circle cx="${x(p.offeredRate).toFixed(1)}" cy="${y(p.detectedPct).toFixed(1)}" r="3.5" fill="${color}"/>`);
-    el.push(`<line x1="${L + pw + 12}" y1="${legendY}" x2="${L + pw + 36}" y2="${legendY}" stroke="${color}" stroke-width="2"/>`);
-    el.push(`<text x="${L + pw + 42}" y="${legendY + 4}" font-size="11">${escapeXml(sys.label)}</text>`);
-    legendY += 22;
+  const legend = (s: Series, lines: string[]) => {
+    const dash = s.dashed ? ' stroke-dasharray="6 4"' : '';
+    el.push(`<line x1="${L + pw + 12}" y1="${legendY}" x2="${L + pw + 36}" y2="${legendY}" stroke="${s.color}" stroke-width="2"${dash}/>`);
+    lines.forEach((line, i) => el.push(`<text x="${L + pw + 42}" y="${legendY + 4 + 14 * i}" font-size="11">${escapeXml(line)}</text>`));
+    legendY += 8 + 14 * lines.length;
+  };
+  for (const s of c.series) {
+    if (!s.points.length) continue;
+    el.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${s.points.map(([a, b]) => `${px(a)},${py(b)}`).join(' ')}"/>`);
+    for (const [a, b] of s.points) el.push(`<circle cx="${px(a)}" cy="${py(b)}" r="3" fill="${s.color}"/>`);
+    legend(s, [s.label]);
+  }
+  for (const v of c.verticals ?? []) {
+    el.push(`<line x1="${px(v.at)}" y1="${T}" x2="${px(v.at)}" y2="${T + ph}" stroke="${v.color}" stroke-width="2" stroke-dasharray="6 4"/>`);
+    legend(v, v.lines);
   }
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif">\n${el.join('\n')}\n</svg>\n`;
+}
+
+/** Offered flood rate (log scale) vs legitimate knocks detected, one line per system. */
+function svgDetection(report: Report): string {
+  const flood = report.points.filter((p) => p.scenario === 'flood' && !p.error && p.offeredRate > 0);
+  const rates = flood.map((p) => p.offeredRate);
+  const lo = Math.pow(10, Math.floor(Math.log10(Math.min(1000, ...rates) * 1.05))); // 999 pps offered still starts at 1k
+  const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(lo * 10, ...rates))));
+  const decades: [number, string][] = [];
+  for (let d = lo; d <= hi; d *= 10) decades.push([d, fmtRate(d)]);
+  const ofSystem = (id: SystemId) => flood.filter((p) => p.system === id).sort((a, b) => a.offeredRate - b.offeredRate);
+  const ceiling = SYSTEMS.filter((s) => !s.detects).flatMap((s) => {
+    const top = ofSystem(s.id).at(-1);
+    return top ? [{ label: s.label, color: SYSTEM_COLORS[s.id], points: [], dashed: true, at: top.offeredRate,
+      lines: [`generator maximum, ${fmtRate(top.offeredRate)} pps,`, `${fmtRate(top.packetsDelivered! / top.elapsedS)}/s read by the count-only reader`] }] : [];
+  });
+  return svgLineChart({
+    title: "Spoofed flood to the door's first port: legitimate knocks detected",
+    xLabel: 'offered flood rate (frames/s, log scale)',
+    yLabel: 'legitimate knocks detected',
+    x: (v) => (Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)),
+    y: (v) => v / 100,
+    xTicks: decades,
+    yTicks: [0, 20, 40, 60, 80, 100].map((v) => [v, `${v} %`]),
+    series: SYSTEMS.filter((s) => s.detects).map((s) => ({
+      label: s.label, color: SYSTEM_COLORS[s.id], points: ofSystem(s.id).map((p) => [p.offeredRate, p.detectedPct] as [number, number]),
+    })),
+    verticals: ceiling,
+  });
+}
+
+/** Resident memory over time at each system's highest flood rate. */
+function svgMemory(report: Report): string {
+  const top = SYSTEMS.flatMap((s) => {
+    const p = report.points.filter((q) => q.scenario === 'flood' && q.system === s.id && !q.error).sort((a, b) => b.offeredRate - a.offeredRate)[0];
+    return p ? [{ s, p }] : [];
+  });
+  const maxT = Math.max(1, ...top.flatMap(({ p }) => p.memory.map((m) => m.tS)));
+  const maxMiB = Math.max(1, ...top.flatMap(({ p }) => p.memory.map((m) => m.rssKiB / 1024)));
+  const step = maxMiB > 200 ? 100 : maxMiB > 50 ? 25 : maxMiB > 20 ? 10 : 5;
+  const yMax = Math.ceil(maxMiB / step) * step;
+  const yTicks: [number, string][] = [];
+  for (let v = 0; v <= yMax; v += step) yTicks.push([v, `${v}`]);
+  const xTicks: [number, string][] = [];
+  for (let t = 0; t <= maxT; t += 2) xTicks.push([t, `${t} s`]);
+  return svgLineChart({
+    title: 'Resident memory under the flood (each system at its highest flood rate)',
+    xLabel: 'time since the generator started (s)',
+    yLabel: 'VmRSS (MiB)',
+    x: (v) => v / maxT,
+    y: (v) => v / yMax,
+    xTicks,
+    yTicks,
+    series: top.map(({ s, p }) => ({
+      label: `${s.label} @ ${fmtRate(p.offeredRate)} pps`, color: SYSTEM_COLORS[s.id],
+      points: p.memory.map((m) => [m.tS, m.rssKiB / 1024] as [number, number]),
+    })),
+  });
 }
 
 function escapeXml(s: string): string {
@@ -622,7 +693,8 @@ Needs root (network namespaces, AF_PACKET). Writes DIR/load-<date>.{json,md,svg}
           if (p.error) misses.set(sys.id, 2); // an unavailable system is not retried at higher rates
           console.error(
             `${label.padEnd(22)} ${sys.id.padEnd(9)} ` +
-              (p.error ? `error: ${p.error}` : `offered ${fmtRate(p.offeredRate)} pps, detected ${p.detected}/${p.knockers}, ` +
+              (p.error ? `error: ${p.error}` : `offered ${fmtRate(p.offeredRate)} pps, ` +
+                `detected ${sys.detects ? `${p.detected}/${p.knockers}` : 'n/a'}, ` +
                 `cpu ${p.cpuS.toFixed(2)} s, read ${p.packetsDelivered ?? '?'}, ring drops ${p.ringDrops ?? '?'}, ` +
                 `rss ${(p.peakRssKiB / 1024).toFixed(1)} MiB`),
           );
@@ -650,8 +722,9 @@ Needs root (network namespaces, AF_PACKET). Writes DIR/load-<date>.{json,md,svg}
   const base = join(values.out!, `load-${date}`);
   writeFileSync(`${base}.json`, JSON.stringify(report, null, 1) + '\n');
   writeFileSync(`${base}.md`, markdown(report));
-  writeFileSync(`${base}.svg`, svgChart(report));
-  console.error(`wrote ${base}.json, .md, .svg (${Math.round(report.wallS)} s)`);
+  writeFileSync(`${base}.svg`, svgDetection(report));
+  writeFileSync(`${base}-memory.svg`, svgMemory(report));
+  console.error(`wrote ${base}.json, .md, .svg, -memory.svg (${Math.round(report.wallS)} s)`);
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
