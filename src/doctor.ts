@@ -53,19 +53,18 @@ function run(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<Exec
   });
 }
 
-/** What the child reports after loading the addon and, when the addon offers it, probing a ring per interface. */
+/** What the child reports after loading the addon and opening a capture ring on each interface. */
 interface AddonReport {
   file: string | null;
-  exports: string[];
-  rings: Record<string, { ok: true; detail: string } | { ok: false; code: string; message: string }> | null;
+  rings: Record<string, { ok: true } | { ok: false; code: string; message: string }> | null;
 }
 
-// Runs in the child: loads the addon through src/native.ts (the only loader) and asks for a TPACKET_V3
-// ring on each interface. The specifiers come in as argv so nothing is spliced into the source.
+// Runs in the child: loads the addon through src/native.ts (the only loader), then opens the daemon's own
+// capture Engine (AF_PACKET socket, TPACKET_V3 ring, filter) on each interface with a door-less program and
+// closes it again. The module URLs come in as argv so nothing is spliced into the source.
 const CHILD_SCRIPT = `
-const [nativeUrl, interfacesJson] = process.argv.slice(1);
+const [nativeUrl, programUrl, interfacesJson] = process.argv.slice(1);
 const { loadBinding, packageRoot } = await import(nativeUrl);
-const { createRequire } = await import('node:module');
 let binding;
 try {
   binding = loadBinding();
@@ -73,21 +72,25 @@ try {
   process.stdout.write(JSON.stringify({ loadError: String(e.message) }));
   process.exit(2);
 }
+const { createRequire } = await import('node:module');
 let file = null;
 try { file = createRequire(nativeUrl)('node-gyp-build').resolve(packageRoot); } catch {}
 let rings = null;
-if (typeof binding.probeRing === 'function') {
+if (typeof binding.Engine === 'function') {
+  const { compileProgram } = await import(programUrl);
+  const config = { path: '', options: { useSyslog: false, maxTracked: 1024, nftTable: 'knockd_fast' }, doors: [], warnings: [] };
+  const { words } = compileProgram(config, { localAddresses: [] });
   rings = {};
   for (const name of JSON.parse(interfacesJson)) {
     try {
-      const r = binding.probeRing(name);
-      rings[name] = { ok: true, detail: 'TPACKET_V' + r.version + ' ring of ' + r.blockCount + ' x ' + r.blockSize + ' bytes' };
+      new binding.Engine({ interfaces: [name], threads: 1 }, words, () => {}).close();
+      rings[name] = { ok: true };
     } catch (e) {
       rings[name] = { ok: false, code: String(e.code ?? ''), message: String(e.message) };
     }
   }
 }
-process.stdout.write(JSON.stringify({ file, exports: Object.keys(binding), rings }));
+process.stdout.write(JSON.stringify({ file, rings }));
 `;
 
 const REBUILD_FIX = 'rebuild the addon: `npm rebuild knockd-fast` (needs `apt-get install -y cmake g++`), or `npm run build:native` in a checkout';
@@ -95,8 +98,16 @@ const REBUILD_FIX = 'rebuild the addon: `npm rebuild knockd-fast` (needs `apt-ge
 async function probeAddon(interfaces: string[], env: NodeJS.ProcessEnv): Promise<{ check: DoctorCheck; report?: AddonReport }> {
   // From dist/ the sibling is native.js; from a checkout run through tsx it is native.ts and the child needs tsx too.
   const fromSource = import.meta.url.endsWith('.ts');
-  const nativeUrl = new URL(fromSource ? './native.ts' : './native.js', import.meta.url).href;
-  const args = [...(fromSource ? ['--import', import.meta.resolve('tsx')] : []), '--input-type=module', '-e', CHILD_SCRIPT, nativeUrl, JSON.stringify(interfaces)];
+  const sibling = (name: string): string => new URL(`./${name}${fromSource ? '.ts' : '.js'}`, import.meta.url).href;
+  const args = [
+    ...(fromSource ? ['--import', import.meta.resolve('tsx')] : []),
+    '--input-type=module',
+    '-e',
+    CHILD_SCRIPT,
+    sibling('native'),
+    sibling('program'),
+    JSON.stringify(interfaces),
+  ];
   const result = await run(process.execPath, args, env);
   const name = 'addon';
   if (result.signal) {
@@ -203,13 +214,13 @@ function checkRings(interfaces: string[], report: AddonReport | undefined): Doct
     return [{ name: 'kernel ring', ok: false, detail: 'not checked: the addon does not load', fix: 'fix the addon first (see above)' }];
   }
   if (!report.rings) {
-    return [{ name: 'kernel ring', ok: false, detail: 'not checked: this addon build has no ring probe (probeRing)', fix: REBUILD_FIX }];
+    return [{ name: 'kernel ring', ok: false, detail: 'not checked: this addon build has no capture Engine', fix: REBUILD_FIX }];
   }
   return interfaces.map((name) => {
     const ring = report.rings![name];
     const check = `kernel ring on ${name}`;
     if (!ring) return { name: check, ok: false, detail: 'the addon returned no answer for this interface', fix: REBUILD_FIX };
-    if (ring.ok) return { name: check, ok: true, detail: ring.detail };
+    if (ring.ok) return { name: check, ok: true, detail: 'a TPACKET_V3 capture ring opens and closes' };
     const fix =
       ring.code === 'EPERM' || ring.code === 'EACCES'
         ? 'grant CAP_NET_RAW (run as root or `AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN`)'
