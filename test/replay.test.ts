@@ -4,6 +4,7 @@ import type { KnockdConfig } from '../src/config/types.js';
 import { batchFromFrames, type CapturedFrame } from '../src/frame.js';
 import type { Matcher } from '../src/matcher-api.js';
 import { TsMatcher } from '../src/matcher.js';
+import { NativeMatcher } from '../src/native-matcher.js';
 import { chooseLocalAddresses, replayBatches, ReplayError } from '../src/replay.js';
 import { CONFIGS, config, door } from './helpers/doors.js';
 import { knockFrame, TCP } from './helpers/packets.js';
@@ -24,6 +25,13 @@ function frames(pkts: Pkt[]): CapturedFrame[] {
 }
 
 const matchers: [string, () => Matcher][] = [['ts', () => new TsMatcher()]];
+// the native matcher joins when the addon is built (npm test builds it; a bare checkout may not have it)
+try {
+  new NativeMatcher();
+  matchers.push(['native', () => new NativeMatcher()]);
+} catch (err) {
+  test('replay with the native matcher', { skip: `addon not built: ${(err as Error).message.split('\n')[0]}` }, () => {});
+}
 
 function run(cfg: KnockdConfig, pkts: Pkt[], make: () => Matcher, opts: { verbose?: boolean; json?: boolean } = { verbose: true }): string[] {
   let out = '';
