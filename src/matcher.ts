@@ -11,7 +11,7 @@
 //   maps to the k-th new door with it.
 import { EventKind, EventWriter, FailReason } from './events.js';
 import { ParsedPacket, ParseResult, parseFrame } from './frame.js';
-import type { FrameBatch, Matcher, MatcherStats } from './matcher-api.js';
+import { STAT_NAMES, type FrameBatch, type Matcher, type MatcherStats } from './matcher-api.js';
 import {
   ADDRESS_WORDS,
   DOOR_HEADER_WORDS,
@@ -34,6 +34,7 @@ const WHEEL_BUCKETS = 4_096; // W
 const NONE = -1;
 const INITIAL_RECORDS = 1_024;
 
+/** Counter indices, in STAT_NAMES order (MATCHER.md §8); `tracked` is read from the pool. */
 const enum Stat {
   frames,
   malformed,
@@ -238,7 +239,7 @@ export class TsMatcher implements Matcher {
   private readonly packetDst32 = new Uint32Array(this.packet.dst.buffer);
   private readonly eventSrc = new Uint8Array(16);
   private readonly eventSrc32 = new Uint32Array(this.eventSrc.buffer);
-  private readonly counters = new Float64Array(12);
+  private readonly counters = new Float64Array(STAT_NAMES.length);
   private readonly accepting = new Int32Array(256);
   private readonly candidates = new Int32Array(256);
 
@@ -317,22 +318,10 @@ export class TsMatcher implements Matcher {
   }
 
   stats(): MatcherStats {
-    const c = this.counters;
-    return {
-      frames: c[Stat.frames],
-      malformed: c[Stat.malformed],
-      notKnock: c[Stat.notKnock],
-      invisible: c[Stat.invisible],
-      visible: c[Stat.visible],
-      stages: c[Stat.stages],
-      completed: c[Stat.completed],
-      failedTimeout: c[Stat.failedTimeout],
-      failedWrongPort: c[Stat.failedWrongPort],
-      evicted: c[Stat.evicted],
-      suppressed: c[Stat.suppressed],
-      rejected: c[Stat.rejected],
-      tracked: this.tracked,
-    };
+    const out = {} as MatcherStats;
+    STAT_NAMES.forEach((name, i) => (out[name] = this.counters[i]));
+    out.tracked = this.tracked;
+    return out;
   }
 
   private requireProgram(call: string): Program {

@@ -1,5 +1,6 @@
 // Terse DoorConfig / KnockdConfig construction for tests, and the configs C1..C15 of knockd-0.8.md §10.
 import { parseAddress, type Address } from '../../src/address.js';
+import { defaultDoor, parseConfigText } from '../../src/config/parse.js';
 import { DEFAULTS, TCP_FLAG, type DoorConfig, type KnockdConfig, type OptionsConfig, type Proto, type Step } from '../../src/config/types.js';
 import { compileProgram, type CompiledProgram, type CompileOptions } from '../../src/program.js';
 
@@ -35,22 +36,7 @@ export interface DoorShape extends Partial<Omit<DoorConfig, 'tcpFlags' | 'sequen
 /** A door with knockd's defaults and the conformance table's `echo <DOOR> %IP%` command. */
 export function door(name: string, sequence: string, shape: DoorShape = {}): DoorConfig {
   const { tcpflags, ...rest } = shape;
-  const d: DoorConfig = {
-    name,
-    line: 1,
-    sequence: steps(sequence),
-    seqTimeout: DEFAULTS.seqTimeout,
-    startCommand: `echo ${name} %IP%`,
-    cmdTimeout: DEFAULTS.cmdTimeout,
-    tcpFlags: tcpFlags(tcpflags),
-    open: [],
-    openTimeout: DEFAULTS.openTimeout,
-    hook: 'input',
-    allowDuplicates: false,
-    cooldown: 0,
-    dedupe: false,
-    ...rest,
-  };
+  const d: DoorConfig = { ...defaultDoor(name, 1), sequence: steps(sequence), startCommand: `echo ${name} %IP%`, tcpFlags: tcpFlags(tcpflags), ...rest };
   if (d.target !== undefined && d.targetAddress === undefined) {
     const a = parseAddress(d.target);
     if (a) d.targetAddress = a;
@@ -75,25 +61,32 @@ export function compile(cfg: KnockdConfig, opts: Partial<CompileOptions> = {}): 
   return compileProgram(cfg, { localAddresses: LOCAL_ADDRESSES, stageEvents: true, eventBudget: 0, ...opts });
 }
 
-const c1 = (shape: DoorShape = {}) => door('A', '7000,8000,9000', { seqTimeout: 5, ...shape });
+/** knockd.conf text, one section per array: `['A', 'sequence=…', 'seq_timeout=5']`, each door with the
+ * table's `command=echo <DOOR> %IP%` first (a later command line overrides it). */
+function conf(...sections: string[][]): KnockdConfig {
+  const text = sections.map(([name, ...directives]) => [`[${name}]`, `command=echo ${name} %IP%`, ...directives].join('\n')).join('\n');
+  return parseConfigText(text, '/test/knockd.conf');
+}
 
-/** knockd-0.8.md §10 configs. C12 takes the sequence its one-time file currently yields. */
+const C1 = ['A', 'sequence=7000,8000,9000', 'seq_timeout=5'];
+
+/** knockd-0.8.md §10 configs, parsed from knockd.conf text. C12 takes the sequence its one-time file
+ * currently yields ('' once it is exhausted) and is built directly, as the file is the controller's. */
 export const CONFIGS = {
-  C1: () => config([c1()]),
-  C2: () => config([c1({ tcpflags: 'syn' })]),
-  C3: () => config([door('A', '7000,8000,9000', { tcpflags: 'syn' }), door('B', '8000,5555')]),
-  C4: () => config([door('A', '7000,8000,9000'), door('B', '7000,8000,10000')]),
-  C5: () => config([door('A', '7000,8000'), door('B', '7000,8000,9000')]),
-  C5r: () => config([door('B', '7000,8000,9000'), door('A', '7000,8000')]),
-  C6: () => config([door('A', '7000,8000,9000'), door('B', '5000,6000')]),
-  C7: () => config([door('A', '7000:udp,8000:tcp,9000:udp')]),
-  C7b: () => config([door('A', '7000:udp,8000:tcp,9000:udp'), door('B', '8000:udp,1:udp')]),
-  C8: () => config([door('A', '7000,7000,8000')]),
-  C9: () => config([door('A', '7000')]),
-  C10: () => config([c1({ startCommand6: 'echo A6 %IP%' })]),
-  C11: () => config([c1({ target: '192.0.2.77' })]),
+  C1: () => conf(C1),
+  C2: () => conf([...C1, 'tcpflags=syn']),
+  C3: () => conf(['A', 'sequence=7000,8000,9000', 'tcpflags=syn'], ['B', 'sequence=8000,5555']),
+  C4: () => conf(['A', 'sequence=7000,8000,9000'], ['B', 'sequence=7000,8000,10000']),
+  C5: () => conf(['A', 'sequence=7000,8000'], ['B', 'sequence=7000,8000,9000']),
+  C5r: () => conf(['B', 'sequence=7000,8000,9000'], ['A', 'sequence=7000,8000']),
+  C6: () => conf(['A', 'sequence=7000,8000,9000'], ['B', 'sequence=5000,6000']),
+  C7: () => conf(['A', 'sequence=7000:udp,8000:tcp,9000:udp']),
+  C7b: () => conf(['A', 'sequence=7000:udp,8000:tcp,9000:udp'], ['B', 'sequence=8000:udp,1:udp']),
+  C8: () => conf(['A', 'sequence=7000,7000,8000']),
+  C9: () => conf(['A', 'sequence=7000']),
+  C10: () => conf([...C1, 'command_6 = echo A6 %IP%']),
+  C11: () => conf([...C1, 'target=192.0.2.77']),
   C12: (sequence: string) => config([door('A', sequence, { seqTimeout: 5, oneTimeSequences: '/test/F' })]),
-  C13: () =>
-    config([door('A', '7000', { startCommand: 'echo START %IP%', cmdTimeout: 1, stopCommand: 'echo STOP %IP%' })]),
-  C15: () => config([c1({ tcpflags: 'syn,!ack' })]),
+  C13: () => conf(['A', 'sequence=7000', 'start_command=echo START %IP%', 'cmd_timeout=1', 'stop_command=echo STOP %IP%']),
+  C15: () => conf([...C1, 'tcpflags=syn,!ack']),
 } as const;
