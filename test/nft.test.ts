@@ -60,7 +60,7 @@ test('install script: doors with the same name get distinct sets; a bad NftTable
     plan.doorSets.map((sets) => sets[0].ref.set),
     ['d_ssh_v4', 'd_ssh_2_v4', 'd_s_sh_v4'],
   );
-  assert.throws(() => planNft([ssh], 'bad-name'), /NftTable = bad-name is not a valid nftables table name/);
+  assert.throws(() => planNft([ssh], '9bad name'), /NftTable = 9bad name is not a valid nftables table name/);
 });
 
 const root = process.getuid?.() === 0;

@@ -52,12 +52,13 @@ export interface NftPlan {
   guards: GuardPlan[];
 }
 
-const IDENT = /^[A-Za-z][A-Za-z0-9_]*$/;
+// nft identifiers, as src/config/parse.ts accepts them for NftTable
+const IDENT = /^[A-Za-z_.][A-Za-z0-9_./-]{0,254}$/;
 
 export function checkTableName(table: string): string {
   if (!IDENT.test(table) || table.length > 255) {
     throw new NftError(
-      `NftTable = ${table} is not a valid nftables table name: use letters, digits and _, starting with a letter`,
+      `NftTable = ${table} is not a valid nftables table name: use letters, digits and _ . / -, not starting with a digit`,
     );
   }
   return table;
@@ -544,8 +545,14 @@ export class NftBackend {
   }
 
   private async applyBatch(): Promise<void> {
-    const batch = [...this.pending.values()];
-    this.pending.clear();
+    // at most maxBatch per transaction, oldest first, so a burst does not become one long commit
+    const batch: PendingElement[] = [];
+    const limit = this.opts.maxBatch ?? 1024;
+    for (const [key, e] of this.pending) {
+      if (batch.length >= limit) break;
+      batch.push(e);
+      this.pending.delete(key);
+    }
     const now = this.now();
     const bySet = new Map<string, { ref: NftSetRef; items: string[]; addresses: string[] }>();
     const live: PendingElement[] = [];
