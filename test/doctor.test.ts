@@ -61,15 +61,16 @@ describe('doctor checks in this process', () => {
 
 describe('a broken addon build', { skip: addonSkip }, () => {
   // A copy of the package whose build/Release/knockd_fast.node is not a shared object.
-  const copy = mkdtempSync(join(tmpdir(), 'kf-doctor-pkg-'));
+  let copy = '';
   before(() => {
+    copy = mkdtempSync(join(tmpdir(), 'kf-doctor-pkg-'));
     cpSync(join(ROOT, 'src'), join(copy, 'src'), { recursive: true });
     copyFileSync(join(ROOT, 'package.json'), join(copy, 'package.json'));
     symlinkSync(join(ROOT, 'node_modules'), join(copy, 'node_modules'));
     mkdirSync(join(copy, 'build', 'Release'), { recursive: true });
     writeFileSync(join(copy, 'build', 'Release', 'knockd_fast.node'), 'not an ELF file\n');
   });
-  after(() => rmSync(copy, { recursive: true, force: true }));
+  after(() => copy && rmSync(copy, { recursive: true, force: true }));
 
   test('fails the addon line with the rebuild fix and skips the ring', () => {
     const script = `const { runDoctor } = await import(${JSON.stringify(join(copy, 'src', 'doctor.ts'))}); process.exitCode = await runDoctor({ interfaces: ['lo'] });`;

@@ -209,16 +209,17 @@ const SENTINEL = { dst: '127.0.0.9', port: 9 };
 /** A private namespace with loopback up; every command runs inside it. */
 class KnockNamespace {
   readonly name = `kf-knock-${process.pid}`;
-  readonly dir = mkdtempSync(join(tmpdir(), 'kf-knock-'));
+  dir = '';
 
   create(): void {
+    this.dir = mkdtempSync(join(tmpdir(), 'kf-knock-'));
     execFileSync('ip', ['netns', 'add', this.name]);
     this.exec(['ip', 'link', 'set', 'lo', 'up']);
   }
 
   destroy(): void {
     spawnSync('ip', ['netns', 'del', this.name]);
-    rmSync(this.dir, { recursive: true, force: true });
+    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
   }
 
   exec(argv: string[], input?: string): string {
