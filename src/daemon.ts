@@ -13,7 +13,7 @@ import { parseConfig } from './config/parse.js';
 import { DEFAULTS, type DoorConfig, type KnockdConfig } from './config/types.js';
 import { DoorController } from './controller.js';
 import { parseAddress, type Address } from './address.js';
-import { Logger, type LogFormat } from './log.js';
+import { Logger, SYSLOG_SOCKET, unixDatagramTransport, type LogFormat, type SyslogTransport } from './log.js';
 import { Metrics, type EngineCounters } from './metrics.js';
 import { compileProgram, type CompiledProgram } from './program.js';
 import { DEFAULT_STATE_FILE } from './state.js';
@@ -205,8 +205,8 @@ function reportToParent(report: ChildReport): void {
 export interface DaemonIo {
   stdout: (text: string) => void;
   stderr: (text: string) => void;
-  /** the transport for UseSyslog (the addon's unix datagram helper); undefined = syslog unavailable */
-  syslog?: (datagram: Buffer) => void;
+  /** the log daemon's socket for UseSyslog; default /dev/log */
+  syslogSocket?: string;
 }
 
 export interface DaemonHooks {
@@ -243,15 +243,22 @@ export class Daemon {
   ) {
     this.config = config;
     this.settings = settingsFrom(args, config);
+    let syslog: SyslogTransport | undefined;
+    if (config.options.useSyslog) {
+      try {
+        syslog = unixDatagramTransport(io.syslogSocket);
+      } catch (err) {
+        io.stderr(`warning: cannot log to syslog (${io.syslogSocket ?? SYSLOG_SOCKET}): ${strerror(err).split('\n')[0]}\n`);
+      }
+    }
     this.log = new Logger({
       logFile: this.settings.logFile,
-      syslog: config.options.useSyslog ? io.syslog : undefined,
+      syslog,
       verbose: args.verbose,
       format: this.settings.logFormat,
       stdout: io.stdout,
       stderr: io.stderr,
     });
-    if (config.options.useSyslog && !io.syslog) io.stderr('warning: UseSyslog is set but syslog is not available here (no unix datagram support); logging to the other sinks only\n');
     for (const w of config.warnings) this.log.log(`warning: ${w}`);
     this.locals = interfaceAddresses(this.settings.interfaces, !!args.onlyIpV4);
     this.commands = new CommandBackend({ log: (m) => this.log.log(m) });

@@ -3,6 +3,7 @@
 // (`--log-format json`). Message texts are knockd's (knockd-0.8.md §6.2); this file only frames them.
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { strerror } from './config/lexical.js';
+import { loadBinding } from './native.js';
 
 export type LogFormat = 'knockd' | 'json';
 
@@ -37,6 +38,18 @@ export function truncateMessage(message: string): string {
 
 /** Sends one syslog datagram; the default is the addon's unix-datagram helper (Node has no AF_UNIX datagrams). */
 export type SyslogTransport = (datagram: Buffer) => void;
+
+/** knockd's syslog(3) target. */
+export const SYSLOG_SOCKET = '/dev/log';
+
+/**
+ * A connected datagram socket to the log daemon (through the addon). Throws when the addon cannot load or
+ * the socket cannot be reached. A message the log daemon has no room for is dropped, never waited for.
+ */
+export function unixDatagramTransport(path = SYSLOG_SOCKET): SyslogTransport {
+  const socket = new (loadBinding().UnixDatagram)(path);
+  return (datagram) => void socket.send(datagram);
+}
 
 export interface LoggerOptions {
   /** knockd `LogFile` / `-g`; relative paths resolve against the start-up directory */

@@ -56,10 +56,18 @@ export interface EngineClass {
   fanoutFilter(): Uint8Array;
 }
 
+/** A connected AF_UNIX datagram socket (native/binding/unix_datagram.cc), for syslog's /dev/log. */
+export interface UnixDatagramHandle {
+  /** one datagram; false when the receiver's queue is full and the message was dropped; throws on other errors */
+  send(data: Uint8Array): boolean;
+  close(): void;
+}
+
 export interface Binding {
   EVENT_RECORD_SIZE: number;
   Engine: EngineClass;
   NativeMatcher: new (shard?: number) => NativeMatcherHandle;
+  UnixDatagram: new (path: string) => UnixDatagramHandle;
 }
 
 export class NativeLoadError extends Error {

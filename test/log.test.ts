@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { eventText, knockdTimestamp, knockerLabel, Logger, syslogDatagram, truncateMessage } from '../src/log.js';
+import { eventText, knockdTimestamp, knockerLabel, Logger, syslogDatagram, truncateMessage, unixDatagramTransport } from '../src/log.js';
 
 const fixed = new Date(2024, 0, 5, 7, 3, 9); // local time 2024-01-05 07:03:09
 
@@ -139,4 +140,55 @@ test('event texts are knockd\'s, with the -l host variant', () => {
   assert.equal(eventText.stage(knockerLabel('198.51.100.1', undefined), 'A', 3), '198.51.100.1: A: Stage 3');
   assert.equal(eventText.open(knockerLabel('2001:db8::5', 'h.example'), 'A'), '2001:db8::5 (h.example): A: OPEN SESAME');
   assert.equal(eventText.suppressed(42), '42 events suppressed');
+});
+
+// A datagram receiver needs AF_UNIX datagrams, which Node lacks: python3 plays the log daemon when present.
+const python = spawnSync('python3', ['-c', 'import socket'], { encoding: 'utf8' }).status === 0;
+
+test('syslog through the addon: one datagram per message to a unix datagram socket', { skip: !python && 'python3 is not installed (it plays the log daemon)' }, async () => {
+  let transport: ((d: Buffer) => void) | undefined;
+  try {
+    transport = unixDatagramTransport('/nonexistent-kf/log');
+    assert.fail('connecting to a missing socket must throw');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_NATIVE_LOAD') return; // addon not built: nothing to test
+    assert.equal((err as NodeJS.ErrnoException).code, 'ENOENT');
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'kf-syslog-'));
+  const path = join(dir, 'log');
+  const receiver = spawn('python3', [
+    '-c',
+    `import socket,sys
+s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM); s.bind(sys.argv[1]); print('ready',flush=True)
+for _ in range(2): print(s.recv(4096).decode(),flush=True)`,
+    path,
+  ]);
+  try {
+    const lines: string[] = [];
+    let buffered = '';
+    let wake = () => {};
+    receiver.stdout.on('data', (d: Buffer) => {
+      buffered += d.toString();
+      const parts = buffered.split('\n');
+      buffered = parts.pop() ?? '';
+      lines.push(...parts);
+      wake();
+    });
+    const got = (n: number) =>
+      new Promise<void>((resolve, reject) => {
+        wake = () => (lines.length >= n ? resolve() : undefined);
+        receiver.once('exit', () => (lines.length >= n ? resolve() : reject(new Error(`receiver exited after ${lines.join('|')}`))));
+        wake();
+      });
+    await got(1);
+    transport = unixDatagramTransport(path);
+    const log = new Logger({ syslog: transport, now: () => fixed });
+    log.log('starting up, listening on eth0');
+    log.log('198.51.100.1: A: OPEN SESAME');
+    await got(3);
+    assert.deepEqual(lines, ['ready', '<13>Jan  5 07:03:09 knockd: starting up, listening on eth0', '<13>Jan  5 07:03:09 knockd: 198.51.100.1: A: OPEN SESAME']);
+  } finally {
+    receiver.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -3,12 +3,14 @@
 
 #include "engine.h"
 #include "event.h"
+#include "unix_datagram.h"
 
 namespace knockd {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("EVENT_RECORD_SIZE", Napi::Number::New(env, sizeof(EventRecord)));
   exports.Set("Engine", Engine::Define(env));
+  exports.Set("UnixDatagram", UnixDatagram::Define(env));
   return exports;
 }
 
