@@ -451,6 +451,8 @@ class FilterBuilder {
     require_ge(8);
     a_.op(kLdHInd, 2);
     a_.op(kSt, kMemPort);
+    a_.op(kLdImm, 0);  // the kernel's checker wants every scratch word written on every path
+    a_.op(kSt, kMemFlags);
     a_.bind(parsed);
   }
 
