@@ -79,7 +79,8 @@ describe('a broken addon build', { skip: addonSkip }, () => {
     const lines = r.stdout.split('\n');
     assert.match(lines[0]!, /^FAIL  addon: does not load: could not load the knockd-fast native addon: .*; fix: rebuild the addon: `npm rebuild knockd-fast`/);
     assert.ok(lines.includes('FAIL  kernel ring: not checked: the addon does not load; fix: fix the addon first (see above)'), r.stdout);
-    assert.equal(lines.at(-2), '2 of 5 checks failed');
+    // capabilities and nft depend on who runs the suite; the two addon lines always fail here
+    assert.match(lines.at(-2)!, /^[2-5] of 5 checks failed$/);
   });
 });
 
