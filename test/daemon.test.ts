@@ -1,0 +1,280 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseConfig } from '../src/config/parse.js';
+import { acquirePidFile, Daemon, PidFileError, releasePidFile, settingsFrom, type CaptureEngine, type CaptureRequest } from '../src/daemon.js';
+import { batchFromFrames } from '../src/frame.js';
+import { TsMatcher } from '../src/matcher.js';
+import { packageRoot } from '../src/native.js';
+import { Lab } from '../src/netns.js';
+import { readState, writeState } from '../src/state.js';
+import { knockFrame } from './helpers/packets.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'kf-daemon-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+let seq = 0;
+const file = (name: string) => join(dir, `${seq++}-${name}`);
+
+// ------------------------------------------------------------------ pid file
+
+test('pid file: written as "<pid>\\n", removed only by its owner', () => {
+  const path = file('a.pid');
+  acquirePidFile(path);
+  assert.equal(readFileSync(path, 'utf8'), `${process.pid}\n`);
+  releasePidFile(path, process.pid + 1);
+  assert.ok(existsSync(path), 'another pid must not remove it');
+  releasePidFile(path);
+  assert.ok(!existsSync(path));
+});
+
+test('pid file: a live duplicate is refused with the running pid', () => {
+  const path = file('b.pid');
+  writeFileSync(path, `${process.ppid}\n`); // a process that certainly exists
+  assert.throws(() => acquirePidFile(path), (err: Error) => err instanceof PidFileError && err.message.includes(`already running with pid ${process.ppid}`));
+  assert.equal(readFileSync(path, 'utf8'), `${process.ppid}\n`);
+});
+
+test('pid file: a stale one (its process is gone) is replaced', () => {
+  const path = file('c.pid');
+  const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+  writeFileSync(path, `${gone.stdout}\n`);
+  acquirePidFile(path);
+  assert.equal(readFileSync(path, 'utf8'), `${process.pid}\n`);
+  releasePidFile(path);
+});
+
+test('pid file: an unwritable place gives knockd\'s message', () => {
+  assert.throws(() => acquirePidFile('/nonexistent-kf/x.pid'), /^Error: could not create pid file \/nonexistent-kf\/x\.pid: No such file or directory$/);
+});
+
+// ------------------------------------------------------------------ settings
+
+test('settings: -i beats Interface=, LogFile=/PidFile= beat -g/-p, relative paths resolve at start-up', () => {
+  const path = file('s.conf');
+  writeFileSync(path, '[options]\n  Interface = eth7\n  LogFile = k.log\n  PidFile = /run/k.pid\n[A]\n  sequence = 1\n');
+  const cfg = parseConfig(path);
+  const s = settingsFrom({ config: 'rel.conf', interface: 'eth1', logfile: '/cli.log', pidfile: '/cli.pid' }, cfg, '/srv');
+  assert.deepEqual([s.interfaces, s.logFile, s.pidFile, s.configPath], [['eth1'], '/srv/k.log', '/run/k.pid', '/srv/rel.conf']);
+  const plain = parseConfig(writeConf('[A]\n  sequence = 1\n'));
+  const d = settingsFrom({ config: '/x', logfile: 'g.log', pidfile: 'p.pid', threads: 3, stateFile: 'st.json', logFormat: 'json', metrics: '127.0.0.1:1' }, plain, '/w');
+  assert.deepEqual([d.interfaces, d.logFile, d.pidFile, d.threads, d.stateFile, d.logFormat, d.metrics], [['eth0'], '/w/g.log', '/w/p.pid', 3, '/w/st.json', 'json', '127.0.0.1:1']);
+  const defaults = settingsFrom({ config: '/x' }, plain, '/w');
+  assert.deepEqual([defaults.pidFile, defaults.stateFile, defaults.logFile, defaults.logFormat], ['/var/run/knockd.pid', '/var/lib/knockd-fast/state.json', undefined, 'knockd']);
+});
+
+function writeConf(text: string): string {
+  const path = file('knockd.conf');
+  writeFileSync(path, text);
+  return path;
+}
+
+// ------------------------------------------------------------------ the daemon with a capture seam
+
+/** The capture side stands in for AF_PACKET: frames go through a real matcher into the daemon. */
+class MatcherCapture implements CaptureEngine {
+  readonly matcher = new TsMatcher();
+  loads = 0;
+  closed = false;
+  private now = 1_700_000_000_000_000;
+  constructor(private readonly req: CaptureRequest) {
+    this.matcher.load(req.program);
+  }
+  load(program: Uint32Array): void {
+    this.loads++;
+    this.matcher.load(program);
+  }
+  knock(src: string, ...ports: number[]): void {
+    const frames = ports.map((dport) => ({ data: knockFrame({ src, dst: '127.0.0.1', dport }), timeUs: (this.now += 100_000), linkType: 1 }));
+    this.req.onEvents(this.matcher.feed(batchFromFrames(frames)));
+  }
+  stats() {
+    return this.matcher.stats();
+  }
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+async function until(what: string, cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+async function startDaemon(confText: string, extra: { stateFile?: string; lookup?: boolean } = {}) {
+  const out = file('cmd.out');
+  const log = file('knockd.log');
+  const conf = writeConf(confText.replaceAll('OUT', out).replaceAll('LOG', log));
+  let capture: MatcherCapture | undefined;
+  const exits: number[] = [];
+  const stdout: string[] = [];
+  const daemon = new Daemon(
+    { config: conf, interface: 'lo', stateFile: extra.stateFile ?? file('state.json'), matcher: 'ts', verbose: true },
+    parseConfig(conf),
+    { stdout: (t) => stdout.push(t), stderr: (t) => stdout.push(`stderr: ${t}`) },
+    {
+      openCapture: async (req) => (capture = new MatcherCapture(req)),
+      exit: (code) => exits.push(code),
+    },
+  );
+  await daemon.start();
+  const logText = () => (existsSync(log) ? readFileSync(log, 'utf8').replace(/^\[\d{4}-\d\d-\d\d \d\d:\d\d\] /gm, '') : '');
+  return { daemon, capture: capture as MatcherCapture, conf, out, log, logText, exits, stdout };
+}
+
+const DOOR = (seq: string, extra = '') =>
+  `[options]\n  LogFile = LOG\n[A]\n  sequence = ${seq}\n  seq_timeout = 5\n  start_command = echo START %IP% >> OUT\n${extra}`;
+
+test('daemon: start-up line, knockd\'s event lines in the log file and on stdout (-v), the command runs', async () => {
+  const d = await startDaemon(DOOR('7000,8000'));
+  try {
+    d.capture.knock('127.0.0.9', 7000, 8000);
+    await until('the command', () => existsSync(d.out));
+    await until('the log line', () => d.logText().includes('running command'));
+    assert.equal(
+      d.logText(),
+      [
+        'starting up, listening on lo',
+        '127.0.0.9: A: Stage 1',
+        '127.0.0.9: A: Stage 2',
+        '127.0.0.9: A: OPEN SESAME',
+        `A: running command: echo START 127.0.0.9 >> ${d.out}`,
+        '',
+      ].join('\n'),
+    );
+    assert.equal(readFileSync(d.out, 'utf8'), 'START 127.0.0.9\n');
+    assert.ok(d.stdout.includes('127.0.0.9: A: OPEN SESAME\n'));
+    assert.ok(/^\[\d{4}-\d\d-\d\d \d\d:\d\d\] starting up/.test(readFileSync(d.log, 'utf8')));
+  } finally {
+    await d.daemon.shutdown(15);
+  }
+});
+
+test('daemon: SIGHUP with a bad config logs the error and keeps the old config running (deviation 5)', async () => {
+  const d = await startDaemon(DOOR('7000,8000'));
+  try {
+    writeFileSync(d.conf, readFileSync(d.conf, 'utf8') + '  bogus = 1\n');
+    process.kill(process.pid, 'SIGHUP');
+    await until('the reload lines', () => d.logText().includes('running config is kept'));
+    assert.match(d.logText(), new RegExp(`re-reading config file: ${d.conf}\nconfig: line 7: syntax error\nerror: the new config was not loaded; the running config is kept\n`));
+    assert.equal(d.capture.loads, 0);
+    assert.deepEqual(d.exits, []);
+    d.capture.knock('127.0.0.9', 7000, 8000);
+    await until('the old door to open', () => d.logText().includes('OPEN SESAME'));
+  } finally {
+    await d.daemon.shutdown(15);
+  }
+});
+
+test('daemon: SIGHUP with a good config swaps the new program in', async () => {
+  const d = await startDaemon(DOOR('7000,8000'));
+  try {
+    writeFileSync(d.conf, readFileSync(d.conf, 'utf8').replace('7000,8000', '5000,6000'));
+    process.kill(process.pid, 'SIGHUP');
+    await until('the new program', () => d.capture.loads === 1);
+    d.capture.knock('127.0.0.9', 7000, 8000);
+    d.capture.knock('127.0.0.9', 5000, 6000);
+    await until('the new door to open', () => d.logText().includes('OPEN SESAME'));
+    assert.doesNotMatch(d.logText(), /A: Stage 1\n127\.0\.0\.9: A: Stage 2\n127\.0\.0\.9: A: OPEN SESAME\n[^]*A: Stage 1/);
+    assert.match(d.logText(), /re-reading config file: .*\n127\.0\.0\.9: A: Stage 1\n127\.0\.0\.9: A: Stage 2\n127\.0\.0\.9: A: OPEN SESAME\n/);
+  } finally {
+    await d.daemon.shutdown(15);
+  }
+});
+
+test('daemon: SIGTERM logs "shutting down", closes capture, keeps pending stops in the state file, exits 15', async () => {
+  const stateFile = file('term-state.json');
+  const d = await startDaemon(DOOR('7000', '  cmd_timeout = 3600\n  stop_command = echo STOP %IP% >> OUT\n'), { stateFile });
+  d.capture.knock('127.0.0.9', 7000);
+  await until('the start command', () => existsSync(d.out));
+  process.kill(process.pid, 'SIGTERM');
+  await until('the exit', () => d.exits.length === 1);
+  assert.deepEqual(d.exits, [15]);
+  assert.ok(d.capture.closed);
+  assert.match(d.logText(), /shutting down\n$/);
+  const stops = readState(stateFile).stops;
+  assert.deepEqual(stops.map((s) => [s.door, s.source, s.command]), [['A', '127.0.0.9', `echo STOP 127.0.0.9 >> ${d.out}`]]);
+});
+
+test('daemon: a stop already due in the state file (the daemon was killed) runs at start-up', async () => {
+  const stateFile = file('due-state.json');
+  const out = file('due.out');
+  writeState(stateFile, { version: 1, stops: [{ door: 'A', source: '127.0.0.7', family: 4, command: `echo STOP 127.0.0.7 >> ${out}`, dueMs: Date.now() - 1000 }] });
+  const d = await startDaemon(DOOR('7000'), { stateFile });
+  try {
+    await until('the stop command', () => existsSync(out));
+    assert.equal(readFileSync(out, 'utf8'), 'STOP 127.0.0.7\n');
+    await until('the log line', () => d.logText().includes('running command: echo STOP'));
+    assert.match(d.logText(), /127\.0\.0\.7: A: command timeout\nA: running command: echo STOP 127\.0\.0\.7/);
+  } finally {
+    await d.daemon.shutdown(15);
+  }
+  assert.deepEqual(readState(stateFile).stops, []);
+});
+
+// ------------------------------------------------------------------ metrics, inside a private namespace
+
+const root = process.getuid?.() === 0;
+
+test('metrics: the Prometheus endpoint serves the counters (scraped inside a private network namespace)', { skip: !root && 'needs root to create a network namespace' }, () => {
+  const lab = new Lab('metrics');
+  try {
+    lab.ns('m');
+    const script = `
+      import { Metrics } from ${JSON.stringify(join(packageRoot, 'src', 'metrics.ts'))};
+      const m = new Metrics(() => ({ frames: 42, visible: 7, stages: 5, completed: 2, failedTimeout: 1, failedWrongPort: 3, evicted: 4, tracked: 9, ringDrops: 6, suppressed: 8, commandRuns: 2, commandFailures: 1 }));
+      m.grants.inc({ door: 'A', outcome: 'granted' });
+      m.nftBatchSeconds.observe(0.003);
+      const { port } = await m.listen('127.0.0.1:19101');
+      const res = await fetch('http://127.0.0.1:' + port + '/metrics');
+      process.stdout.write(await res.text());
+      const missing = await fetch('http://127.0.0.1:' + port + '/nope');
+      process.stdout.write('status404=' + missing.status + '\\n');
+      await m.close();
+    `;
+    const r = spawnSync('ip', ['netns', 'exec', lab.name('m'), process.execPath, '--import', 'tsx', '--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      cwd: packageRoot,
+      timeout: 30_000,
+    });
+    assert.equal(r.status, 0, r.stderr);
+    const body = r.stdout;
+    for (const line of [
+      'knockd_packets_total 42',
+      'knockd_steps_total 5',
+      'knockd_completions_total 2',
+      'knockd_failures_total{reason="timeout"} 1',
+      'knockd_failures_total{reason="wrong_port"} 3',
+      'knockd_failures_total{reason="evicted"} 4',
+      'knockd_evictions_total 4',
+      'knockd_tracked_sources 9',
+      'knockd_drops_total{where="ring"} 6',
+      'knockd_suppressed_events_total 8',
+      'knockd_grants_total{door="A",outcome="granted"} 1',
+      'knockd_command_runs_total 2',
+      'knockd_command_failures_total 1',
+      'knockd_nft_batch_seconds_count 1',
+      'status404=404',
+    ]) {
+      assert.ok(body.includes(`${line}\n`), `${line}\n--- body:\n${body}`);
+    }
+  } finally {
+    lab.destroy();
+  }
+});
+
+test('metrics: a bad listen address is an error saying what to write', async () => {
+  const { Metrics, parseListen } = await import('../src/metrics.js');
+  assert.deepEqual(parseListen('[::1]:9101'), { host: '::1', port: 9101 });
+  assert.deepEqual(parseListen('127.0.0.1:9101'), { host: '127.0.0.1', port: 9101 });
+  for (const bad of ['9101', '127.0.0.1:0', 'host:99999', '[nope]:1']) {
+    assert.throws(() => parseListen(bad), /expected ADDR:PORT such as 127\.0\.0\.1:9101/);
+  }
+  await assert.rejects(new Metrics(() => ({})).listen('x'), /invalid metrics address "x"/);
+});
