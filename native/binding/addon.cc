@@ -3,6 +3,7 @@
 
 #include "engine.h"
 #include "event.h"
+#include "native_matcher.h"
 #include "unix_datagram.h"
 
 namespace knockd {
@@ -10,6 +11,7 @@ namespace knockd {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("EVENT_RECORD_SIZE", Napi::Number::New(env, sizeof(EventRecord)));
   exports.Set("Engine", Engine::Define(env));
+  exports.Set("NativeMatcher", NativeMatcher::Define(env));
   exports.Set("UnixDatagram", UnixDatagram::Define(env));
   return exports;
 }

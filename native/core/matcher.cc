@@ -6,7 +6,9 @@
 #include "matcher.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <unordered_map>
 
 namespace knockd {
@@ -53,13 +55,37 @@ size_t index_capacity(uint32_t max_tracked) {
   return cap;
 }
 
+// A zero-filled array from calloc: the kernel commits its pages on first touch, so a large MaxTracked
+// costs memory only as sources arrive, while the allocation itself happens once, at load.
+template <typename T>
+class ZeroedArray {
+ public:
+  void reset(size_t n) {
+    data_.reset(static_cast<T*>(std::calloc(n, sizeof(T))));
+    if (!data_ && n) throw std::bad_alloc();
+    size_ = n;
+  }
+  T& operator[](size_t i) { return data_.get()[i]; }
+  const T& operator[](size_t i) const { return data_.get()[i]; }
+  size_t size() const { return size_; }
+  void zero() { std::memset(data_.get(), 0, size_ * sizeof(T)); }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> data_;
+  size_t size_ = 0;
+};
+
 }  // namespace
 
 struct Matcher::State {
-  std::vector<Record> pool;
-  std::vector<uint32_t> index;  // pool slots, kNone = empty
+  ZeroedArray<Record> pool;
+  ZeroedArray<uint32_t> index;  // pool slot + 1, 0 = empty
   size_t mask = 0;
-  uint32_t free_head = kNone;
+  uint32_t free_head = kNone;  // recycled slots; slots from high_water on were never used
+  uint32_t high_water = 0;
   uint32_t count = 0;
   std::vector<uint32_t> wheel_head, wheel_tail;
   uint32_t s1_head = kNone, s1_tail = kNone;
@@ -72,24 +98,19 @@ struct Matcher::State {
   uint32_t used = 0, suppressed = 0;
 
   void allocate(uint32_t max_tracked) {
-    Record unused{};
-    unused.bucket = kNoBucket;
-    pool.assign(max_tracked, unused);
-    index.assign(index_capacity(max_tracked), kNone);
+    pool.reset(max_tracked);
+    index.reset(index_capacity(max_tracked));
     mask = index.size() - 1;
     wheel_head.assign(kWheelSize, kNone);
     wheel_tail.assign(kWheelSize, kNone);
     free_head = kNone;
-    for (uint32_t i = max_tracked; i-- > 0;) {
-      pool[i].wheel_next = free_head;
-      free_head = i;
-    }
+    high_water = 0;
     count = 0;
     s1_head = s1_tail = kNone;
   }
 
   size_t bytes() const {
-    return pool.capacity() * sizeof(Record) + index.capacity() * sizeof(uint32_t) +
+    return pool.size() * sizeof(Record) + index.size() * sizeof(uint32_t) +
            (wheel_head.capacity() + wheel_tail.capacity()) * sizeof(uint32_t);
   }
 
@@ -99,27 +120,27 @@ struct Matcher::State {
 
   uint32_t find(uint8_t family, const uint8_t* src, uint8_t group) const {
     for (size_t i = key_hash(family, src, group) & mask;; i = (i + 1) & mask) {
-      uint32_t slot = index[i];
-      if (slot == kNone) return kNone;
-      if (same_key(pool[slot], family, src, group)) return slot;
+      uint32_t entry = index[i];
+      if (entry == 0) return kNone;
+      if (same_key(pool[entry - 1], family, src, group)) return entry - 1;
     }
   }
 
   void index_insert(uint32_t slot) {
     const Record& r = pool[slot];
     size_t i = key_hash(r.family, r.src, r.group) & mask;
-    while (index[i] != kNone) i = (i + 1) & mask;
-    index[i] = slot;
+    while (index[i] != 0) i = (i + 1) & mask;
+    index[i] = slot + 1;
   }
 
   void index_erase(uint32_t slot) {
     const Record& r = pool[slot];
     size_t i = key_hash(r.family, r.src, r.group) & mask;
-    while (index[i] != slot) i = (i + 1) & mask;
+    while (index[i] != slot + 1) i = (i + 1) & mask;
     // Backward shift: pull later entries of the probe run into the hole unless their home lies
     // cyclically in (hole, j].
-    for (size_t j = (i + 1) & mask; index[j] != kNone; j = (j + 1) & mask) {
-      const Record& m = pool[index[j]];
+    for (size_t j = (i + 1) & mask; index[j] != 0; j = (j + 1) & mask) {
+      const Record& m = pool[index[j] - 1];
       size_t home = key_hash(m.family, m.src, m.group) & mask;
       bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
       if (!stays) {
@@ -127,7 +148,7 @@ struct Matcher::State {
         i = j;
       }
     }
-    index[i] = kNone;
+    index[i] = 0;
   }
 
   void wheel_link(uint32_t slot, uint16_t bucket) {
@@ -172,7 +193,8 @@ struct Matcher::State {
 
   uint32_t take_slot() {
     uint32_t slot = free_head;
-    free_head = pool[slot].wheel_next;
+    if (slot == kNone) slot = high_water++;
+    else free_head = pool[slot].wheel_next;
     count++;
     return slot;
   }
@@ -538,10 +560,10 @@ void Matcher::load(std::shared_ptr<const Program> program) {
 
   // Pass 1, pool order: rewrite each record in place for the new program and re-index it under its new
   // key; the first record to claim a key keeps it.
-  std::vector<uint8_t> survives(old.pool.size(), 0);
+  std::vector<uint8_t> survives(old.high_water, 0);
   size_t n_survivors = 0;
-  std::fill(old.index.begin(), old.index.end(), kNone);
-  for (uint32_t slot = 0; slot < old.pool.size(); slot++) {
+  old.index.zero();
+  for (uint32_t slot = 0; slot < old.high_water; slot++) {
     Record& r = old.pool[slot];
     if (r.bucket == kNoBucket) continue;  // a free slot: every tracked record is in a wheel bucket
     const Cohort& c = prev.cohorts[r.cohort];
@@ -573,7 +595,7 @@ void Matcher::load(std::shared_ptr<const Program> program) {
   }
   if (n_survivors > next.max_tracked) {
     std::vector<uint32_t> by_age;
-    for (uint32_t slot = 0; slot < old.pool.size(); slot++) {
+    for (uint32_t slot = 0; slot < old.high_water; slot++) {
       if (survives[slot]) by_age.push_back(slot);
     }
     std::stable_sort(by_age.begin(), by_age.end(),
@@ -582,8 +604,8 @@ void Matcher::load(std::shared_ptr<const Program> program) {
   }
 
   // Pass 2: copy survivors (pool order) and rebuild the wheel and the stage-1 list in their old order.
-  std::vector<uint32_t> moved_to(old.pool.size(), kNone);
-  for (uint32_t slot = 0; slot < old.pool.size(); slot++) {
+  std::vector<uint32_t> moved_to(old.high_water, kNone);
+  for (uint32_t slot = 0; slot < old.high_water; slot++) {
     if (!survives[slot]) continue;
     uint32_t to = fresh->take_slot();
     moved_to[slot] = to;

@@ -1,0 +1,154 @@
+// NativeMatcher: see native_matcher.h. Every argument is checked before any frame is matched, so a bad
+// call throws (TypeError / RangeError) and leaves the matcher untouched.
+#include "native_matcher.h"
+
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <string>
+
+namespace knockd {
+namespace {
+
+constexpr size_t kInitialEventCapacity = 4096;
+
+template <typename Array>
+Array typed_arg(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type type, const char* what) {
+  Napi::Value v = info[i];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {
+    throw Napi::TypeError::New(info.Env(), what);
+  }
+  return v.As<Array>();
+}
+
+// Integer microseconds held exactly in a double.
+int64_t micros_arg(Napi::Env env, double t, const std::string& what) {
+  if (!std::isfinite(t) || t != std::floor(t) || std::fabs(t) > 9007199254740991.0) {
+    throw Napi::RangeError::New(env, what + " must be a whole number of microseconds (got " + std::to_string(t) + ")");
+  }
+  return int64_t(t);
+}
+
+}  // namespace
+
+std::shared_ptr<const Program> program_arg(const Napi::Value& value) {
+  Napi::Env env = value.Env();
+  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+    throw Napi::TypeError::New(env, "program must be a Uint32Array (src/program.ts compileProgram().words)");
+  }
+  Napi::Uint32Array words = value.As<Napi::Uint32Array>();
+  std::string error;
+  auto program = Program::decode(words.Data(), words.ElementLength(), &error);
+  if (!program) throw Napi::TypeError::New(env, "invalid door program: " + error);
+  return program;
+}
+
+Napi::Function NativeMatcher::Define(Napi::Env env) {
+  return DefineClass(env, "NativeMatcher",
+                     {
+                         InstanceMethod<&NativeMatcher::JsLoad>("load"),
+                         InstanceMethod<&NativeMatcher::JsFeed>("feed"),
+                         InstanceMethod<&NativeMatcher::JsTick>("tick"),
+                         InstanceMethod<&NativeMatcher::JsStats>("stats"),
+                     });
+}
+
+NativeMatcher::NativeMatcher(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeMatcher>(info) {
+  uint32_t shard = 0;
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    if (!info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "new NativeMatcher(shard): shard must be a number");
+    double s = info[0].As<Napi::Number>().DoubleValue();
+    if (!(s >= 0 && s <= 65535 && s == std::floor(s))) {
+      throw Napi::RangeError::New(info.Env(), "new NativeMatcher(shard): shard must be a whole number from 0 to 65535");
+    }
+    shard = uint32_t(s);
+  }
+  matcher_ = std::make_unique<Matcher>(uint16_t(shard));
+  events_.reserve(kInitialEventCapacity);
+}
+
+void NativeMatcher::RequireProgram(Napi::Env env) const {
+  if (!matcher_->program()) throw Napi::Error::New(env, "NativeMatcher: call load(program) before feed() or tick()");
+}
+
+Napi::Value NativeMatcher::TakeEvents(Napi::Env env) {
+  const size_t bytes = events_.size() * sizeof(EventRecord);
+  Napi::Uint8Array out = Napi::Uint8Array::New(env, bytes);
+  if (bytes) std::memcpy(out.Data(), events_.data(), bytes);
+  events_.clear();
+  return out;
+}
+
+Napi::Value NativeMatcher::JsLoad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto program = program_arg(info[0]);
+  try {
+    matcher_->load(program);
+  } catch (const std::bad_alloc&) {
+    throw Napi::RangeError::New(env, "load: could not allocate tracking state for MaxTracked " +
+                                         std::to_string(program->max_tracked) + "; lower MaxTracked");
+  }
+  return env.Undefined();
+}
+
+Napi::Value NativeMatcher::JsFeed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto data = typed_arg<Napi::Uint8Array>(info, 0, napi_uint8_array, "feed: data must be a Uint8Array");
+  auto offsets = typed_arg<Napi::Uint32Array>(info, 1, napi_uint32_array, "feed: offsets must be a Uint32Array");
+  auto times = typed_arg<Napi::Float64Array>(info, 2, napi_float64_array, "feed: timestampsUs must be a Float64Array");
+  auto links = typed_arg<Napi::Uint16Array>(info, 3, napi_uint16_array, "feed: linkTypes must be a Uint16Array");
+  RequireProgram(env);
+  const size_t n = links.ElementLength();
+  if (times.ElementLength() != n) {
+    throw Napi::RangeError::New(env, "feed: timestampsUs has " + std::to_string(times.ElementLength()) +
+                                         " entries but linkTypes has " + std::to_string(n) + "; give one per frame");
+  }
+  if (offsets.ElementLength() != n + 1) {
+    throw Napi::RangeError::New(env, "feed: offsets must have one more entry than there are frames (" +
+                                         std::to_string(n + 1) + "), got " + std::to_string(offsets.ElementLength()));
+  }
+  const uint32_t* off = offsets.Data();
+  const double* ts = times.Data();
+  const size_t data_len = data.ByteLength();
+  for (size_t i = 0; i < n; i++) {
+    if (off[i] > off[i + 1]) {
+      throw Napi::RangeError::New(env, "feed: offsets must not decrease (offsets[" + std::to_string(i) + "] = " +
+                                           std::to_string(off[i]) + " > offsets[" + std::to_string(i + 1) + "] = " +
+                                           std::to_string(off[i + 1]) + ")");
+    }
+    micros_arg(env, ts[i], "feed: timestampsUs[" + std::to_string(i) + "]");
+  }
+  if (off[n] > data_len) {
+    throw Napi::RangeError::New(env, "feed: offsets[" + std::to_string(n) + "] = " + std::to_string(off[n]) +
+                                         " is beyond the end of data (" + std::to_string(data_len) + " bytes)");
+  }
+  const uint8_t* bytes = data.Data();
+  const uint16_t* link = links.Data();
+  for (size_t i = 0; i < n; i++) {
+    matcher_->feed(bytes + off[i], off[i + 1] - off[i], link[i], int64_t(ts[i]), events_);
+  }
+  return TakeEvents(env);
+}
+
+Napi::Value NativeMatcher::JsTick(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "tick(nowUs): nowUs must be a number");
+  int64_t now = micros_arg(env, info[0].As<Napi::Number>().DoubleValue(), "tick: nowUs");
+  RequireProgram(env);
+  matcher_->tick(now, events_);
+  return TakeEvents(env);
+}
+
+Napi::Value NativeMatcher::JsStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto out = typed_arg<Napi::Float64Array>(info, 0, napi_float64_array, "stats(out): out must be a Float64Array");
+  const Stats& stats = matcher_->stats();
+  if (out.ElementLength() < stats.size()) {
+    throw Napi::RangeError::New(env, "stats(out): out needs " + std::to_string(stats.size()) + " entries, got " +
+                                         std::to_string(out.ElementLength()));
+  }
+  for (size_t i = 0; i < stats.size(); i++) out[i] = double(stats[i]);
+  return env.Undefined();
+}
+
+}  // namespace knockd
