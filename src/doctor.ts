@@ -95,9 +95,16 @@ process.stdout.write(JSON.stringify({ file, rings }));
 
 const REBUILD_FIX = 'rebuild the addon: `npm rebuild knockd-fast` (needs `apt-get install -y cmake g++`), or `npm run build:native` in a checkout';
 
+/** The `SomeError: message` line of an uncaught exception's report, without the source excerpt around it. */
+function stderrError(stderr: string): string | undefined {
+  const lines = stderr.split('\n').map((line) => line.trim());
+  return lines.find((line) => /^\w*Error\b/.test(line)) ?? lines.find(Boolean);
+}
+
 async function probeAddon(interfaces: string[], env: NodeJS.ProcessEnv): Promise<{ check: DoctorCheck; report?: AddonReport }> {
   // From dist/ the sibling is native.js; from a checkout run through tsx it is native.ts and the child needs tsx too.
-  const fromSource = import.meta.url.endsWith('.ts');
+  // (tsx's tsImport adds a query string to the URL, hence the pathname)
+  const fromSource = new URL(import.meta.url).pathname.endsWith('.ts');
   const sibling = (name: string): string => new URL(`./${name}${fromSource ? '.ts' : '.js'}`, import.meta.url).href;
   const args = [
     ...(fromSource ? ['--import', import.meta.resolve('tsx')] : []),
@@ -121,7 +128,7 @@ async function probeAddon(interfaces: string[], env: NodeJS.ProcessEnv): Promise
   }
   if (result.code !== 0 || !report || report.loadError !== undefined) {
     // The loader's first line says what failed; the rest of its message repeats the fix given here.
-    const reason = report?.loadError?.split('\n')[0] ?? (result.stderr.trim().split('\n').pop() || result.error?.message || `exit ${result.code}`);
+    const reason = report?.loadError?.split('\n')[0] ?? (stderrError(result.stderr) ?? result.error?.message ?? `exit ${result.code}`);
     return { check: { name, ok: false, detail: `does not load: ${reason}`, fix: REBUILD_FIX } };
   }
   return { check: { name, ok: true, detail: `loads${report.file ? ` (${report.file})` : ''}` }, report };

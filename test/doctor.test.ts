@@ -59,6 +59,14 @@ describe('doctor checks in this process', () => {
   });
 });
 
+test('run the way bin/knockd-fast.js runs a checkout (tsx tsImport), the addon still loads', { skip: addonSkip }, () => {
+  const script = `const { tsImport } = await import('tsx/esm/api');
+const { runDoctor } = await tsImport(${JSON.stringify(join(ROOT, 'src', 'doctor.ts'))}, ${JSON.stringify(new URL('../bin/', import.meta.url).href)});
+process.exitCode = await runDoctor({ interfaces: ['lo'], env: { ...process.env, PATH: '/nonexistent-kf' } });`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+  assert.match(r.stdout.split('\n')[0]!, /^pass  addon: loads \(.*knockd_fast\.node\)$/, r.stdout + r.stderr);
+});
+
 describe('a broken addon build', { skip: addonSkip }, () => {
   // A copy of the package whose build/Release/knockd_fast.node is not a shared object.
   let copy = '';
