@@ -1,0 +1,341 @@
+// Live capture for the daemon: a thin TypeScript layer over the native Engine (native/binding/engine.cc).
+//
+//   const engine = CaptureEngine.open({
+//     interfaces: ['eth0', 'eth1'],   // interface names, or ['any']
+//     threads: 2,                     // capture threads = matcher shards (default: the number of CPUs)
+//     matcher: 'native',              // 'ts': native captures and filters, TsMatcher (one per shard) matches here
+//     ignoreIpv6: false,              // -4: IPv6 addresses are not local (and the program ignores IPv6)
+//     compile: (locals) => compileProgram(config, { localAddresses: locals, stageEvents: true }).words,
+//     onEvents: (batch) => ...,       // 40-byte event records (src/events.ts), never ERROR records
+//     onError: (err) => ...,          // KnockdError: a capture thread stopped, or reopening an interface failed
+//     onInterface: (notice) => ...,   // an interface went down / came back / was reopened; local addresses changed
+//   });                               // throws KnockdError (missing interface, no CAP_NET_RAW, ...) with a hint
+//   engine.reload();                  // recompile with the current local addresses and swap it in
+//   engine.load(words);               // swap in a program compiled elsewhere
+//   engine.stats();                   // counters summed over the shards
+//   await engine.close();             // idempotent; no callback runs after it
+//
+// Local addresses are the union of the capture interfaces' addresses (`any`: every address of the
+// host), re-read every addressPollMs (2 s); when they change the program is recompiled and loaded,
+// which also rebuilds the kernel filter. Each shard's matcher gets ceil(MaxTracked / threads) records.
+import { availableParallelism, constants as osConstants, networkInterfaces } from 'node:os';
+import { parseAddress, type Address } from './address.js';
+import { EVENT_RECORD_SIZE, EventKind } from './events.js';
+import { captureHint, fromNativeError, KnockdError } from './errors.js';
+import { TsMatcher } from './matcher.js';
+import { STAT_NAMES, type MatcherStats } from './matcher-api.js';
+import { loadBinding, type EngineFrames, type EngineHandle } from './native.js';
+import { Header } from './program.js';
+
+/** Capture counters after MATCHER.md §8's 13 in each shard's block (native/core/capture.h CaptureStat). */
+export const CAPTURE_STAT_NAMES = ['ringPackets', 'ringDrops', 'ringFreezes', 'batches', 'batchesDropped', 'framesForwarded', 'filterCoarse'] as const;
+export type CaptureStatName = (typeof CAPTURE_STAT_NAMES)[number];
+
+/** Error codes of ERROR records (native/core/capture.h EngineErrorCode). */
+export const EngineError = { INTERFACE_DOWN: 1, INTERFACE_UP: 2, INTERFACE_REOPEN: 3, CAPTURE_FAILED: 4 } as const;
+
+export type EngineStats = MatcherStats &
+  Record<CaptureStatName, number> & {
+    /** EngineCounters (src/metrics.ts) names */
+    queueDrops: number;
+    threads: number;
+  };
+
+export interface InterfaceNotice {
+  interface: string;
+  event: 'down' | 'up' | 'reopened' | 'addresses';
+  /** a log line */
+  message: string;
+}
+
+export interface RingOptions {
+  /** TPACKET_V3 block size in bytes: a power of two, at least 4096 (default 1 MiB) */
+  blockBytes?: number;
+  /** blocks per socket (default 16) */
+  blockCount?: number;
+  /** ms before a partly filled block is handed over: bounds the delay of a knock (default 2) */
+  retireMs?: number;
+}
+
+export interface CaptureOptions {
+  interfaces: string[];
+  threads?: number;
+  matcher?: 'native' | 'ts';
+  ignoreIpv6?: boolean;
+  compile: (localAddresses: Address[]) => Uint32Array;
+  onEvents: (batch: Uint8Array) => void;
+  onError?: (err: KnockdError) => void;
+  onInterface?: (notice: InterfaceNotice) => void;
+  ring?: RingOptions;
+  /** event records (or frames) per batch before it is sent to JS (default 256) */
+  flushRecords?: number;
+  /** µs a batch may wait for more records, at most 5000 (default 2000) */
+  flushUs?: number;
+  /** how often local addresses are re-read, ms (default 2000; 0 = never) */
+  addressPollMs?: number;
+  /** the local-address source (default: the interfaces' addresses from os.networkInterfaces()) */
+  localAddresses?: (interfaces: readonly string[], ignoreIpv6: boolean) => Address[];
+}
+
+const TICK_MS = 100;
+const IFNAME = /^[^\s/:]{1,15}$/;
+
+class OptionsError extends KnockdError {
+  constructor(message: string) {
+    super(message, { code: 'ERR_INVALID_CAPTURE_OPTIONS' });
+  }
+}
+
+function positiveInt(value: unknown, name: string, max: number, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
+    throw new OptionsError(`${name} must be a whole number from 1 to ${max} (got ${String(value)})`);
+  }
+  return value;
+}
+
+/** Every address of the given interfaces (`any`: of every interface), IPv6 too unless ignoreIpv6. */
+export function interfaceAddresses(interfaces: readonly string[], ignoreIpv6: boolean): Address[] {
+  const present = networkInterfaces();
+  const names = interfaces.includes('any') ? Object.keys(present) : interfaces;
+  const out: Address[] = [];
+  const seen = new Set<string>();
+  for (const name of names) {
+    for (const info of present[name] ?? []) {
+      const a = parseAddress(info.address);
+      if (!a || (ignoreIpv6 && a.family === 6)) continue;
+      const key = `${a.family}/${Buffer.from(a.bytes).toString('hex')}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      out.push(a);
+    }
+  }
+  return out;
+}
+
+const addressKey = (list: Address[]): string =>
+  list
+    .map((a) => `${a.family}/${Buffer.from(a.bytes).toString('hex')}`)
+    .sort()
+    .join(',');
+
+const errnoName = (errno: number): string => Object.entries(osConstants.errno).find(([, v]) => v === errno)?.[0] ?? `errno ${errno}`;
+
+export class CaptureEngine {
+  private readonly handle: EngineHandle;
+  private readonly threads: number;
+  private readonly shardStats: number;
+  private readonly statsBuf: Float64Array;
+  private readonly tsMatchers: TsMatcher[] = [];
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly interfaces: string[];
+  private readonly readLocals: () => Address[];
+  private localKey: string;
+  private closed = false;
+
+  private constructor(private readonly opts: CaptureOptions) {
+    const o = opts;
+    if (typeof o !== 'object' || o === null) throw new OptionsError('capture options must be an object');
+    if (!Array.isArray(o.interfaces) || o.interfaces.length === 0) {
+      throw new OptionsError('interfaces must list at least one interface name (e.g. ["eth0"] or ["any"])');
+    }
+    for (const name of o.interfaces) {
+      if (typeof name !== 'string' || !IFNAME.test(name)) {
+        throw new OptionsError(`"${String(name)}" is not an interface name (1-15 characters, no spaces, "/" or ":")`);
+      }
+    }
+    if (o.interfaces.includes('any') && o.interfaces.length > 1) {
+      throw new OptionsError('"any" already captures on every interface; do not list it with other interfaces');
+    }
+    if (new Set(o.interfaces).size !== o.interfaces.length) throw new OptionsError(`interfaces lists a name twice: ${o.interfaces.join(', ')}`);
+    const matcher = o.matcher ?? 'native';
+    if (matcher !== 'native' && matcher !== 'ts') throw new OptionsError(`matcher must be "native" or "ts" (got ${String(matcher)})`);
+    if (typeof o.compile !== 'function') throw new OptionsError('compile must be a function (local addresses) => program words');
+    if (typeof o.onEvents !== 'function') throw new OptionsError('onEvents must be a function receiving event batches');
+    this.threads = positiveInt(o.threads, 'threads', 1024, availableParallelism());
+    const flushUs = positiveInt(o.flushUs, 'flushUs', 5000, 2000);
+    const flushRecords = positiveInt(o.flushRecords, 'flushRecords', 65536, 256);
+    const blockBytes = positiveInt(o.ring?.blockBytes, 'ring.blockBytes', 1 << 30, 1 << 20);
+    if (blockBytes < 4096 || (blockBytes & (blockBytes - 1)) !== 0) {
+      throw new OptionsError(`ring.blockBytes must be a power of two of at least 4096 (got ${blockBytes})`);
+    }
+    const blockCount = positiveInt(o.ring?.blockCount, 'ring.blockCount', 4096, 16);
+    const retireMs = positiveInt(o.ring?.retireMs, 'ring.retireMs', 1000, 2);
+    const pollMs = o.addressPollMs ?? 2000;
+    if (!Number.isInteger(pollMs) || pollMs < 0) throw new OptionsError(`addressPollMs must be a whole number of ms, 0 to disable (got ${pollMs})`);
+    this.interfaces = [...o.interfaces];
+    const source = o.localAddresses ?? interfaceAddresses;
+    this.readLocals = () => source(this.interfaces, !!o.ignoreIpv6);
+
+    const binding = loadBinding();
+    this.shardStats = binding.Engine.SHARD_STATS;
+    this.statsBuf = new Float64Array(this.threads * this.shardStats);
+    const locals = this.readLocals();
+    this.localKey = addressKey(locals);
+    const words = this.perShard(o.compile(locals));
+    if (matcher === 'ts') {
+      for (let s = 0; s < this.threads; s++) {
+        const m = new TsMatcher();
+        m.load(words);
+        this.tsMatchers.push(m);
+      }
+    }
+    try {
+      this.handle = new binding.Engine(
+        { interfaces: this.interfaces, threads: this.threads, forwardFrames: matcher === 'ts', blockBytes, blockCount, retireMs, flushRecords, flushUs, tickMs: TICK_MS },
+        words,
+        (shard, events, frames) => this.onBatch(shard, events, frames),
+      );
+    } catch (err) {
+      throw fromNativeError(err);
+    }
+    if (matcher === 'ts') this.every(TICK_MS, () => this.tickTs());
+    if (pollMs > 0) this.every(pollMs, () => this.pollAddresses());
+  }
+
+  /** Opens every interface on `threads` sockets and starts capturing; throws KnockdError. */
+  static open(opts: CaptureOptions): CaptureEngine {
+    return new CaptureEngine(opts);
+  }
+
+  /** Recompiles with the current local addresses and swaps the program in. */
+  reload(): void {
+    const locals = this.readLocals();
+    this.localKey = addressKey(locals);
+    this.load(this.opts.compile(locals));
+  }
+
+  /** Swaps in a compiled program: kernel filters at once, matcher shards at their next wake-up. */
+  load(words: Uint32Array): void {
+    if (this.closed) throw new KnockdError('the capture engine is closed', { code: 'ERR_ENGINE_CLOSED' });
+    const shardWords = this.perShard(words);
+    for (const m of this.tsMatchers) m.load(shardWords);
+    this.handle.load(shardWords);
+  }
+
+  stats(): EngineStats {
+    if (!this.closed) this.handle.stats(this.statsBuf);
+    const sum = (i: number) => {
+      let t = 0;
+      for (let s = 0; s < this.threads; s++) t += this.statsBuf[s * this.shardStats + i];
+      return t;
+    };
+    const out = { threads: this.threads } as EngineStats;
+    STAT_NAMES.forEach((name, i) => (out[name] = sum(i)));
+    if (this.tsMatchers.length > 0) {
+      for (const name of STAT_NAMES) out[name] = 0;
+      for (const m of this.tsMatchers) {
+        const st = m.stats();
+        for (const name of STAT_NAMES) out[name] += st[name];
+      }
+    }
+    CAPTURE_STAT_NAMES.forEach((name, i) => (out[name] = sum(STAT_NAMES.length + i)));
+    out.filterCoarse = out.filterCoarse > 0 ? 1 : 0;
+    out.queueDrops = out.batchesDropped;
+    return out;
+  }
+
+  /** Stops the threads (each flushes what it holds) and closes the sockets; no callback runs afterwards. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.stats(); // the last counters stay readable
+    this.closed = true;
+    for (const t of this.timers) clearInterval(t);
+    this.handle.close();
+    this.handle.stats(this.statsBuf);
+  }
+
+  private every(ms: number, fn: () => void): void {
+    const t = setInterval(fn, ms);
+    t.unref();
+    this.timers.push(t);
+  }
+
+  /** Each shard tracks at most ceil(MaxTracked / threads) sources. */
+  private perShard(words: Uint32Array): Uint32Array {
+    if (!(words instanceof Uint32Array) || words.length <= Header.MAX_TRACKED) {
+      throw new OptionsError('compile must return the program words (compileProgram(...).words)');
+    }
+    const out = words.slice();
+    out[Header.MAX_TRACKED] = Math.max(1, Math.ceil(words[Header.MAX_TRACKED] / this.threads));
+    return out;
+  }
+
+  private pollAddresses(): void {
+    if (this.closed) return;
+    const locals = this.readLocals();
+    const key = addressKey(locals);
+    if (key === this.localKey) return;
+    this.localKey = key;
+    try {
+      this.load(this.opts.compile(locals));
+      this.opts.onInterface?.({
+        interface: this.interfaces.join(','),
+        event: 'addresses',
+        message: `local addresses of ${this.interfaces.join(', ')} changed; the filter now matches ${locals.length} address(es)`,
+      });
+    } catch (err) {
+      this.opts.onError?.(err instanceof KnockdError ? err : new KnockdError(`cannot load the program for the new addresses: ${(err as Error).message}`, { code: 'ERR_RELOAD', cause: err }));
+    }
+  }
+
+  private tickTs(): void {
+    if (this.closed) return;
+    const now = Date.now() * 1000;
+    for (const m of this.tsMatchers) {
+      const ev = m.tick(now);
+      if (ev.length > 0) this.opts.onEvents(ev);
+    }
+  }
+
+  private onBatch(shard: number, events: Uint8Array | null, frames: EngineFrames | null): void {
+    if (this.closed) return;
+    if (frames) {
+      const ev = this.tsMatchers[shard].feed(frames);
+      if (ev.length > 0) this.opts.onEvents(ev);
+    }
+    if (!events) return;
+    let errors = 0;
+    for (let o = 0; o < events.length; o += EVENT_RECORD_SIZE) if (events[o] === EventKind.ERROR) errors++;
+    if (errors === 0) {
+      this.opts.onEvents(events);
+      return;
+    }
+    const kept = new Uint8Array(events.length - errors * EVENT_RECORD_SIZE);
+    let k = 0;
+    for (let o = 0; o < events.length; o += EVENT_RECORD_SIZE) {
+      const rec = events.subarray(o, o + EVENT_RECORD_SIZE);
+      if (rec[0] === EventKind.ERROR) this.onErrorRecord(rec);
+      else {
+        kept.set(rec, k);
+        k += EVENT_RECORD_SIZE;
+      }
+    }
+    if (kept.length > 0) this.opts.onEvents(kept);
+  }
+
+  private onErrorRecord(rec: Uint8Array): void {
+    const view = new DataView(rec.buffer, rec.byteOffset, rec.byteLength);
+    const code = rec[1];
+    const ifIndex = view.getUint16(4, true);
+    const errno = view.getUint32(12, true);
+    const name = this.interfaces[ifIndex] ?? `#${ifIndex}`;
+    const notify = (event: InterfaceNotice['event'], message: string) => this.opts.onInterface?.({ interface: name, event, message });
+    switch (code) {
+      case EngineError.INTERFACE_DOWN:
+        notify('down', `interface ${name} ${errnoName(errno) === 'ENODEV' ? 'disappeared' : 'went down'}; capture resumes when it is back`);
+        break;
+      case EngineError.INTERFACE_UP:
+        if (errno === 0) notify('up', `interface ${name} is up again; capture resumed`);
+        else notify('reopened', `interface ${name} is back (ifindex ${errno}); capture reopened`);
+        break;
+      default: {
+        const what = code === EngineError.INTERFACE_REOPEN ? `cannot reopen interface ${name}` : `capture thread ${view.getUint16(6, true)} stopped`;
+        const errCode = errnoName(errno);
+        this.opts.onError?.(
+          new KnockdError(`${what}: ${errCode}`, { code: errCode, errno, interface: name, hint: captureHint(errCode, name) }),
+        );
+      }
+    }
+  }
+}
