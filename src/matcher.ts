@@ -29,6 +29,27 @@ import {
 
 export { batchFromFrames } from './frame.js';
 
+// Module-local copies of the imported constants used per packet: under tsx (the test and bench runner)
+// every use of an imported binding is a getter call, which costs as much as the matching itself.
+const COHORT = MAX_COHORT;
+const STEPS = MAX_STEPS;
+const TCP = PROTO_TCP;
+const UDP = PROTO_UDP;
+const FLAG_STAGE_EVENTS = ProgramFlag.STAGE_EVENTS;
+const FLAG_ALL_LOCAL = ProgramFlag.ALL_LOCAL;
+const FLAG_IGNORE_IPV6 = ProgramFlag.IGNORE_IPV6;
+const OPT_ALLOW_DUPLICATES = DoorOption.ALLOW_DUPLICATES;
+const EV_STAGE = EventKind.STAGE;
+const EV_COMPLETED = EventKind.COMPLETED;
+const EV_FAILED = EventKind.FAILED;
+const EV_SUPPRESSED = EventKind.SUPPRESSED;
+const FAIL_TIMEOUT = FailReason.TIMEOUT;
+const FAIL_WRONG_PORT = FailReason.WRONG_PORT;
+const FAIL_EVICTED = FailReason.EVICTED;
+const PARSED_KNOCK = ParseResult.KNOCK;
+const PARSED_MALFORMED = ParseResult.MALFORMED;
+const parse = parseFrame;
+
 const BUCKET_US = 16_384; // G
 const WHEEL_BUCKETS = 4_096; // W
 const NONE = -1;
@@ -67,12 +88,12 @@ class Program {
   readonly doorMustClear: Uint8Array;
   readonly doorOptions: Uint32Array;
   readonly doorLength: Uint8Array;
-  readonly doorSteps: Uint32Array; // MAX_STEPS per door
+  readonly doorSteps: Uint32Array; // STEPS per door
   readonly doorCohort: Int32Array;
   readonly doorMember: Uint8Array;
   readonly cohortGroup: Int32Array;
   readonly cohortSize: Uint8Array;
-  readonly cohortDoors: Int32Array; // MAX_COHORT per cohort
+  readonly cohortDoors: Int32Array; // COHORT per cohort
   // (group, step) -> the doors having that step anywhere (visibility) and the cohort starting with it
   private readonly slotKey: Int32Array;
   readonly slotDoorsStart: Int32Array;
@@ -126,7 +147,7 @@ class Program {
     this.doorMustClear = new Uint8Array(nDoors);
     this.doorOptions = new Uint32Array(nDoors);
     this.doorLength = new Uint8Array(nDoors);
-    this.doorSteps = new Uint32Array(nDoors * MAX_STEPS);
+    this.doorSteps = new Uint32Array(nDoors * STEPS);
     this.doorCohort = new Int32Array(nDoors);
     this.doorMember = new Uint8Array(nDoors);
     const doorGroup = new Int32Array(nDoors);
@@ -137,7 +158,7 @@ class Program {
       if (o + DOOR_HEADER_WORDS > w.length) fail(`door ${d} runs past the end`);
       const words = w[o];
       const nSteps = w[o + 6];
-      if (nSteps < 1 || nSteps > MAX_STEPS) fail(`door ${d} has ${nSteps} steps`);
+      if (nSteps < 1 || nSteps > STEPS) fail(`door ${d} has ${nSteps} steps`);
       if (words !== DOOR_HEADER_WORDS + nSteps || o + words > w.length) fail(`door ${d} has a bad word count`);
       const group = w[o + 1];
       if (group > nTargets) fail(`door ${d} names group ${group} of ${nTargets}`);
@@ -151,10 +172,10 @@ class Program {
       for (let k = 0; k < nSteps; k++) {
         const s = w[o + DOOR_HEADER_WORDS + k];
         const proto = s >>> 16;
-        if (proto !== PROTO_TCP && proto !== PROTO_UDP) fail(`door ${d} step ${k} has protocol ${proto}`);
-        this.doorSteps[d * MAX_STEPS + k] = s;
+        if (proto !== TCP && proto !== UDP) fail(`door ${d} step ${k} has protocol ${proto}`);
+        this.doorSteps[d * STEPS + k] = s;
       }
-      const key = group * 0x20000 + stepKey(this.doorSteps[d * MAX_STEPS]);
+      const key = group * 0x20000 + stepKey(this.doorSteps[d * STEPS]);
       let c = cohortOf.get(key);
       if (c === undefined) {
         c = cohortDoors.length;
@@ -162,7 +183,7 @@ class Program {
         cohortGroup.push(group);
         cohortDoors.push([]);
       }
-      if (cohortDoors[c].length >= MAX_COHORT) fail(`more than ${MAX_COHORT} doors share a first step`);
+      if (cohortDoors[c].length >= COHORT) fail(`more than ${COHORT} doors share a first step`);
       this.doorCohort[d] = c;
       this.doorMember[d] = cohortDoors[c].length;
       cohortDoors[c].push(d);
@@ -171,14 +192,14 @@ class Program {
     if (o !== w.length) fail(`${w.length - o} words after the last door`);
     this.cohortGroup = Int32Array.from(cohortGroup);
     this.cohortSize = Uint8Array.from(cohortDoors.map((m) => m.length));
-    this.cohortDoors = new Int32Array(cohortDoors.length * MAX_COHORT).fill(NONE);
-    cohortDoors.forEach((m, c) => this.cohortDoors.set(m, c * MAX_COHORT));
+    this.cohortDoors = new Int32Array(cohortDoors.length * COHORT).fill(NONE);
+    cohortDoors.forEach((m, c) => this.cohortDoors.set(m, c * COHORT));
 
     // (group, step) lookup; built once per load, so Maps are fine here
     const doorsOf = new Map<number, number[]>();
     for (let d = 0; d < nDoors; d++) {
       for (let k = 0; k < this.doorLength[d]; k++) {
-        const key = doorGroup[d] * 0x20000 + stepKey(this.doorSteps[d * MAX_STEPS + k]);
+        const key = doorGroup[d] * 0x20000 + stepKey(this.doorSteps[d * STEPS + k]);
         const list = doorsOf.get(key) ?? [];
         if (list[list.length - 1] !== d) list.push(d);
         doorsOf.set(key, list);
@@ -217,14 +238,14 @@ class Program {
   }
 
   flagsOk(door: number, proto: number, tcpFlags: number): boolean {
-    if (proto === PROTO_UDP) return true;
+    if (proto === UDP) return true;
     const set = this.doorMustSet[door];
     return (tcpFlags & set) === set && (tcpFlags & this.doorMustClear[door]) === 0;
   }
 }
 
 /** port | proto << 16 squeezed to 17 bits (proto is 6 or 17). */
-const stepKey = (step: number): number => (step & 0xffff) | ((step >>> 16 === PROTO_UDP ? 1 : 0) << 16);
+const stepKey = (step: number): number => (step & 0xffff) | ((step >>> 16 === UDP ? 1 : 0) << 16);
 
 const hashSmall = (key: number): number => {
   const h = Math.imul(key ^ (key >>> 15), 0x2c1b3c6d);
@@ -263,7 +284,7 @@ export class TsMatcher implements Matcher {
   private src32 = new Uint32Array(0);
   private group = new Int32Array(0);
   private cohort = new Int32Array(0);
-  private stage = new Uint8Array(0); // MAX_COHORT per record, 0 = dead member
+  private stage = new Uint8Array(0); // COHORT per record, 0 = dead member
   private tFirst = new Float64Array(0);
   private deadline = new Float64Array(0);
   private serial = new Float64Array(0); // creation order
@@ -305,9 +326,9 @@ export class TsMatcher implements Matcher {
       if (end < start) throw new RangeError(`frame ${i}: offsets go backwards (${start} > ${end})`);
       this.setTime(p, timestampsUs[i]);
       this.counters[Stat.frames]++;
-      const r = parseFrame(data, start, end, linkTypes[i], this.packet);
-      if (r === ParseResult.KNOCK) this.match(p);
-      else this.counters[r === ParseResult.MALFORMED ? Stat.malformed : Stat.notKnock]++;
+      const r = parse(data, start, end, linkTypes[i], this.packet);
+      if (r === PARSED_KNOCK) this.match(p);
+      else this.counters[r === PARSED_MALFORMED ? Stat.malformed : Stat.notKnock]++;
     }
     return this.writer.take();
   }
@@ -343,7 +364,7 @@ export class TsMatcher implements Matcher {
     const window = Math.floor(this.now / 1e6);
     if (window !== this.window) {
       if (this.suppressed > 0) {
-        this.writer.push(EventKind.SUPPRESSED, 0, 0, 0, 0, p.generation, this.suppressed, (this.window + 1) * 1e6);
+        this.writer.push(EV_SUPPRESSED, 0, 0, 0, 0, p.generation, this.suppressed, (this.window + 1) * 1e6);
       }
       this.window = window;
       this.used = 0;
@@ -379,16 +400,16 @@ export class TsMatcher implements Matcher {
   private expire(p: Program, r: number): boolean {
     const c = this.cohort[r];
     const size = p.cohortSize[c];
-    const base = r * MAX_COHORT;
+    const base = r * COHORT;
     const t0 = this.tFirst[r];
     for (let j = 0; j < size; j++) {
       const s = this.stage[base + j];
       if (s === 0) continue;
-      const d = p.cohortDoors[c * MAX_COHORT + j];
+      const d = p.cohortDoors[c * COHORT + j];
       const due = t0 + p.doorTimeoutUs[d];
       if (due <= this.now) {
         this.counters[Stat.failedTimeout]++;
-        this.emitLimited(p, EventKind.FAILED, FailReason.TIMEOUT, r, s, d, due);
+        this.emitLimited(p, EV_FAILED, FAIL_TIMEOUT, r, s, d, due);
         this.stage[base + j] = 0;
       }
     }
@@ -399,11 +420,11 @@ export class TsMatcher implements Matcher {
   private settle(p: Program, r: number): boolean {
     const c = this.cohort[r];
     const size = p.cohortSize[c];
-    const base = r * MAX_COHORT;
+    const base = r * COHORT;
     let minTimeout = Infinity;
     for (let j = 0; j < size; j++) {
       if (this.stage[base + j] === 0) continue;
-      const t = p.doorTimeoutUs[p.cohortDoors[c * MAX_COHORT + j]];
+      const t = p.doorTimeoutUs[p.cohortDoors[c * COHORT + j]];
       if (t < minTimeout) minTimeout = t;
     }
     if (minTimeout === Infinity) {
@@ -468,8 +489,8 @@ export class TsMatcher implements Matcher {
 
   /** STAGE/COMPLETED for the packet's source, before a record may exist (single-step doors). */
   private emitForPacket(p: Program, kind: number, stage: number, door: number): void {
-    if (kind === EventKind.STAGE) {
-      if ((p.flags & ProgramFlag.STAGE_EVENTS) === 0) return;
+    if (kind === EV_STAGE) {
+      if ((p.flags & FLAG_STAGE_EVENTS) === 0) return;
       this.counters[Stat.stages]++;
       if (p.budget !== 0 && this.used >= p.budget) {
         this.suppressed++;
@@ -486,7 +507,7 @@ export class TsMatcher implements Matcher {
   private match(p: Program): void {
     const pk = this.packet;
     const family = pk.family;
-    if (family === 6 && (p.flags & ProgramFlag.IGNORE_IPV6) !== 0) {
+    if (family === 6 && (p.flags & FLAG_IGNORE_IPV6) !== 0) {
       this.counters[Stat.invisible]++;
       return;
     }
@@ -498,7 +519,7 @@ export class TsMatcher implements Matcher {
     const acc = this.accepting;
     let nAcc = 0;
     const d32 = this.packetDst32;
-    if ((p.flags & ProgramFlag.ALL_LOCAL) !== 0 || matchesAny(p.localFamily, p.localWords, family, d32)) acc[nAcc++] = 0;
+    if ((p.flags & FLAG_ALL_LOCAL) !== 0 || matchesAny(p.localFamily, p.localWords, family, d32)) acc[nAcc++] = 0;
     const nTargets = p.targetFamily.length;
     for (let t = 0; t < nTargets; t++) {
       if (p.targetFamily[t] === family && sameAddress(p.targetWords, t * 4, d32)) acc[nAcc++] = t + 1;
@@ -541,36 +562,36 @@ export class TsMatcher implements Matcher {
   private advance(p: Program, r: number, proto: number, flags: number, step: number): void {
     const c = this.cohort[r];
     const size = p.cohortSize[c];
-    const base = r * MAX_COHORT;
-    const stageEvents = (p.flags & ProgramFlag.STAGE_EVENTS) !== 0;
+    const base = r * COHORT;
+    const stageEvents = (p.flags & FLAG_STAGE_EVENTS) !== 0;
     let reachedTwo = false;
     let died = false;
     for (let j = 0; j < size; j++) {
       const s = this.stage[base + j];
       if (s === 0) continue;
-      const d = p.cohortDoors[c * MAX_COHORT + j];
-      if (proto === PROTO_TCP && !p.flagsOk(d, proto, flags)) continue;
-      const steps = d * MAX_STEPS;
+      const d = p.cohortDoors[c * COHORT + j];
+      if (proto === TCP && !p.flagsOk(d, proto, flags)) continue;
+      const steps = d * STEPS;
       if (p.doorSteps[steps + s] === step) {
         const next = s + 1;
         if (stageEvents) {
           this.counters[Stat.stages]++;
-          this.emitLimited(p, EventKind.STAGE, 0, r, next, d, this.now);
+          this.emitLimited(p, EV_STAGE, 0, r, next, d, this.now);
         }
         if (next >= 2) reachedTwo = true;
         if (next === p.doorLength[d]) {
           this.counters[Stat.completed]++;
-          this.emit(p, EventKind.COMPLETED, 0, r, next, d, this.now);
+          this.emit(p, EV_COMPLETED, 0, r, next, d, this.now);
           this.stage[base + j] = 0;
           died = true;
         } else {
           this.stage[base + j] = next;
         }
-      } else if ((p.doorOptions[d] & DoorOption.ALLOW_DUPLICATES) !== 0 && p.doorSteps[steps + s - 1] === step) {
+      } else if ((p.doorOptions[d] & OPT_ALLOW_DUPLICATES) !== 0 && p.doorSteps[steps + s - 1] === step) {
         continue;
       } else {
         this.counters[Stat.failedWrongPort]++;
-        this.emitLimited(p, EventKind.FAILED, FailReason.WRONG_PORT, r, s, d, this.now);
+        this.emitLimited(p, EV_FAILED, FAIL_WRONG_PORT, r, s, d, this.now);
         this.stage[base + j] = 0;
         died = true;
       }
@@ -587,7 +608,7 @@ export class TsMatcher implements Matcher {
     const size = p.cohortSize[c];
     let needRecord = false;
     for (let j = 0; j < size; j++) {
-      const d = p.cohortDoors[c * MAX_COHORT + j];
+      const d = p.cohortDoors[c * COHORT + j];
       if (p.doorLength[d] >= 2 && p.flagsOk(d, proto, flags)) needRecord = true;
     }
     let canTrack = true;
@@ -600,24 +621,24 @@ export class TsMatcher implements Matcher {
     }
     let r = NONE;
     for (let j = 0; j < size; j++) {
-      const d = p.cohortDoors[c * MAX_COHORT + j];
+      const d = p.cohortDoors[c * COHORT + j];
       if (!p.flagsOk(d, proto, flags)) continue;
       const len = p.doorLength[d];
       if (len >= 2 && !canTrack) continue;
-      this.emitForPacket(p, EventKind.STAGE, 1, d);
+      this.emitForPacket(p, EV_STAGE, 1, d);
       if (len === 1) {
         this.counters[Stat.completed]++;
-        this.emitForPacket(p, EventKind.COMPLETED, 1, d);
+        this.emitForPacket(p, EV_COMPLETED, 1, d);
       } else {
         if (r === NONE) r = this.allocate(g, c);
-        this.stage[r * MAX_COHORT + j] = 1;
+        this.stage[r * COHORT + j] = 1;
       }
     }
     if (r === NONE) return;
     let minTimeout = Infinity;
     for (let j = 0; j < size; j++) {
-      if (this.stage[r * MAX_COHORT + j] === 0) continue;
-      const t = p.doorTimeoutUs[p.cohortDoors[c * MAX_COHORT + j]];
+      if (this.stage[r * COHORT + j] === 0) continue;
+      const t = p.doorTimeoutUs[p.cohortDoors[c * COHORT + j]];
       if (t < minTimeout) minTimeout = t;
     }
     this.tFirst[r] = this.now;
@@ -631,10 +652,10 @@ export class TsMatcher implements Matcher {
     const c = this.cohort[r];
     const size = p.cohortSize[c];
     for (let j = 0; j < size; j++) {
-      const s = this.stage[r * MAX_COHORT + j];
+      const s = this.stage[r * COHORT + j];
       if (s === 0) continue;
       this.counters[Stat.evicted]++;
-      this.emitLimited(p, EventKind.FAILED, FailReason.EVICTED, r, s, p.cohortDoors[c * MAX_COHORT + j], this.now);
+      this.emitLimited(p, EV_FAILED, FAIL_EVICTED, r, s, p.cohortDoors[c * COHORT + j], this.now);
     }
     this.free(r);
   }
@@ -658,7 +679,7 @@ export class TsMatcher implements Matcher {
     this.src32[s + 3] = this.packetSrc32[3];
     this.group[r] = g;
     this.cohort[r] = c;
-    this.stage.fill(0, r * MAX_COHORT, r * MAX_COHORT + MAX_COHORT);
+    this.stage.fill(0, r * COHORT, r * COHORT + COHORT);
     this.serial[r] = this.nextSerial++;
     this.bucketOf[r] = NONE;
     this.inStage1[r] = 0;
@@ -711,7 +732,7 @@ export class TsMatcher implements Matcher {
     this.src32 = new Uint32Array(this.src.buffer);
     this.group = copy(this.group, (n) => new Int32Array(n));
     this.cohort = copy(this.cohort, (n) => new Int32Array(n));
-    this.stage = copy(this.stage, (n) => new Uint8Array(n), MAX_COHORT);
+    this.stage = copy(this.stage, (n) => new Uint8Array(n), COHORT);
     this.tFirst = copy(this.tFirst, (n) => new Float64Array(n));
     this.deadline = copy(this.deadline, (n) => new Float64Array(n));
     this.serial = copy(this.serial, (n) => new Float64Array(n));
@@ -816,7 +837,7 @@ export class TsMatcher implements Matcher {
 
     // the index is keyed by the old groups: empty it, re-key the survivors afterwards
     this.index.fill(0);
-    const stages = new Uint8Array(MAX_COHORT);
+    const stages = new Uint8Array(COHORT);
     for (let r = 0; r < this.highWater; r++) {
       if (this.cohort[r] === NONE) continue;
       const c = this.cohort[r];
@@ -824,9 +845,9 @@ export class TsMatcher implements Matcher {
       let oneCohort = true;
       stages.fill(0);
       for (let j = 0; j < old.cohortSize[c]; j++) {
-        const s = this.stage[r * MAX_COHORT + j];
+        const s = this.stage[r * COHORT + j];
         if (s === 0) continue;
-        const d = mapped[old.cohortDoors[c * MAX_COHORT + j]];
+        const d = mapped[old.cohortDoors[c * COHORT + j]];
         if (d === NONE) continue;
         if (newCohort !== NONE && next.doorCohort[d] !== newCohort) oneCohort = false;
         newCohort = next.doorCohort[d];
@@ -838,10 +859,10 @@ export class TsMatcher implements Matcher {
       }
       this.cohort[r] = newCohort;
       this.group[r] = next.cohortGroup[newCohort];
-      this.stage.set(stages, r * MAX_COHORT);
+      this.stage.set(stages, r * COHORT);
       let minTimeout = Infinity;
       for (let j = 0; j < next.cohortSize[newCohort]; j++) {
-        if (stages[j] !== 0) minTimeout = Math.min(minTimeout, next.doorTimeoutUs[next.cohortDoors[newCohort * MAX_COHORT + j]]);
+        if (stages[j] !== 0) minTimeout = Math.min(minTimeout, next.doorTimeoutUs[next.cohortDoors[newCohort * COHORT + j]]);
       }
       // the deadline can only grow (dropped members); the wheel keeps its order and re-files on visit
       this.deadline[r] = this.tFirst[r] + minTimeout;

@@ -238,10 +238,13 @@ export function randomTrace(opts: TraceOptions): CapturedFrame[] {
   const doors = opts.doors.filter((d) => d.sequence.length > 0);
   if (doors.length === 0) throw new Error('randomTrace needs at least one door with a sequence');
   const nSources = opts.sources ?? 24;
+  if (nSources < 1 || nSources > 60_000) throw new Error(`randomTrace: sources must be 1..60000 (got ${nSources})`);
   const pool: SourceState[] = [];
   for (let i = 0; i < nSources; i++) {
     // shared prefixes: 198.51.100.x and 2001:db8::x, plus the IPv4-mapped twin of some IPv4 sources
-    const addr = i % 2 === 0 ? `198.51.100.${(i >> 1) + 1}` : i % 6 === 1 ? `::ffff:198.51.100.${(i >> 1) + 1}` : `2001:db8::${(i >> 1) + 1}`;
+    const n = (i >> 1) + 1;
+    const v4 = `198.51.${100 + (n >> 8)}.${n & 0xff}`;
+    const addr = i % 2 === 0 ? v4 : i % 6 === 1 ? `::ffff:${v4}` : `2001:db8::${n.toString(16)}`;
     pool.push({ addr, door: 0, next: 0, firstUs: 0 });
   }
   const allPorts = [...new Set(doors.flatMap((d) => d.sequence.map((s) => `${s.port}/${s.proto}`)))];
