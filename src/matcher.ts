@@ -158,6 +158,9 @@ class Program {
       if (o + DOOR_HEADER_WORDS > w.length) fail(`door ${d} runs past the end`);
       const words = w[o];
       const nSteps = w[o + 6];
+      if (w[o + 5] & DoorOption.DERIVED) {
+        fail(`door ${d} is a derived door (Secret_File, MATCHER.md §10), which this matcher does not implement yet`);
+      }
       if (nSteps < 1 || nSteps > STEPS) fail(`door ${d} has ${nSteps} steps`);
       if (words !== DOOR_HEADER_WORDS + nSteps || o + words > w.length) fail(`door ${d} has a bad word count`);
       const group = w[o + 1];
