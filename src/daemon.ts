@@ -3,7 +3,7 @@
 // flushes the nft batch and the state file and exits with the signal's number as knockd does.
 import { fork } from 'node:child_process';
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
-import { cpus, networkInterfaces } from 'node:os';
+import { cpus } from 'node:os';
 import { resolve } from 'node:path';
 import { CommandBackend } from './actions/commands.js';
 import { NftBackend } from './actions/nft.js';
@@ -12,10 +12,12 @@ import { markOneTimeSequenceUsed, oneTimeWriteFailedMessage, readNextOneTimeSequ
 import { parseConfig } from './config/parse.js';
 import { DEFAULTS, type DoorConfig, type KnockdConfig } from './config/types.js';
 import { DoorController } from './controller.js';
-import { parseAddress, type Address } from './address.js';
+import { decodeEvents } from './events.js';
+import { formatAddress, type Address } from './address.js';
 import { Logger, SYSLOG_SOCKET, unixDatagramTransport, type LogFormat, type SyslogTransport } from './log.js';
 import { Metrics, type EngineCounters } from './metrics.js';
-import { compileProgram, type CompiledProgram } from './program.js';
+import { CaptureEngine, type CaptureOptions } from './engine.js';
+import { compileProgram } from './program.js';
 import { DEFAULT_STATE_FILE } from './state.js';
 
 // ------------------------------------------------------------------------------------------ pid file
@@ -122,39 +124,20 @@ export function settingsFrom(args: DaemonArgs, config: KnockdConfig, cwd = proce
   };
 }
 
-/** The interfaces' addresses, read once at start-up like knockd (IPv6 too unless -4). */
-export function interfaceAddresses(interfaces: readonly string[], ignoreIpv6: boolean): Address[] {
-  const present = networkInterfaces();
-  const out: Address[] = [];
-  for (const name of interfaces) {
-    for (const a of present[name] ?? []) {
-      const parsed = parseAddress(a.address);
-      if (parsed && !(ignoreIpv6 && parsed.family === 6)) out.push(parsed);
-    }
-  }
-  return out;
-}
-
 // ------------------------------------------------------------------------------------------ capture
 
-/** What the daemon needs from a capture engine (src/engine.ts). */
-export interface CaptureEngine {
-  /** swaps the program (atomically in the capture threads) */
-  load(program: Uint32Array): void;
+/** What the daemon needs from a capture engine (src/engine.ts CaptureEngine). */
+export interface CaptureEngineLike {
+  /** recompiles through the compile option (current local addresses) and swaps the program in */
+  reload(): void;
   stats(): EngineCounters;
   close(): Promise<void>;
 }
 
-export interface CaptureRequest {
-  interfaces: string[];
-  threads: number;
-  program: Uint32Array;
-  matcher: 'native' | 'ts';
-  onEvents: (batch: Uint8Array) => void;
-  onError: (err: Error) => void;
-}
+/** Opens capture; the real one is CaptureEngine.open (tests substitute a matcher fed by hand). */
+export type OpenCapture = (opts: CaptureOptions) => CaptureEngineLike | Promise<CaptureEngineLike>;
 
-export type OpenCapture = (req: CaptureRequest) => Promise<CaptureEngine>;
+export const openCapture: OpenCapture = (opts) => CaptureEngine.open(opts);
 
 // ------------------------------------------------------------------------------------------ -d
 
@@ -223,9 +206,7 @@ export class Daemon {
   private readonly commands: CommandBackend;
   private nft: NftBackend | undefined;
   private metrics: Metrics | undefined;
-  private engine: CaptureEngine | undefined;
-  private program: CompiledProgram | undefined;
-  private readonly locals: Address[];
+  private engine: CaptureEngineLike | undefined;
   private pidFileWritten = false;
   private stopping = false;
   private keepAlive: NodeJS.Timeout | undefined;
@@ -260,7 +241,6 @@ export class Daemon {
       stderr: io.stderr,
     });
     for (const w of config.warnings) this.log.log(`warning: ${w}`);
-    this.locals = interfaceAddresses(this.settings.interfaces, !!args.onlyIpV4);
     this.commands = new CommandBackend({ log: (m) => this.log.log(m) });
     this.controller = new DoorController({
       log: (m, f) => this.log.log(m, f),
@@ -282,15 +262,16 @@ export class Daemon {
     }
     this.controller.attach({ nft: this.nft });
     this.controller.restoreState();
-    this.program = this.compile();
-    this.controller.setProgram(this.program);
+    this.debug(`log file ${s.logFile ?? '(none)'}, state file ${s.stateFile}, ${s.threads} capture thread(s), ${this.args.matcher ?? 'native'} matcher`);
     this.engine = await this.hooks.openCapture({
       interfaces: s.interfaces,
       threads: s.threads,
-      program: this.program.words,
       matcher: this.args.matcher ?? 'native',
+      ignoreIpv6: this.args.onlyIpV4,
+      compile: (locals) => this.compile(locals),
       onEvents: (batch) => this.onEvents(batch),
       onError: (err) => this.log.log(`error: ${err.message}`),
+      onInterface: (notice) => this.log.log(notice.message, { event: `interface_${notice.event}`, interface: notice.interface }),
     });
     if (s.metrics) {
       this.metrics = new Metrics(() => {
@@ -331,11 +312,12 @@ export class Daemon {
           await this.nft.start();
         }
       }
-      const program = this.compile(next);
+      // refuse what the matchers would refuse before anything is swapped
+      compileProgram(next, { localAddresses: [], allLocal: true });
       this.config = next;
       this.controller.attach({ nft: this.nft });
       this.log.reopen(next.options.logFile ?? this.args.logfile);
-      this.install(program);
+      this.engine?.reload();
     } catch (err) {
       this.log.log(`error: ${(err as Error).message}`);
       this.log.log('error: the new config was not loaded; the running config is kept');
@@ -371,23 +353,19 @@ export class Daemon {
     });
   }
 
-  private compile(config = this.config): CompiledProgram {
-    return compileProgram(config, {
-      localAddresses: this.locals,
-      ignoreIpv6: this.args.onlyIpV4,
-      stageEvents: true,
-    });
-  }
-
-  private install(program: CompiledProgram): void {
+  /** The engine calls this with the interfaces' current addresses (at start, reload and address changes). */
+  private compile(localAddresses: Address[]): Uint32Array {
+    const program = compileProgram(this.config, { localAddresses, ignoreIpv6: this.args.onlyIpV4, stageEvents: true });
+    this.debug(
+      `program generation ${program.generation}: ${program.doors.length} door(s); local addresses ${localAddresses.map((a) => formatAddress(a.family, a.bytes)).join(', ') || '(none: only doors with Target can match)'}`,
+    );
     this.controller.setProgram(program);
-    this.engine?.load(program.words);
-    this.program = program;
+    return program.words;
   }
 
   /** A one-time door's sequence changed or the door was disabled: the matchers get the new program. */
   private swapProgram(): void {
-    this.install(this.compile());
+    this.engine?.reload();
   }
 
   private rotateOneTime(door: DoorConfig): DoorConfig['sequence'] {
@@ -405,7 +383,13 @@ export class Daemon {
   }
 
   private onEvents(batch: Uint8Array): void {
+    if (this.args.debug) for (const ev of decodeEvents(batch)) this.io.stdout(`debug: event ${JSON.stringify(ev)}\n`);
     this.controller.handleBatch(batch);
+  }
+
+  /** -D: what the daemon decided at start-up and on reload, on stdout. */
+  private debug(text: string): void {
+    if (this.args.debug) this.io.stdout(`debug: ${text}\n`);
   }
 }
 

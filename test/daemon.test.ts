@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseConfig } from '../src/config/parse.js';
-import { acquirePidFile, Daemon, PidFileError, releasePidFile, settingsFrom, type CaptureEngine, type CaptureRequest } from '../src/daemon.js';
+import { parseAddress } from '../src/address.js';
+import { acquirePidFile, Daemon, PidFileError, releasePidFile, settingsFrom, type CaptureEngineLike } from '../src/daemon.js';
+import type { CaptureOptions } from '../src/engine.js';
 import { batchFromFrames } from '../src/frame.js';
 import { TsMatcher } from '../src/matcher.js';
 import { packageRoot } from '../src/native.js';
@@ -75,17 +77,18 @@ function writeConf(text: string): string {
 // ------------------------------------------------------------------ the daemon with a capture seam
 
 /** The capture side stands in for AF_PACKET: frames go through a real matcher into the daemon. */
-class MatcherCapture implements CaptureEngine {
+class MatcherCapture implements CaptureEngineLike {
   readonly matcher = new TsMatcher();
   loads = 0;
   closed = false;
   private now = 1_700_000_000_000_000;
-  constructor(private readonly req: CaptureRequest) {
-    this.matcher.load(req.program);
+  private readonly locals = [parseAddress('127.0.0.1')!];
+  constructor(private readonly req: CaptureOptions) {
+    this.matcher.load(req.compile(this.locals));
   }
-  load(program: Uint32Array): void {
+  reload(): void {
     this.loads++;
-    this.matcher.load(program);
+    this.matcher.load(this.req.compile(this.locals));
   }
   knock(src: string, ...ports: number[]): void {
     const frames = ports.map((dport) => ({ data: knockFrame({ src, dst: '127.0.0.1', dport }), timeUs: (this.now += 100_000), linkType: 1 }));

@@ -1,0 +1,409 @@
+// The `knockd-fast` command line: knockd 0.8's flags with their meanings, defaults and exit codes
+// (knockd-0.8.md §7.1, §8), plus the extensions (--test, --replay, --metrics, ..., `nft status|uninstall`).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
+import { nftInstallScript, nftStatus, nftUninstall, formatNftStatus, planNft } from './actions/nft.js';
+import { ConfigError, parseConfig } from './config/parse.js';
+import { DEFAULTS, TCP_FLAG, type DoorConfig, type KnockdConfig } from './config/types.js';
+import { openCapture, runDaemon } from './daemon.js';
+import { runDemo } from './demo.js';
+import { runDoctor } from './doctor.js';
+import { runKnockCli } from './knock.js';
+import type { Matcher } from './matcher-api.js';
+import { TsMatcher } from './matcher.js';
+import { NativeMatcher } from './native-matcher.js';
+import { packageRoot } from './native.js';
+import { CaptureFileError, readCaptureFile } from './pcap.js';
+import { compileProgram, ProgramError } from './program.js';
+import { chooseLocalAddresses, describeStats, replayBatches, ReplayError } from './replay.js';
+
+export interface CliOptions {
+  interface?: string;
+  daemon?: boolean;
+  config: string;
+  debug?: boolean;
+  lookup?: boolean;
+  pidfile?: string;
+  logfile?: string;
+  verbose?: boolean;
+  onlyIpV4?: boolean;
+  test?: boolean;
+  threads?: number;
+  matcher?: 'native' | 'ts';
+  logFormat?: 'knockd' | 'json';
+  metrics?: string;
+  stateFile?: string;
+  replay?: string;
+  json?: boolean;
+  localAddress?: string[];
+  help?: boolean;
+  version?: boolean;
+}
+
+/** Where the CLI writes (injected so tests can capture it). */
+export interface CliIo {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+}
+
+export const VERSION = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+
+/** The short usage knockd prints on a bad option or a bad config (stdout, as knockd does). */
+export const USAGE = `usage: knockd-fast [options]
+options:
+  -i, --interface <int>  network interface to listen on (default "${DEFAULTS.interface}")
+  -d, --daemon           run as a daemon
+  -c, --config <file>    use an alternate config file
+  -D, --debug            output debug messages
+  -l, --lookup           lookup DNS names (may be a security risk)
+  -p, --pidfile          use an alternate pidfile
+  -g, --logfile          use an alternate logfile
+  -v, --verbose          be verbose
+  -4, --only-ip-v4       do not track ipv6
+  -V, --version          display version
+  -h, --help             this help
+      --test             check the config, print the doors and the nftables ruleset, exit
+      --replay <capture> run a pcap/pcapng capture through the matcher and print the events
+      --threads <n>      capture threads (default: one per CPU)
+      --matcher <kind>   native (default) or ts
+      --log-format <f>   knockd (default) or json
+      --metrics <a:p>    serve Prometheus metrics on ADDR:PORT
+      --state-file <f>   pending stop commands (default /var/lib/knockd-fast/state.json)
+  knockd-fast nft status|uninstall   show or remove the nftables table knockd-fast installed
+`;
+
+/** `--help`: a manual page. */
+export const MANUAL = `KNOCKD-FAST(8)
+
+NAME
+    knockd-fast - port-knock server, a drop-in replacement for knockd 0.8
+
+SYNOPSIS
+    knockd-fast [-i IF] [-c FILE] [-d] [-p PIDFILE] [-g LOGFILE] [-v] [-D] [-l] [-4] [extensions]
+    knockd-fast -c FILE --test
+    knockd-fast -c FILE --replay CAPTURE [-v] [--json] [--matcher native|ts] [--local-address ADDR]...
+    knockd-fast [-c FILE] nft status|uninstall
+    knockd-fast -V | -h
+
+DESCRIPTION
+    knockd-fast listens on a network interface for knock sequences: packets from one source to a
+    configured series of TCP/UDP ports. When a source completes a door's sequence within its
+    seq_timeout, the door's start_command runs (and its stop_command cmd_timeout seconds later), or,
+    for doors with Open = PORT/PROTO, the source is added to an nftables set that lets it connect to
+    the guarded ports for Open_Timeout seconds. It reads knockd's configuration file, takes knockd's
+    flags and writes knockd's log lines; capture and matching run on native threads (AF_PACKET).
+
+OPTIONS (knockd)
+    -i, --interface IF
+        Interface to listen on. Overrides Interface= in the config. Default "${DEFAULTS.interface}".
+    -d, --daemon
+        Run in the background. The command returns once the daemon has written its pid file.
+    -c, --config FILE
+        Configuration file. Default ${DEFAULTS.configPath}.
+    -D, --debug
+        Debug output on stdout (program, counters, decisions).
+    -l, --lookup
+        Look up host names of knocking sources (asynchronously; lines read "ADDR (HOST): ...").
+    -p, --pidfile FILE
+        Pid file in daemon mode. PidFile= in the config overrides it, as in knockd.
+        Default ${DEFAULTS.pidFile}.
+    -g, --logfile FILE
+        Log file. LogFile= in the config overrides it, as in knockd.
+    -v, --verbose
+        Print event lines ("ADDR: DOOR: Stage N", "OPEN SESAME", ...) on stdout.
+    -4, --only-ip-v4
+        Ignore IPv6: IPv6 knocks are not seen.
+    -V, --version
+        Print the version and exit.
+    -h, --help
+        Print this manual and exit.
+
+OPTIONS (knockd-fast)
+    --test
+        Parse and check the config, print the doors and the nftables ruleset that would be installed,
+        and exit 0 if the config is valid, 1 if not. Changes nothing.
+    --replay CAPTURE
+        Run a pcap or pcapng file through the matcher with its own timestamps and print the event
+        lines in order (with -v also every "Stage N" line); no command runs and no door opens. Host
+        addresses come from -i/Interface= when that interface exists here, else from --local-address,
+        else every destination counts as local.
+    --json
+        With --replay: one JSON object per event instead of text lines.
+    --local-address ADDR
+        With --replay: a host address (repeatable).
+    --matcher native|ts
+        The matcher implementation. native (default) is the C++ core; ts is the TypeScript twin. If
+        the addon cannot be loaded, --replay falls back to ts with a warning.
+    --threads N
+        Capture threads (sockets in one fanout group). Default: Threads= or one per CPU.
+    --log-format knockd|json
+        Log file and -v output as knockd lines (default) or JSON lines. Overrides LogFormat=.
+    --metrics ADDR:PORT
+        Serve Prometheus metrics at http://ADDR:PORT/metrics. Overrides MetricsListen=.
+    --state-file FILE
+        Where pending stop commands are kept across restarts. Overrides StateFile=.
+        Default /var/lib/knockd-fast/state.json.
+
+COMMANDS
+    nft status
+        Show the nftables table knockd-fast installed (NftTable=, default ${DEFAULTS.nftTable}).
+    nft uninstall
+        Remove that table. Open doors close at once; guarded ports are no longer guarded.
+
+SIGNALS
+    SIGHUP      re-read the config file; a bad config is logged and the running one is kept.
+    SIGTERM     shut down (pending stop commands stay in the state file), exit status 15.
+    SIGINT      the same, exit status 2.
+
+EXIT STATUS
+    0   normal end, -h, -V, or an unknown option (usage printed, as knockd does)
+    1   bad configuration or a start-up failure
+    2, 15   ended by SIGINT, SIGTERM
+
+FILES
+    ${DEFAULTS.configPath}, ${DEFAULTS.pidFile}, /var/lib/knockd-fast/state.json
+
+SEE ALSO
+    knockd(1), knock-fast(1), nft(8)
+`;
+
+const oneOf =
+  <T extends string>(name: string, values: readonly T[]) =>
+  (v: string): T => {
+    if (!(values as readonly string[]).includes(v)) {
+      throw new CommanderError(1, 'knockd-fast.invalidValue', `${name} must be one of ${values.join(', ')} (got "${v}")`);
+    }
+    return v as T;
+  };
+
+const positiveInt = (name: string) => (v: string): number => {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < 1 || n > 1024) {
+    throw new CommanderError(1, 'knockd-fast.invalidValue', `${name} must be a whole number from 1 to 1024 (got "${v}")`);
+  }
+  return n;
+};
+
+type Action =
+  | { kind: 'run'; options: CliOptions }
+  | { kind: 'nft'; action: 'status' | 'uninstall'; options: CliOptions }
+  | { kind: 'exit'; code: number };
+
+/** Parses argv (without node and script) into what to do; prints usage/help/version/errors itself. */
+export function parseArgs(argv: string[], io: CliIo): Action {
+  let result: Action | undefined;
+  const program = new Command('knockd-fast')
+    .helpOption(false)
+    .allowExcessArguments(false)
+    .exitOverride()
+    .configureOutput({ writeOut: io.stdout, writeErr: () => undefined })
+    .option('-i, --interface <int>')
+    .option('-d, --daemon')
+    .option('-c, --config <file>', '', DEFAULTS.configPath)
+    .option('-D, --debug')
+    .option('-l, --lookup')
+    .option('-p, --pidfile <file>')
+    .option('-g, --logfile <file>')
+    .option('-v, --verbose')
+    .option('-4, --only-ip-v4')
+    .option('-V, --version')
+    .option('-h, --help')
+    .option('--test')
+    .addOption(new Option('--threads <n>').argParser(positiveInt('--threads')))
+    .addOption(new Option('--matcher <kind>').argParser(oneOf('--matcher', ['native', 'ts'] as const)))
+    .addOption(new Option('--log-format <format>').argParser(oneOf('--log-format', ['knockd', 'json'] as const)))
+    .option('--metrics <addr:port>')
+    .option('--state-file <file>')
+    .option('--replay <capture>')
+    .option('--json')
+    .option('--local-address <addr>', '', (v: string, prev: string[] | undefined) => [...(prev ?? []), v]);
+  program.action(() => {
+    result = { kind: 'run', options: program.opts<CliOptions>() };
+  });
+  program
+    .command('nft')
+    .helpOption(false)
+    .argument('<action>', '', oneOf('nft', ['status', 'uninstall'] as const))
+    .action((action: 'status' | 'uninstall') => {
+      result = { kind: 'nft', action, options: program.opts<CliOptions>() };
+    });
+  try {
+    program.parse(argv, { from: 'user' });
+  } catch (err) {
+    if (!(err instanceof CommanderError)) throw err;
+    if (err.code === 'knockd-fast.invalidValue' || err.code === 'commander.invalidArgument') {
+      io.stderr(`knockd-fast: ${err.message.replace(/^error: /, '')}\n`);
+      return { kind: 'exit', code: 1 };
+    }
+    // knockd (getopt) prints its complaint on stderr, the usage on stdout, and exits 0
+    io.stderr(`knockd-fast: ${err.message.replace(/^error: /, '')}\n`);
+    io.stdout(USAGE);
+    return { kind: 'exit', code: 0 };
+  }
+  const opts = program.opts<CliOptions>();
+  if (opts.help) {
+    io.stdout(MANUAL);
+    return { kind: 'exit', code: 0 };
+  }
+  if (opts.version) {
+    io.stdout(`knockd-fast ${VERSION} (knockd 0.8 compatible)\n`);
+    return { kind: 'exit', code: 0 };
+  }
+  if (!result) throw new Error('no command was selected');
+  return result;
+}
+
+// ------------------------------------------------------------------------------------------ commands
+
+const defaultIo: CliIo = {
+  stdout: (t) => void process.stdout.write(t),
+  stderr: (t) => void process.stderr.write(t),
+};
+
+/** Reads the config, or prints knockd's error (stderr) and usage (stdout) and gives exit code 1. */
+function loadConfig(path: string, io: CliIo, usage = true): KnockdConfig | undefined {
+  try {
+    return parseConfig(path);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    io.stderr(`${err.message}\n`);
+    if (usage) io.stdout(USAGE);
+    return undefined;
+  }
+}
+
+const stepsText = (d: DoorConfig): string => d.sequence.map((s) => `${s.port}:${s.proto}`).join(',');
+
+function flagsText(d: DoorConfig): string {
+  const names = Object.entries(TCP_FLAG);
+  const items = [
+    ...names.filter(([, bit]) => d.tcpFlags.mustSet & bit).map(([n]) => n.toLowerCase()),
+    ...names.filter(([, bit]) => d.tcpFlags.mustClear & bit).map(([n]) => `!${n.toLowerCase()}`),
+  ];
+  return items.join(',');
+}
+
+/** `--test`: the doors as knockd-fast understood them, and the nft ruleset it would install. */
+export function describeConfig(config: KnockdConfig): string {
+  const out: string[] = [`config ${config.path}: ${config.doors.length} door(s)`];
+  for (const d of config.doors) {
+    out.push(`door [${d.name}] (line ${d.line})`);
+    const put = (k: string, v: string | number | undefined) => v !== undefined && v !== '' && out.push(`  ${k.padEnd(16)} ${v}`);
+    put('sequence', d.sequence.length > 0 ? stepsText(d) : d.oneTimeSequences ? '(one-time file exhausted: door disabled)' : '(none)');
+    put('one_time_file', d.oneTimeSequences);
+    put('seq_timeout', `${d.seqTimeout}s`);
+    put('tcpflags', flagsText(d));
+    put('target', d.target);
+    put('start_command', d.startCommand);
+    if (d.startCommand6 !== undefined) put('start_command_6', d.startCommand6 === '' ? '(none for IPv6)' : d.startCommand6);
+    put('stop_command', d.stopCommand);
+    if (d.stopCommand6 !== undefined) put('stop_command_6', d.stopCommand6 === '' ? '(none for IPv6)' : d.stopCommand6);
+    if (d.stopCommand !== undefined || d.stopCommand6 !== undefined) put('cmd_timeout', `${d.cmdTimeout}s`);
+    if (d.open.length > 0) put('open', `${d.open.map((p) => `${p.port}/${p.proto}`).join(',')} for ${d.openTimeout}s (hook ${d.hook})`);
+    if (d.nftSet) put('nftset', `${d.nftSet.family} ${d.nftSet.table} ${d.nftSet.set} for ${d.openTimeout}s`);
+    if (d.allowDuplicates) put('allow_duplicates', 'yes');
+    if (d.cooldown > 0) put('cooldown', `${d.cooldown}s`);
+    if (d.dedupe) put('dedupe', 'yes');
+    if (d.derived) put('derived', `${d.derived.sequenceLength} steps from ${d.derived.secretFile}, time step ${d.derived.timeStep}s`);
+  }
+  for (const w of config.warnings) out.push(`warning: ${w}`);
+  out.push('', `nftables ruleset (table inet ${config.options.nftTable}):`);
+  out.push(nftInstallScript(planNft(config.doors, config.options.nftTable)).trimEnd());
+  return `${out.join('\n')}\n`;
+}
+
+function runTest(options: CliOptions, io: CliIo): number {
+  const config = loadConfig(options.config, io, false);
+  if (!config) {
+    io.stderr(`knockd-fast: configuration file ${options.config} test failed\n`);
+    return 1;
+  }
+  try {
+    // everything the daemon would refuse at start-up: the program and the nft plan
+    compileProgram(config, { localAddresses: [], allLocal: true });
+    io.stdout(describeConfig(config));
+  } catch (err) {
+    io.stderr(`${(err as Error).message}\nknockd-fast: configuration file ${options.config} test failed\n`);
+    return 1;
+  }
+  io.stdout(`knockd-fast: configuration file ${options.config} test is successful\n`);
+  return 0;
+}
+
+function replayMatcher(kind: 'native' | 'ts', io: CliIo): Matcher {
+  if (kind === 'ts') return new TsMatcher();
+  try {
+    return new NativeMatcher();
+  } catch (err) {
+    io.stderr(`warning: the native matcher is not available, replaying with the TypeScript matcher: ${(err as Error).message.split('\n')[0]}\n`);
+    return new TsMatcher();
+  }
+}
+
+function runReplay(options: CliOptions, config: KnockdConfig, io: CliIo): number {
+  const capture = options.replay as string;
+  try {
+    const interfaces = options.interface ? [options.interface] : (config.options.interfaces ?? []);
+    const local = chooseLocalAddresses(interfaces, options.localAddress ?? [], options.onlyIpV4);
+    if (options.debug) io.stderr(`replay: local addresses from ${local.source}\n`);
+    const summary = replayBatches(readCaptureFile(capture), {
+      config,
+      matcher: replayMatcher(options.matcher ?? 'native', io),
+      local,
+      ignoreIpv6: options.onlyIpV4,
+      verbose: options.verbose,
+      json: options.json,
+      write: io.stdout,
+    });
+    if (options.debug) io.stderr(`replay: ${summary.events} events; ${describeStats(summary.stats)}\n`);
+    return 0;
+  } catch (err) {
+    if (err instanceof ReplayError || err instanceof CaptureFileError || err instanceof ProgramError || /capture file/.test((err as Error).message)) {
+      io.stderr(`knockd-fast: ${(err as Error).message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+async function runNft(action: 'status' | 'uninstall', options: CliOptions, io: CliIo): Promise<number> {
+  const config = loadConfig(options.config, io, false);
+  if (!config) return 1;
+  try {
+    if (action === 'status') {
+      io.stdout(formatNftStatus(await nftStatus({ table: config.options.nftTable, doors: config.doors })));
+    } else {
+      const removed = await nftUninstall({ table: config.options.nftTable });
+      io.stdout(removed ? `removed table inet ${config.options.nftTable}\n` : `table inet ${config.options.nftTable} was not installed\n`);
+    }
+    return 0;
+  } catch (err) {
+    io.stderr(`knockd-fast: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+/** Options after a subcommand name that only the subcommand understands (`doctor -i IF`). */
+function interfacesOf(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) if ((argv[i] === '-i' || argv[i] === '--interface') && argv[i + 1]) out.push(argv[++i]);
+  return out;
+}
+
+/** The whole CLI: returns the exit code (a running daemon never returns). */
+export async function main(argv: string[], io: CliIo = defaultIo): Promise<number> {
+  // subcommands with their own option grammar: knock (knock 0.8's), doctor and demo
+  if (argv[0] === 'knock') return runKnockCli(argv.slice(1), 'knockd-fast knock');
+  if (argv[0] === 'doctor') return runDoctor({ interfaces: interfacesOf(argv.slice(1)), out: io.stdout });
+  if (argv[0] === 'demo') return runDemo({ out: (l) => io.stdout(`${l}\n`) });
+  const action = parseArgs(argv, io);
+  if (action.kind === 'exit') return action.code;
+  if (action.kind === 'nft') return runNft(action.action, action.options, io);
+  const options = action.options;
+  if (options.test) return runTest(options, io);
+  const config = loadConfig(options.config, io);
+  if (!config) return 1;
+  if (options.replay) return runReplay(options, config, io);
+  return runDaemon(options, config, io, { openCapture });
+}

@@ -1,0 +1,21 @@
+// knockd-fast's public API (named exports only): the pieces the CLI is built from, for embedding and tools.
+export { ConfigError, parseConfig, parseConfigText } from './config/parse.js';
+export { DEFAULTS, type DoorConfig, type KnockdConfig, type OptionsConfig, type Step } from './config/types.js';
+export { compileProgram, doorFingerprint, ProgramError, type CompiledProgram, type CompileOptions } from './program.js';
+export { decodeEvents, EventKind, FailReason, type KnockEvent } from './events.js';
+export { LinkType, STAT_NAMES, type FrameBatch, type Matcher, type MatcherStats } from './matcher-api.js';
+export { TsMatcher } from './matcher.js';
+export { NativeMatcher } from './native-matcher.js';
+export { batchFromFrames, type CapturedFrame } from './frame.js';
+export { CaptureFileError, readCapture, readCaptureFile, writePcap } from './pcap.js';
+export { chooseLocalAddresses, replayBatches, ReplayError, type ReplayOptions, type ReplaySummary } from './replay.js';
+export { DoorController, type CommandActions, type ControllerOptions, type NftActions } from './controller.js';
+export { CommandBackend } from './actions/commands.js';
+export { NftBackend, nftInstallScript, nftStatus, nftUninstall, planNft } from './actions/nft.js';
+export { Logger, eventText, type LogFormat } from './log.js';
+export { Metrics, parseListen } from './metrics.js';
+export { readState, writeState, type DaemonState } from './state.js';
+export { acquirePidFile, Daemon, releasePidFile, runDaemon, settingsFrom, type DaemonArgs } from './daemon.js';
+export { CaptureEngine, type CaptureOptions, type EngineStats } from './engine.js';
+export { knock, parseKnockArgs, type KnockRequest } from './knock.js';
+export { main } from './cli.js';

@@ -1,0 +1,220 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { main, MANUAL, parseArgs, USAGE, VERSION } from '../src/cli.js';
+import { packageRoot } from '../src/native.js';
+import { writePcap } from '../src/pcap.js';
+import { knockFrame } from './helpers/packets.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'kf-cli-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function conf(name: string, text: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+}
+
+async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await main(argv, { stdout: (t) => (out += t), stderr: (t) => (err += t) });
+  return { code, out, err };
+}
+
+const C1 = conf('c1.conf', '[options]\n  logfile = /dev/null\n[A]\n  sequence = 7000,8000,9000\n  seq_timeout = 5\n  command = echo A %IP%\n');
+
+function capture(name: string, knocks: [src: string, port: number, t: number][]): string {
+  const base = 1_700_000_000_000_000;
+  const path = join(dir, name);
+  writeFileSync(
+    path,
+    writePcap(
+      knocks.map(([src, dport, t]) => ({ data: knockFrame({ src, dst: '192.0.2.2', dport }), timeUs: base + t * 1e6 })),
+      1,
+    ),
+  );
+  return path;
+}
+
+test('-h and --help print the manual on stdout and exit 0', async () => {
+  for (const flag of ['-h', '--help']) {
+    const r = await cli(flag);
+    assert.equal(r.code, 0);
+    assert.equal(r.out, MANUAL);
+    assert.match(r.out, /^NAME\n {4}knockd-fast - /m);
+    for (const section of ['SYNOPSIS', 'DESCRIPTION', 'OPTIONS (knockd)', 'SIGNALS', 'EXIT STATUS', 'FILES']) assert.ok(r.out.includes(`\n${section}\n`), section);
+  }
+});
+
+test('-V and --version print the version and exit 0', async () => {
+  for (const flag of ['-V', '--version']) {
+    const r = await cli(flag);
+    assert.equal(r.code, 0);
+    assert.equal(r.out, `knockd-fast ${VERSION} (knockd 0.8 compatible)\n`);
+  }
+});
+
+test('an unknown option prints the usage on stdout and exits 0, as knockd does', async () => {
+  const r = await cli('--bogus');
+  assert.equal(r.code, 0);
+  assert.equal(r.out, USAGE);
+  assert.match(r.err, /unknown option '--bogus'/);
+  const extra = await cli('stray-argument');
+  assert.equal(extra.code, 0);
+  assert.equal(extra.out, USAGE);
+});
+
+test('a bad value of an extension option is an error naming the choices (exit 1)', async () => {
+  for (const [argv, text] of [
+    [['--matcher', 'fast'], /--matcher must be one of native, ts \(got "fast"\)/],
+    [['--log-format', 'xml'], /--log-format must be one of knockd, json/],
+    [['--threads', '0'], /--threads must be a whole number from 1 to 1024/],
+    [['nft', 'explode'], /nft must be one of status, uninstall/],
+  ] as const) {
+    const r = await cli(...argv);
+    assert.equal(r.code, 1, argv.join(' '));
+    assert.match(r.err, text);
+  }
+});
+
+test('every knockd flag and extension parses with knockd\'s meaning and defaults', () => {
+  const io = { stdout: () => undefined, stderr: () => undefined };
+  const plain = parseArgs([], io);
+  assert.equal(plain.kind, 'run');
+  assert.equal(plain.kind === 'run' && plain.options.config, '/etc/knockd.conf');
+  const all = parseArgs(
+    [
+      '-i', 'eth1', '-d', '-c', '/x.conf', '-D', '-l', '-p', '/run/k.pid', '-g', '/var/log/k.log', '-v', '-4',
+      '--threads', '3', '--matcher', 'ts', '--log-format', 'json', '--metrics', '127.0.0.1:9101',
+      '--state-file', '/tmp/s.json', '--replay', 'x.pcap', '--json', '--local-address', '192.0.2.2', '--local-address', 'fd00::2',
+    ],
+    io,
+  );
+  assert.deepEqual(all.kind === 'run' && all.options, {
+    interface: 'eth1',
+    daemon: true,
+    config: '/x.conf',
+    debug: true,
+    lookup: true,
+    pidfile: '/run/k.pid',
+    logfile: '/var/log/k.log',
+    verbose: true,
+    onlyIpV4: true,
+    threads: 3,
+    matcher: 'ts',
+    logFormat: 'json',
+    metrics: '127.0.0.1:9101',
+    stateFile: '/tmp/s.json',
+    replay: 'x.pcap',
+    json: true,
+    localAddress: ['192.0.2.2', 'fd00::2'],
+  });
+  const long = parseArgs(['--interface', 'eth2', '--daemon', '--config', '/y', '--debug', '--lookup', '--pidfile', '/p', '--logfile', '/l', '--verbose', '--only-ip-v4'], io);
+  assert.deepEqual(long.kind === 'run' && long.options, {
+    interface: 'eth2',
+    daemon: true,
+    config: '/y',
+    debug: true,
+    lookup: true,
+    pidfile: '/p',
+    logfile: '/l',
+    verbose: true,
+    onlyIpV4: true,
+  });
+  const nft = parseArgs(['-c', '/z', 'nft', 'uninstall'], io);
+  assert.deepEqual(nft.kind === 'nft' && [nft.action, nft.options.config], ['uninstall', '/z']);
+});
+
+test('a config error prints knockd\'s line on stderr and the usage on stdout, exit 1', async () => {
+  const bad = conf('bad.conf', '[A]\n  sequence = 7000\n  bogus = 1\n');
+  const r = await cli('-c', bad);
+  assert.equal(r.code, 1);
+  assert.equal(r.err, 'config: line 3: syntax error\n');
+  assert.equal(r.out, USAGE);
+  const missing = await cli('-c', join(dir, 'nope.conf'));
+  assert.equal(missing.code, 1);
+  assert.equal(missing.err, `${join(dir, 'nope.conf')}: No such file or directory\n`);
+});
+
+test('--test on a good config: the doors, the nft ruleset, exit 0', async () => {
+  const path = conf('nft.conf', '[options]\n  NftTable = kf_test\n[ssh]\n  sequence = 7000,8000:udp\n  tcpflags = syn,!ack\n  Open = 22/tcp\n  Open_Timeout = 15\n  Cooldown = 5\n');
+  const r = await cli('-c', path, '--test');
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /^door \[ssh\] \(line 3\)$/m);
+  assert.match(r.out, /^ {2}sequence {9}7000:tcp,8000:udp$/m);
+  assert.match(r.out, /^ {2}tcpflags {9}syn,!ack$/m);
+  assert.match(r.out, /^ {2}open {13}22\/tcp for 15s \(hook input\)$/m);
+  assert.match(r.out, /^ {2}cooldown {9}5s$/m);
+  assert.match(r.out, /add table inet kf_test/);
+  assert.match(r.out, /test is successful\n$/);
+});
+
+test('--test on a bad config: knockd\'s error, exit 1, no usage', async () => {
+  const bad = conf('bad2.conf', '[A]\n  sequence = 70000\n');
+  const r = await cli('-c', bad, '--test');
+  assert.equal(r.code, 1);
+  assert.equal(r.out, '');
+  assert.match(r.err, /^config: section A: port 70000 is invalid\n/);
+  assert.match(r.err, /test failed\n$/);
+});
+
+test('--replay -v prints knockd\'s -v lines from a pcap file; --json one object per event', async () => {
+  const pcap = capture('row1.pcap', [['198.51.100.1', 7000, 0], ['198.51.100.1', 8000, 1], ['198.51.100.1', 9000, 2], ['198.51.100.2', 7000, 3]]);
+  for (const matcher of ['ts', 'native']) {
+    const r = await cli('-c', C1, '--replay', pcap, '-v', '--matcher', matcher, '--local-address', '192.0.2.2');
+    assert.equal(r.code, 0, r.err);
+    assert.equal(
+      r.out,
+      [
+        '198.51.100.1: A: Stage 1',
+        '198.51.100.1: A: Stage 2',
+        '198.51.100.1: A: Stage 3',
+        '198.51.100.1: A: OPEN SESAME',
+        '198.51.100.2: A: Stage 1',
+        '198.51.100.2: A: sequence timeout (stage 1)',
+        '',
+      ].join('\n'),
+      matcher,
+    );
+  }
+  const j = await cli('-c', C1, '--replay', pcap, '--json', '--matcher', 'ts');
+  const events = j.out.trim().split('\n').map((l) => JSON.parse(l) as { event: string });
+  assert.deepEqual(events.map((e) => e.event), ['stage', 'stage', 'stage', 'completed', 'stage', 'failed']);
+});
+
+test('--replay with a local address that is not the destination sees nothing; a bad capture is an error', async () => {
+  const pcap = capture('row1b.pcap', [['198.51.100.1', 7000, 0], ['198.51.100.1', 8000, 1], ['198.51.100.1', 9000, 2]]);
+  const other = await cli('-c', C1, '--replay', pcap, '--local-address', '192.0.2.99', '--matcher', 'ts');
+  assert.equal(other.out, '');
+  const junk = join(dir, 'junk.pcap');
+  writeFileSync(junk, 'not a capture');
+  const r = await cli('-c', C1, '--replay', junk);
+  assert.equal(r.code, 1);
+  assert.match(r.err, /^knockd-fast: .*junk\.pcap/);
+  const badAddr = await cli('-c', C1, '--replay', pcap, '--local-address', 'x');
+  assert.equal(badAddr.code, 1);
+  assert.match(badAddr.err, /--local-address "x" is not an IPv4 or IPv6 address/);
+});
+
+test('-D with --replay reports where the local addresses came from and the counters', async () => {
+  const pcap = capture('row1c.pcap', [['198.51.100.1', 7000, 0]]);
+  const r = await cli('-c', C1, '--replay', pcap, '-D', '--matcher', 'ts');
+  assert.match(r.err, /replay: local addresses from every destination/);
+  assert.match(r.err, /frames=1 /);
+});
+
+test('knockd-fast knock runs the knock client (its usage and exit code)', async () => {
+  const r = spawnSync(process.execPath, [join(packageRoot, 'bin', 'knockd-fast.js'), 'knock'], { encoding: 'utf8' });
+  assert.equal(r.status, 1);
+  assert.match(r.stdout + r.stderr, /usage: knockd-fast knock/);
+});
+
+test('bin/knockd-fast.js: -V through the real entry point, exit code 0', () => {
+  const r = spawnSync(process.execPath, [join(packageRoot, 'bin', 'knockd-fast.js'), '-V'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, `knockd-fast ${VERSION} (knockd 0.8 compatible)\n`);
+});
