@@ -518,15 +518,15 @@ void Matcher::feed(const uint8_t* frame, size_t len, uint16_t link_type, int64_t
   switch (parse_frame(frame, len, link_type, packet)) {
     case ParseResult::kMalformed:
       stats_[kStatMalformed]++;
-      return;
+      break;
     case ParseResult::kNotKnock:
       stats_[kStatNotKnock]++;
-      return;
+      break;
     case ParseResult::kKnock:
       step.match(packet);
-      stats_[kStatTracked] = state_->count;
-      return;
+      break;
   }
+  stats_[kStatTracked] = state_->count;  // the wheel may have freed records even for a non-knock
 }
 
 void Matcher::feed_packet(const Packet& packet, int64_t ts_us, std::vector<EventRecord>& out) {
@@ -589,7 +589,8 @@ void Matcher::load(std::shared_ptr<const Program> program) {
     n_survivors++;
   }
 
-  // Shrinking: the oldest stage-1 records go first, then the oldest (by first knock) of any kind.
+  // Shrinking: the oldest stage-1 records go first, then the oldest (by first knock) of any kind; equal
+  // first knocks are ordered by key (family, source, group), which does not depend on allocation history.
   for (uint32_t slot = old.s1_head; slot != kNone && n_survivors > next.max_tracked; slot = old.pool[slot].s1_next) {
     if (survives[slot]) survives[slot] = 0, n_survivors--;
   }
@@ -598,8 +599,13 @@ void Matcher::load(std::shared_ptr<const Program> program) {
     for (uint32_t slot = 0; slot < old.high_water; slot++) {
       if (survives[slot]) by_age.push_back(slot);
     }
-    std::stable_sort(by_age.begin(), by_age.end(),
-                     [&](uint32_t a, uint32_t b) { return old.pool[a].t_first < old.pool[b].t_first; });
+    std::sort(by_age.begin(), by_age.end(), [&](uint32_t a, uint32_t b) {
+      const Record &x = old.pool[a], &y = old.pool[b];
+      if (x.t_first != y.t_first) return x.t_first < y.t_first;
+      if (x.family != y.family) return x.family < y.family;
+      if (int c = std::memcmp(x.src, y.src, 16)) return c < 0;
+      return x.group < y.group;
+    });
     for (size_t i = 0; n_survivors > next.max_tracked; i++) survives[by_age[i]] = 0, n_survivors--;
   }
 
