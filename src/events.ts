@@ -103,9 +103,12 @@ export class EventWriter {
     v.setUint16(o + 6, 0, true);
     v.setUint32(o + 8, generation, true);
     v.setUint32(o + 12, count, true);
-    v.setBigInt64(o + 16, BigInt(timeUs), true);
-    if (src) this.buf.set(src.subarray(0, 16), o + 24);
-    else this.buf.fill(0, o + 24, o + 40);
+    // two 32-bit halves: exact for |timeUs| < 2^53 and no BigInt per event
+    v.setUint32(o + 16, timeUs >>> 0, true);
+    v.setInt32(o + 20, Math.floor(timeUs / 4294967296), true);
+    const buf = this.buf;
+    if (src) for (let i = 0; i < 16; i++) buf[o + 24 + i] = src[i];
+    else for (let i = 0; i < 16; i++) buf[o + 24 + i] = 0;
     this.len += EVENT_RECORD_SIZE;
   }
 
