@@ -281,3 +281,69 @@ test('metrics: a bad listen address is an error saying what to write', async () 
   }
   await assert.rejects(new Metrics(() => ({})).listen('x'), /invalid metrics address "x"/);
 });
+
+// ------------------------------------------------------------------ the real daemon, inside a private namespace
+
+test('knockd-fast -d in a private netns: pid file, live duplicate refused, kill -9 then restart resumes the stop, SIGHUP, SIGTERM', { skip: !root && 'needs root to create a network namespace' }, async () => {
+  const lab = new Lab('daemon');
+  try {
+    lab.ns('d');
+    const ns = lab.name('d');
+    const out = file('e2e.out');
+    const log = file('e2e.log');
+    const pid = file('e2e.pid');
+    const state = file('e2e-state.json');
+    const conf = file('e2e.conf');
+    const good = `[options]\n  LogFile = ${log}\n  PidFile = ${pid}\n[A]\n  sequence = 7000\n  start_command = echo START %IP% >> ${out}\n  cmd_timeout = 3\n  stop_command = echo STOP %IP% >> ${out}\n`;
+    writeFileSync(conf, good);
+    const cli = join(packageRoot, 'bin', 'knockd-fast.js');
+    const daemonize = () => spawnSync('ip', ['netns', 'exec', ns, process.execPath, cli, '-c', conf, '-i', 'lo', '-d', '--state-file', state, '--threads', '1'], { encoding: 'utf8', timeout: 30_000 });
+    const livePid = () => Number(readFileSync(pid, 'utf8'));
+    const running = (p: number) => {
+      try {
+        process.kill(p, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const outText = () => (existsSync(out) ? readFileSync(out, 'utf8') : '');
+    const logText = () => (existsSync(log) ? readFileSync(log, 'utf8') : '');
+
+    const first = daemonize();
+    assert.equal(first.status, 0, first.stderr);
+    const p1 = livePid();
+    assert.ok(running(p1));
+    await until('the start-up line', () => logText().includes('starting up, listening on lo'));
+
+    const dup = daemonize();
+    assert.equal(dup.status, 1);
+    assert.match(dup.stderr, new RegExp(`already running with pid ${p1}`));
+
+    lab.exec('d', process.execPath, [join(packageRoot, 'bin', 'knock-fast.js'), '127.0.0.1', '7000']);
+    await until('the start command', () => outText() === 'START 127.0.0.1\n');
+    await until('the pending stop in the state file', () => existsSync(state) && readState(state).stops.length === 1);
+
+    process.kill(p1, 'SIGKILL');
+    await until('the kill', () => !running(p1));
+    assert.equal(livePid(), p1, 'kill -9 leaves the pid file behind');
+
+    const second = daemonize(); // the stale pid file is replaced
+    assert.equal(second.status, 0, second.stderr);
+    const p2 = livePid();
+    assert.notEqual(p2, p1);
+    await until('the resumed stop command', () => outText() === 'START 127.0.0.1\nSTOP 127.0.0.1\n', 15_000);
+
+    writeFileSync(conf, `${good}  bogus = 1\n`);
+    process.kill(p2, 'SIGHUP');
+    await until('the reload error', () => logText().includes('running config is kept'));
+    assert.ok(running(p2), 'a bad config on SIGHUP does not stop the daemon');
+
+    process.kill(p2, 'SIGTERM');
+    await until('the exit', () => !running(p2));
+    assert.ok(!existsSync(pid), 'SIGTERM removes the pid file');
+    assert.match(logText(), /shutting down\n$/);
+  } finally {
+    lab.destroy();
+  }
+});
