@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseConfig } from '../src/config/parse.js';
-import { parseAddress } from '../src/address.js';
+import { formatAddress, parseAddress, type Address } from '../src/address.js';
 import { acquirePidFile, Daemon, PidFileError, releasePidFile, settingsFrom, type CaptureEngineLike } from '../src/daemon.js';
 import type { CaptureOptions } from '../src/engine.js';
 import { batchFromFrames } from '../src/frame.js';
@@ -82,16 +82,27 @@ class MatcherCapture implements CaptureEngineLike {
   loads = 0;
   closed = false;
   private now = 1_700_000_000_000_000;
-  private readonly locals = [parseAddress('127.0.0.1')!];
-  constructor(private readonly req: CaptureOptions) {
+  private readonly locals: Address[];
+  constructor(
+    private readonly req: CaptureOptions,
+    localAddresses: string[],
+  ) {
+    this.locals = localAddresses.map((a) => parseAddress(a)!);
     this.matcher.load(req.compile(this.locals));
   }
   reload(): void {
     this.loads++;
     this.matcher.load(this.req.compile(this.locals));
   }
-  knock(src: string, ...ports: number[]): void {
-    const frames = ports.map((dport) => ({ data: knockFrame({ src, dst: '127.0.0.1', dport }), timeUs: (this.now += 100_000), linkType: 1 }));
+  /** knocks from src to the first local address of its family; a port may be given as `1000/udp` */
+  knock(src: string, ...ports: (number | string)[]): void {
+    const family = src.includes(':') ? 6 : 4;
+    const dstAddr = this.locals.find((a) => a.family === family)!;
+    const dst = formatAddress(dstAddr.family, dstAddr.bytes);
+    const frames = ports.map((p) => {
+      const [port, proto] = String(p).split('/');
+      return { data: knockFrame({ src, dst, dport: Number(port), proto: proto === 'udp' ? ('udp' as const) : ('tcp' as const) }), timeUs: (this.now += 100_000), linkType: 1 };
+    });
     this.req.onEvents(this.matcher.feed(batchFromFrames(frames)));
   }
   stats() {
@@ -110,10 +121,12 @@ async function until(what: string, cond: () => boolean, ms = 5000): Promise<void
   }
 }
 
-async function startDaemon(confText: string, extra: { stateFile?: string; lookup?: boolean } = {}) {
+async function startDaemon(confText: string, extra: { stateFile?: string; locals?: string[]; oneTime?: string } = {}) {
   const out = file('cmd.out');
   const log = file('knockd.log');
-  const conf = writeConf(confText.replaceAll('OUT', out).replaceAll('LOG', log));
+  const oneTime = file('onetime');
+  if (extra.oneTime !== undefined) writeFileSync(oneTime, extra.oneTime);
+  const conf = writeConf(confText.replaceAll('OUT', out).replaceAll('LOG', log).replaceAll('ONETIME', oneTime));
   let capture: MatcherCapture | undefined;
   const exits: number[] = [];
   const stdout: string[] = [];
@@ -122,13 +135,13 @@ async function startDaemon(confText: string, extra: { stateFile?: string; lookup
     parseConfig(conf),
     { stdout: (t) => stdout.push(t), stderr: (t) => stdout.push(`stderr: ${t}`) },
     {
-      openCapture: async (req) => (capture = new MatcherCapture(req)),
+      openCapture: async (req) => (capture = new MatcherCapture(req, extra.locals ?? ['127.0.0.1'])),
       exit: (code) => exits.push(code),
     },
   );
   await daemon.start();
   const logText = () => (existsSync(log) ? readFileSync(log, 'utf8').replace(/^\[\d{4}-\d\d-\d\d \d\d:\d\d\] /gm, '') : '');
-  return { daemon, capture: capture as MatcherCapture, conf, out, log, logText, exits, stdout };
+  return { daemon, capture: capture as MatcherCapture, conf, out, log, oneTime, logText, exits, stdout };
 }
 
 const DOOR = (seq: string, extra = '') =>
@@ -219,6 +232,136 @@ test('daemon: a stop already due in the state file (the daemon was killed) runs 
     await d.daemon.shutdown(15);
   }
   assert.deepEqual(readState(stateFile).stops, []);
+});
+
+// ------------------------------------------------------------------ golden log files (knockd-0.8.md §10 rows)
+
+const CONFORMANCE = ['192.0.2.2', 'fd00::2'];
+const A = '198.51.100.1';
+const S = '2001:db8::5';
+const C1 = (extra = '') => `[options]\n  LogFile = LOG\n[A]\n  sequence = 7000,8000,9000\n  seq_timeout = 5\n  command = echo A %IP% >> OUT\n${extra}`;
+
+/** Waits for `n` lines after the start-up line and returns them (the file's prefix stripped). */
+async function logLines(d: Awaited<ReturnType<typeof startDaemon>>, n: number): Promise<string[]> {
+  const lines = () => d.logText().split('\n').filter((l) => l !== '').slice(1);
+  await until(`${n} log lines`, () => lines().length >= n);
+  return lines();
+}
+
+test('log file, row 1 (C1): stages, OPEN SESAME, the running command line', async () => {
+  const d = await startDaemon(C1(), { locals: CONFORMANCE });
+  try {
+    d.capture.knock(A, 7000, 8000, 9000);
+    assert.deepEqual(await logLines(d, 5), [`${A}: A: Stage 1`, `${A}: A: Stage 2`, `${A}: A: Stage 3`, `${A}: A: OPEN SESAME`, `A: running command: echo A ${A} >> ${d.out}`]);
+    await until('the command output', () => existsSync(d.out) && readFileSync(d.out, 'utf8') === `A ${A}\n`);
+  } finally {
+    await d.daemon.shutdown(15);
+  }
+});
+
+test('log file, row 14 (C9): every completion runs the command again', async () => {
+  const d = await startDaemon('[options]\n  LogFile = LOG\n[A]\n  sequence = 7000\n  command = echo A %IP% >> OUT\n', { locals: CONFORMANCE });
+  try {
+    d.capture.knock(A, 7000, 7000);
+    const cmd = `A: running command: echo A ${A} >> ${d.out}`;
+    assert.deepEqual(await logLines(d, 6), [`${A}: A: Stage 1`, `${A}: A: OPEN SESAME`, cmd, `${A}: A: Stage 1`, `${A}: A: OPEN SESAME`, cmd]);
+    await until('two command runs', () => existsSync(d.out) && readFileSync(d.out, 'utf8') === `A ${A}\nA ${A}\n`);
+  } finally {
+    await d.daemon.shutdown(15);
+  }
+});
+
+test('log file, rows 32/33 (C10): IPv6 uses command_6; an empty start_command_6 runs nothing', async () => {
+  const d = await startDaemon(C1('  command_6 = echo A6 %IP% >> OUT\n'), { locals: CONFORMANCE });
+  try {
+    d.capture.knock(S, 7000, 8000, 9000);
+    assert.deepEqual((await logLines(d, 5)).slice(3), [`${S}: A: OPEN SESAME`, `A: running command: echo A6 ${S} >> ${d.out}`]);
+  } finally {
+    await d.daemon.shutdown(15);
+  }
+  const e = await startDaemon(C1('  start_command_6 =\n'), { locals: CONFORMANCE });
+  try {
+    e.capture.knock(S, 7000, 8000, 9000);
+    e.capture.knock(A, 7000, 8000, 9000);
+    const lines = await logLines(e, 9);
+    assert.deepEqual(lines.slice(3, 4), [`${S}: A: OPEN SESAME`]);
+    assert.equal(lines.filter((l) => l.includes('running command')).length, 1, 'only the IPv4 knock runs a command');
+  } finally {
+    await e.daemon.shutdown(15);
+  }
+});
+
+test('log file, row 39 (C13): START twice, then each stop with its "command timeout" line', async () => {
+  const d = await startDaemon('[options]\n  LogFile = LOG\n[A]\n  sequence = 7000\n  start_command = echo START %IP% >> OUT\n  cmd_timeout = 1\n  stop_command = echo STOP %IP% >> OUT\n', { locals: CONFORMANCE });
+  try {
+    d.capture.knock(A, 7000, 7000);
+    const lines = await logLines(d, 10);
+    assert.deepEqual(lines, [
+      `${A}: A: Stage 1`,
+      `${A}: A: OPEN SESAME`,
+      `A: running command: echo START ${A} >> ${d.out}`,
+      `${A}: A: Stage 1`,
+      `${A}: A: OPEN SESAME`,
+      `A: running command: echo START ${A} >> ${d.out}`,
+      `${A}: A: command timeout`,
+      `A: running command: echo STOP ${A} >> ${d.out}`,
+      `${A}: A: command timeout`,
+      `A: running command: echo STOP ${A} >> ${d.out}`,
+    ]);
+    await until('the commands', () => existsSync(d.out) && readFileSync(d.out, 'utf8') === `START ${A}\nSTART ${A}\nSTOP ${A}\nSTOP ${A}\n`);
+  } finally {
+    await d.daemon.shutdown(15);
+  }
+});
+
+test('log file, row 40 (C9, command = exit 3): the non-zero status line', async () => {
+  const d = await startDaemon('[options]\n  LogFile = LOG\n[A]\n  sequence = 7000\n  command = exit 3\n', { locals: CONFORMANCE });
+  try {
+    d.capture.knock(A, 7000);
+    assert.deepEqual(await logLines(d, 4), [`${A}: A: Stage 1`, `${A}: A: OPEN SESAME`, 'A: running command: exit 3', 'A: command returned non-zero status code (3)']);
+  } finally {
+    await d.daemon.shutdown(15);
+  }
+});
+
+test('log file, row 36 (C12): one-time lines are used up in the file and the next sequence is swapped in', async () => {
+  const d = await startDaemon('[options]\n  LogFile = LOG\n[A]\n  one_time_sequences = ONETIME\n  seq_timeout = 5\n  command = echo A %IP% >> OUT\n', {
+    locals: CONFORMANCE,
+    oneTime: '7000,8000,9000\n 1000:udp,2000\n3000,4000\n',
+  });
+  try {
+    d.capture.knock(A, 7000, 8000, 9000);
+    await logLines(d, 5);
+    assert.equal(readFileSync(d.oneTime, 'utf8'), '#000,8000,9000\n 1000:udp,2000\n3000,4000\n');
+    assert.equal(d.capture.loads, 1, 'the new program is swapped in');
+    d.capture.knock(A, 7000, 8000, 9000);
+    d.capture.knock(A, '1000/udp', 2000);
+    const lines = await logLines(d, 9);
+    assert.deepEqual(lines.slice(5), [`${A}: A: Stage 1`, `${A}: A: Stage 2`, `${A}: A: OPEN SESAME`, `A: running command: echo A ${A} >> ${d.out}`]);
+    assert.equal(readFileSync(d.oneTime, 'utf8'), '#000,8000,9000\n#1000:udp,2000\n3000,4000\n');
+  } finally {
+    await d.daemon.shutdown(15);
+  }
+});
+
+test('log file, row 37 (C12, last line used): knockd\'s exhaustion line, the door is disabled, the daemon keeps running', async () => {
+  const d = await startDaemon('[options]\n  LogFile = LOG\n[A]\n  one_time_sequences = ONETIME\n  command = echo A %IP% >> OUT\n[B]\n  sequence = 5000\n', {
+    locals: CONFORMANCE,
+    oneTime: '7000,8000\n',
+  });
+  try {
+    d.capture.knock(A, 7000, 8000);
+    assert.deepEqual((await logLines(d, 5)).slice(2), [
+      `${A}: A: OPEN SESAME`,
+      `A: running command: echo A ${A} >> ${d.out}`,
+      'no more sequences left in the one time sequences file for door A --> disabling the door',
+    ]);
+    d.capture.knock(A, 7000, 8000, 5000);
+    assert.deepEqual((await logLines(d, 7)).slice(5), [`${A}: B: Stage 1`, `${A}: B: OPEN SESAME`]);
+    assert.deepEqual(d.exits, []);
+  } finally {
+    await d.daemon.shutdown(15);
+  }
 });
 
 // ------------------------------------------------------------------ metrics, inside a private namespace
