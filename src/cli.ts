@@ -6,7 +6,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { nftInstallScript, nftStatus, nftUninstall, formatNftStatus, planNft } from './actions/nft.js';
 import { ConfigError, parseConfig } from './config/parse.js';
 import { DEFAULTS, TCP_FLAG, type DoorConfig, type KnockdConfig } from './config/types.js';
-import { openCapture, runDaemon } from './daemon.js';
+import { openCapture, runDaemon, type DaemonArgs } from './daemon.js';
 import { runDemo } from './demo.js';
 import { runDoctor } from './doctor.js';
 import { runKnockCli } from './knock.js';
@@ -18,22 +18,9 @@ import { CaptureFileError, readCaptureFile } from './pcap.js';
 import { compileProgram, ProgramError } from './program.js';
 import { chooseLocalAddresses, describeStats, replayBatches, ReplayError } from './replay.js';
 
-export interface CliOptions {
-  interface?: string;
-  daemon?: boolean;
-  config: string;
-  debug?: boolean;
-  lookup?: boolean;
-  pidfile?: string;
-  logfile?: string;
-  verbose?: boolean;
-  onlyIpV4?: boolean;
+/** knockd's flags (as the daemon takes them) plus the one-shot modes. */
+export interface CliOptions extends DaemonArgs {
   test?: boolean;
-  threads?: number;
-  matcher?: 'native' | 'ts';
-  logFormat?: 'knockd' | 'json';
-  metrics?: string;
-  stateFile?: string;
   replay?: string;
   json?: boolean;
   localAddress?: string[];

@@ -57,31 +57,26 @@ export class Metrics {
         },
       });
     }
-    new Counter({
-      name: 'knockd_failures_total',
-      help: 'Knock attempts that failed, by reason',
-      labelNames: ['reason'],
-      registers: reg,
-      collect() {
-        const c = readCounters();
-        this.reset();
-        this.inc({ reason: 'timeout' }, c.failedTimeout ?? 0);
-        this.inc({ reason: 'wrong_port' }, c.failedWrongPort ?? 0);
-        this.inc({ reason: 'evicted' }, c.evicted ?? 0);
-      },
-    });
-    new Counter({
-      name: 'knockd_drops_total',
-      help: 'Packets lost before matching: kernel ring drops, and event batches dropped because JS was behind',
-      labelNames: ['where'],
-      registers: reg,
-      collect() {
-        const c = readCounters();
-        this.reset();
-        this.inc({ where: 'ring' }, c.ringDrops ?? 0);
-        this.inc({ where: 'event_queue' }, c.queueDrops ?? 0);
-      },
-    });
+    const byLabel = (name: string, help: string, label: string, pick: (c: ScrapeCounters) => Record<string, number | undefined>) =>
+      new Counter({
+        name,
+        help,
+        labelNames: [label],
+        registers: reg,
+        collect() {
+          this.reset();
+          for (const [value, n] of Object.entries(pick(readCounters()))) this.inc({ [label]: value }, n ?? 0);
+        },
+      });
+    byLabel('knockd_failures_total', 'Knock attempts that failed, by reason', 'reason', (c) => ({
+      timeout: c.failedTimeout,
+      wrong_port: c.failedWrongPort,
+      evicted: c.evicted,
+    }));
+    byLabel('knockd_drops_total', 'Packets lost before matching: kernel ring drops, and event batches dropped because JS was behind', 'where', (c) => ({
+      ring: c.ringDrops,
+      event_queue: c.queueDrops,
+    }));
     new Gauge({
       name: 'knockd_tracked_sources',
       help: 'Sources with a knock attempt in progress',
