@@ -7,7 +7,7 @@ import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseConfig } from '../src/config/parse.js';
 import { formatAddress, parseAddress, type Address } from '../src/address.js';
-import { acquirePidFile, Daemon, PidFileError, releasePidFile, settingsFrom, type CaptureEngineLike } from '../src/daemon.js';
+import { acquirePidFile, Daemon, PidFileError, releasePidFile, settingsFrom, type CaptureEngineLike, type DaemonArgs } from '../src/daemon.js';
 import type { CaptureOptions } from '../src/engine.js';
 import { batchFromFrames } from '../src/frame.js';
 import { TsMatcher } from '../src/matcher.js';
@@ -121,7 +121,7 @@ async function until(what: string, cond: () => boolean, ms = 5000): Promise<void
   }
 }
 
-async function startDaemon(confText: string, extra: { stateFile?: string; locals?: string[]; oneTime?: string } = {}) {
+async function startDaemon(confText: string, extra: { stateFile?: string; locals?: string[]; oneTime?: string; args?: Partial<DaemonArgs> } = {}) {
   const out = file('cmd.out');
   const log = file('knockd.log');
   const oneTime = file('onetime');
@@ -131,7 +131,7 @@ async function startDaemon(confText: string, extra: { stateFile?: string; locals
   const exits: number[] = [];
   const stdout: string[] = [];
   const daemon = new Daemon(
-    { config: conf, interface: 'lo', stateFile: extra.stateFile ?? file('state.json'), matcher: 'ts', verbose: true },
+    { config: conf, interface: 'lo', stateFile: extra.stateFile ?? file('state.json'), matcher: 'ts', verbose: true, ...extra.args },
     parseConfig(conf),
     { stdout: (t) => stdout.push(t), stderr: (t) => stdout.push(`stderr: ${t}`) },
     {
@@ -359,6 +359,23 @@ test('log file, row 37 (C12, last line used): knockd\'s exhaustion line, the doo
     d.capture.knock(A, 7000, 8000, 5000);
     assert.deepEqual((await logLines(d, 7)).slice(5), [`${A}: B: Stage 1`, `${A}: B: OPEN SESAME`]);
     assert.deepEqual(d.exits, []);
+  } finally {
+    await d.daemon.shutdown(15);
+  }
+});
+
+test('--log-format json: JSON lines with the event fields in the log file and on stdout; -D adds debug lines', async () => {
+  const d = await startDaemon(C1(), { locals: CONFORMANCE, args: { logFormat: 'json', debug: true } });
+  try {
+    d.capture.knock(A, 7000, 8000, 9000);
+    await until('the command line', () => readFileSync(d.log, 'utf8').includes('running command'));
+    const records = readFileSync(d.log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.equal(records[0].message, 'starting up, listening on lo');
+    assert.deepEqual({ ...records[4], time: undefined }, { time: undefined, message: `${A}: A: OPEN SESAME`, event: 'open', door: 'A', source: A });
+    assert.deepEqual({ ...records[3], time: undefined }, { time: undefined, message: `${A}: A: Stage 3`, event: 'stage', door: 'A', source: A, stage: 3 });
+    assert.ok(d.stdout.some((t) => t.startsWith('{') && t.includes('"event":"open"')));
+    assert.ok(d.stdout.some((t) => t.startsWith('debug: program generation')));
+    assert.ok(d.stdout.some((t) => t.startsWith('debug: event {"kind":"completed"')));
   } finally {
     await d.daemon.shutdown(15);
   }
