@@ -11,6 +11,7 @@
 //   maps to the k-th new door with it.
 import { EventKind, EventWriter, FailReason } from './events.js';
 import { ParsedPacket, ParseResult, parseFrame } from './frame.js';
+import { HmacSha256Key } from './hmac.js';
 import { STAT_NAMES, type FrameBatch, type Matcher, type MatcherStats } from './matcher-api.js';
 import {
   ADDRESS_WORDS,
@@ -39,6 +40,7 @@ const FLAG_STAGE_EVENTS = ProgramFlag.STAGE_EVENTS;
 const FLAG_ALL_LOCAL = ProgramFlag.ALL_LOCAL;
 const FLAG_IGNORE_IPV6 = ProgramFlag.IGNORE_IPV6;
 const OPT_ALLOW_DUPLICATES = DoorOption.ALLOW_DUPLICATES;
+const OPT_DERIVED = DoorOption.DERIVED;
 const EV_STAGE = EventKind.STAGE;
 const EV_COMPLETED = EventKind.COMPLETED;
 const EV_FAILED = EventKind.FAILED;
@@ -54,6 +56,8 @@ const BUCKET_US = 16_384; // G
 const WHEEL_BUCKETS = 4_096; // W
 const NONE = -1;
 const INITIAL_RECORDS = 1_024;
+const DERIVED_WORDS = 4; // timeStep, protocols, bindSource, keyBytes (MATCHER.md §10)
+const USED_WINDOWS = 65_536; // the used-table's entries (MATCHER.md §10)
 
 /** Counter indices, in STAT_NAMES order (MATCHER.md §8); `tracked` is read from the pool. */
 const enum Stat {
@@ -91,6 +95,21 @@ class Program {
   readonly doorSteps: Uint32Array; // STEPS per door
   readonly doorCohort: Int32Array;
   readonly doorMember: Uint8Array;
+  // derived doors (MATCHER.md §10), indexed by door; unused entries for fixed doors
+  readonly hasDerived: boolean;
+  readonly doorDerived: Uint8Array;
+  readonly derivedStepUs: Float64Array;
+  readonly derivedProtoMask: Uint8Array; // 1 tcp, 2 udp
+  readonly derivedBind: Uint8Array;
+  readonly derivedKey: (HmacSha256Key | undefined)[];
+  readonly derivedRangeStart: Int32Array; // into derivedRanges, RANGE_FIELDS words per range
+  readonly derivedRangeCount: Int32Array;
+  readonly derivedRangeSize: Uint32Array; // ports in all ranges (R)
+  readonly derivedRanges: Uint32Array; // lo, hi, ports before this range
+  // group -> its derived doors in program order
+  readonly groupDerivedStart: Int32Array;
+  readonly groupDerivedCount: Int32Array;
+  readonly groupDerived: Int32Array;
   readonly cohortGroup: Int32Array;
   readonly cohortSize: Uint8Array;
   readonly cohortDoors: Int32Array; // COHORT per cohort
@@ -151,6 +170,15 @@ class Program {
     this.doorCohort = new Int32Array(nDoors);
     this.doorMember = new Uint8Array(nDoors);
     const doorGroup = new Int32Array(nDoors);
+    this.doorDerived = new Uint8Array(nDoors);
+    this.derivedStepUs = new Float64Array(nDoors);
+    this.derivedProtoMask = new Uint8Array(nDoors);
+    this.derivedBind = new Uint8Array(nDoors);
+    this.derivedKey = new Array<HmacSha256Key | undefined>(nDoors).fill(undefined);
+    this.derivedRangeStart = new Int32Array(nDoors);
+    this.derivedRangeCount = new Int32Array(nDoors);
+    this.derivedRangeSize = new Uint32Array(nDoors);
+    const ranges: number[] = [];
     const cohortOf = new Map<number, number>(); // group * 2^17 + first step key -> cohort
     const cohortGroup: number[] = [];
     const cohortDoors: number[][] = [];
@@ -158,11 +186,10 @@ class Program {
       if (o + DOOR_HEADER_WORDS > w.length) fail(`door ${d} runs past the end`);
       const words = w[o];
       const nSteps = w[o + 6];
-      if (w[o + 5] & DoorOption.DERIVED) {
-        fail(`door ${d} is a derived door (Secret_File, MATCHER.md §10), which this matcher does not implement yet`);
-      }
       if (nSteps < 1 || nSteps > STEPS) fail(`door ${d} has ${nSteps} steps`);
-      if (words !== DOOR_HEADER_WORDS + nSteps || o + words > w.length) fail(`door ${d} has a bad word count`);
+      const derived = (w[o + 5] & OPT_DERIVED) !== 0;
+      if (derived) this.readDerived(w, o, d, ranges, fail);
+      else if (words !== DOOR_HEADER_WORDS + nSteps || o + words > w.length) fail(`door ${d} has a bad word count`);
       const group = w[o + 1];
       if (group > nTargets) fail(`door ${d} names group ${group} of ${nTargets}`);
       doorGroup[d] = group;
@@ -172,17 +199,18 @@ class Program {
       this.doorMustClear[d] = (w[o + 4] >>> 8) & 0x3f;
       this.doorOptions[d] = w[o + 5];
       this.doorLength[d] = nSteps;
-      for (let k = 0; k < nSteps; k++) {
+      for (let k = 0; k < nSteps && !derived; k++) {
         const s = w[o + DOOR_HEADER_WORDS + k];
         const proto = s >>> 16;
         if (proto !== TCP && proto !== UDP) fail(`door ${d} step ${k} has protocol ${proto}`);
         this.doorSteps[d * STEPS + k] = s;
       }
+      // a derived door is a cohort of its own and has no first step to be found by
       const key = group * 0x20000 + stepKey(this.doorSteps[d * STEPS]);
-      let c = cohortOf.get(key);
+      let c = derived ? undefined : cohortOf.get(key);
       if (c === undefined) {
         c = cohortDoors.length;
-        cohortOf.set(key, c);
+        if (!derived) cohortOf.set(key, c);
         cohortGroup.push(group);
         cohortDoors.push([]);
       }
@@ -193,6 +221,13 @@ class Program {
       o += words;
     }
     if (o !== w.length) fail(`${w.length - o} words after the last door`);
+    this.derivedRanges = Uint32Array.from(ranges);
+    this.hasDerived = this.doorDerived.includes(1);
+    const byGroup: number[][] = Array.from({ length: nTargets + 1 }, () => []);
+    for (let d = 0; d < nDoors; d++) if (this.doorDerived[d]) byGroup[doorGroup[d]].push(d);
+    this.groupDerivedStart = Int32Array.from(byGroup.map((_, g) => byGroup.slice(0, g).reduce((n, l) => n + l.length, 0)));
+    this.groupDerivedCount = Int32Array.from(byGroup.map((l) => l.length));
+    this.groupDerived = Int32Array.from(byGroup.flat());
     this.cohortGroup = Int32Array.from(cohortGroup);
     this.cohortSize = Uint8Array.from(cohortDoors.map((m) => m.length));
     this.cohortDoors = new Int32Array(cohortDoors.length * COHORT).fill(NONE);
@@ -201,7 +236,7 @@ class Program {
     // (group, step) lookup; built once per load, so Maps are fine here
     const doorsOf = new Map<number, number[]>();
     for (let d = 0; d < nDoors; d++) {
-      for (let k = 0; k < this.doorLength[d]; k++) {
+      for (let k = 0; k < this.doorLength[d] && !this.doorDerived[d]; k++) {
         const key = doorGroup[d] * 0x20000 + stepKey(this.doorSteps[d * STEPS + k]);
         const list = doorsOf.get(key) ?? [];
         if (list[list.length - 1] !== d) list.push(d);
@@ -226,6 +261,74 @@ class Program {
       flat.push(...list);
     }
     this.slotDoors = Int32Array.from(flat);
+  }
+
+  /** Decodes and checks a derived door's words after its header (MATCHER.md §10). */
+  private readDerived(w: Uint32Array, o: number, d: number, ranges: number[], fail: (what: string) => never): void {
+    const words = w[o];
+    const end = o + words;
+    if (words < DOOR_HEADER_WORDS + DERIVED_WORDS + 1 || end > w.length) fail(`derived door ${d} has a bad word count`);
+    let k = o + DOOR_HEADER_WORDS;
+    const timeStep = w[k++];
+    const protocols = w[k++];
+    const bind = w[k++];
+    const keyBytes = w[k++];
+    if (timeStep < 1) fail(`derived door ${d} has time step 0`);
+    if (protocols < 1 || protocols > 3) fail(`derived door ${d} has protocol set ${protocols}`);
+    if (bind > 1) fail(`derived door ${d} has bindSource ${bind}`);
+    if (keyBytes < 16 || keyBytes > 64) fail(`derived door ${d} has a ${keyBytes}-byte key, not 16..64`);
+    const keyWords = Math.ceil(keyBytes / 4);
+    if (k + keyWords + 1 > end) fail(`derived door ${d}: the key runs past the door`);
+    const key = new Uint8Array(keyBytes);
+    for (let i = 0; i < keyBytes; i++) key[i] = w[k + (i >> 2)] >>> (24 - 8 * (i & 3));
+    k += keyWords;
+    const nRanges = w[k++];
+    if (nRanges < 1 || words !== k + nRanges - o) fail(`derived door ${d} has a bad range count`);
+    this.derivedRangeStart[d] = ranges.length;
+    this.derivedRangeCount[d] = nRanges;
+    let total = 0;
+    let previousHi = -1;
+    for (let i = 0; i < nRanges; i++) {
+      const lo = w[k + i] & 0xffff;
+      const hi = w[k + i] >>> 16;
+      if (lo > hi || lo <= previousHi) fail(`derived door ${d}: range ${i} is backwards, unsorted or overlapping`);
+      ranges.push(lo, hi, total);
+      total += hi - lo + 1;
+      previousHi = hi;
+    }
+    this.doorDerived[d] = 1;
+    this.derivedStepUs[d] = timeStep * 1e6;
+    this.derivedProtoMask[d] = protocols;
+    this.derivedBind[d] = bind;
+    this.derivedKey[d] = new HmacSha256Key(key);
+    this.derivedRangeSize[d] = total;
+  }
+
+  /** Whether derived door d sees (proto, port) with these flags: protocols × ranges, flagsOk. */
+  derivedSees(d: number, proto: number, port: number, tcpFlags: number): boolean {
+    if ((this.derivedProtoMask[d] & (proto === TCP ? 1 : 2)) === 0 || !this.flagsOk(d, proto, tcpFlags)) return false;
+    const r = this.derivedRanges;
+    let lo = this.derivedRangeStart[d];
+    let hi = lo + this.derivedRangeCount[d] * 3; // binary search over ranges (3 words each) by their lo
+    while (hi - lo > 3) {
+      const mid = lo + Math.floor((hi - lo) / 6) * 3;
+      if (r[mid] <= port) lo = mid;
+      else hi = mid;
+    }
+    return port >= r[lo] && port <= r[lo + 1];
+  }
+
+  /** The index-th port of derived door d's ranges (0 ≤ index < R). */
+  derivedPort(d: number, index: number): number {
+    const r = this.derivedRanges;
+    let lo = this.derivedRangeStart[d];
+    let hi = lo + this.derivedRangeCount[d] * 3;
+    while (hi - lo > 3) {
+      const mid = lo + Math.floor((hi - lo) / 6) * 3;
+      if (r[mid + 2] <= index) lo = mid;
+      else hi = mid;
+    }
+    return r[lo] + index - r[lo + 2];
   }
 
   /** The lookup slot of (group, step word), or NONE if no door of the group has that step. */
@@ -266,6 +369,10 @@ export class TsMatcher implements Matcher {
   private readonly counters = new Float64Array(STAT_NAMES.length);
   private readonly accepting = new Int32Array(256);
   private readonly candidates = new Int32Array(256);
+  // derived doors: the HMAC message (MATCHER.md §10), its result, and the windows already used
+  private readonly derivedMessage = Uint8Array.of(0x4b, 0x46, 0x44, 0x31, ...new Array<number>(26).fill(0)); // "KFD1"
+  private readonly derivedBlock = new Uint32Array(8);
+  private usedWindows: UsedWindows | undefined; // allocated at the first derived completion
 
   // time (§2)
   private started = false;
@@ -288,6 +395,7 @@ export class TsMatcher implements Matcher {
   private group = new Int32Array(0);
   private cohort = new Int32Array(0);
   private stage = new Uint8Array(0); // COHORT per record, 0 = dead member
+  private windowOffset = new Uint8Array(0); // derived record: its window − the window of t_first + 1
   private tFirst = new Float64Array(0);
   private deadline = new Float64Array(0);
   private serial = new Float64Array(0); // creation order
@@ -542,6 +650,7 @@ export class TsMatcher implements Matcher {
         }
       }
     }
+    if (!visible && p.hasDerived) visible = this.derivedVisible(p, nAcc, proto, pk.dport, flags);
     if (!visible) {
       this.counters[Stat.invisible]++;
       return;
@@ -559,7 +668,20 @@ export class TsMatcher implements Matcher {
       for (let i = 0; i < nCand; i++) this.advance(p, cand[i], proto, flags, step);
       return;
     }
-    for (let i = 0; i < nAcc; i++) this.start(p, acc[i], proto, flags, step);
+    for (let i = 0; i < nAcc; i++) {
+      const tracked = this.start(p, acc[i], proto, flags, step);
+      if (p.hasDerived) this.startDerived(p, acc[i], proto, flags, step, tracked);
+    }
+  }
+
+  private derivedVisible(p: Program, nAcc: number, proto: number, port: number, flags: number): boolean {
+    for (let i = 0; i < nAcc; i++) {
+      const g = this.accepting[i];
+      const start = p.groupDerivedStart[g];
+      const end = start + p.groupDerivedCount[g];
+      for (let k = start; k < end; k++) if (p.derivedSees(p.groupDerived[k], proto, port, flags)) return true;
+    }
+    return false;
   }
 
   private advance(p: Program, r: number, proto: number, flags: number, step: number): void {
@@ -575,7 +697,8 @@ export class TsMatcher implements Matcher {
       const d = p.cohortDoors[c * COHORT + j];
       if (proto === TCP && !p.flagsOk(d, proto, flags)) continue;
       const steps = d * STEPS;
-      if (p.doorSteps[steps + s] === step) {
+      const derived = p.doorDerived[d] !== 0;
+      if ((derived ? this.recordStep(p, d, r, s) : p.doorSteps[steps + s]) === step) {
         const next = s + 1;
         if (stageEvents) {
           this.counters[Stat.stages]++;
@@ -585,12 +708,16 @@ export class TsMatcher implements Matcher {
         if (next === p.doorLength[d]) {
           this.counters[Stat.completed]++;
           this.emit(p, EV_COMPLETED, 0, r, next, d, this.now);
+          if (derived) this.markUsed(p, d, this.recordWindow(p, d, r));
           this.stage[base + j] = 0;
           died = true;
         } else {
           this.stage[base + j] = next;
         }
-      } else if ((p.doorOptions[d] & OPT_ALLOW_DUPLICATES) !== 0 && p.doorSteps[steps + s - 1] === step) {
+      } else if (
+        (p.doorOptions[d] & OPT_ALLOW_DUPLICATES) !== 0 &&
+        (derived ? this.recordStep(p, d, r, s - 1) : p.doorSteps[steps + s - 1]) === step
+      ) {
         continue;
       } else {
         this.counters[Stat.failedWrongPort]++;
@@ -603,11 +730,12 @@ export class TsMatcher implements Matcher {
     if (died) this.settle(p, r);
   }
 
-  private start(p: Program, g: number, proto: number, flags: number, step: number): void {
+  /** §4 step 6 for the fixed doors of group g; returns whether a record now exists for the key. */
+  private start(p: Program, g: number, proto: number, flags: number, step: number): boolean {
     const slot = p.slot(g, step);
-    if (slot === NONE) return;
+    if (slot === NONE) return false;
     const c = p.slotCohort[slot];
-    if (c === NONE) return;
+    if (c === NONE) return false;
     const size = p.cohortSize[c];
     let needRecord = false;
     for (let j = 0; j < size; j++) {
@@ -637,18 +765,112 @@ export class TsMatcher implements Matcher {
         this.stage[r * COHORT + j] = 1;
       }
     }
-    if (r === NONE) return;
+    if (r === NONE) return false;
     let minTimeout = Infinity;
     for (let j = 0; j < size; j++) {
       if (this.stage[r * COHORT + j] === 0) continue;
       const t = p.doorTimeoutUs[p.cohortDoors[c * COHORT + j]];
       if (t < minTimeout) minTimeout = t;
     }
+    this.track(r, minTimeout);
+    return true;
+  }
+
+  /** A new record with live members enters the index, the stage-1 list and the wheel. */
+  private track(r: number, timeoutUs: number): void {
     this.tFirst[r] = this.now;
-    this.deadline[r] = this.now + minTimeout;
+    this.deadline[r] = this.now + timeoutUs;
     this.indexInsert(r);
     this.stage1Append(r);
     this.wheelAppend(r);
+  }
+
+  /**
+   * §10 start for the derived doors of group g, in program order: the first of windows w−1, w, w+1 not
+   * used by (door, source) whose step 0 is this packet. A length-1 door completes at once; a longer one
+   * needs the record of (family, source, g), unless the fixed doors or an earlier derived door took it.
+   */
+  private startDerived(p: Program, g: number, proto: number, flags: number, step: number, tracked: boolean): void {
+    const first = p.groupDerivedStart[g];
+    const end = first + p.groupDerivedCount[g];
+    const family = this.packet.family;
+    for (let k = first; k < end; k++) {
+      const d = p.groupDerived[k];
+      if (!p.derivedSees(d, proto, this.packet.dport, flags)) continue;
+      const w = Math.floor(this.now / p.derivedStepUs[d]);
+      let offset = 0;
+      for (; offset < 3; offset++) {
+        const window = w + offset - 1;
+        if (this.usedWindows?.has(p.doorFingerprint[d], family, this.packetSrc32, window, this.now)) continue;
+        if (this.derivedStep(p, d, window, 0) === step) break;
+      }
+      if (offset === 3) continue;
+      if (p.doorLength[d] === 1) {
+        this.emitForPacket(p, EV_STAGE, 1, d);
+        this.counters[Stat.completed]++;
+        this.emitForPacket(p, EV_COMPLETED, 1, d);
+        this.markUsed(p, d, w + offset - 1);
+        continue;
+      }
+      if (tracked) continue;
+      if (this.tracked >= p.maxTracked) {
+        if (this.s1Head === NONE) {
+          this.counters[Stat.rejected]++;
+          continue;
+        }
+        this.evict(p, this.s1Head);
+      }
+      this.emitForPacket(p, EV_STAGE, 1, d);
+      const r = this.allocate(g, p.doorCohort[d]);
+      this.stage[r * COHORT] = 1;
+      this.windowOffset[r] = offset;
+      this.track(r, p.doorTimeoutUs[d]);
+      tracked = true;
+    }
+  }
+
+  /** The window a derived record started in (MATCHER.md §10). */
+  private recordWindow(p: Program, d: number, r: number): number {
+    return Math.floor(this.tFirst[r] / p.derivedStepUs[d]) + this.windowOffset[r] - 1;
+  }
+
+  /** Step i of derived record r; the record is the packet source's. */
+  private recordStep(p: Program, d: number, r: number, i: number): number {
+    return this.derivedStep(p, d, this.recordWindow(p, d, r), i);
+  }
+
+  /** Step i (port | proto << 16) of derived door d for the packet's source in `window`. */
+  private derivedStep(p: Program, d: number, window: number, i: number): number {
+    const msg = this.derivedMessage;
+    const hi = Math.floor(window / 4294967296);
+    const lo = window - hi * 4294967296;
+    msg[4] = hi >>> 24;
+    msg[5] = hi >>> 16;
+    msg[6] = hi >>> 8;
+    msg[7] = hi;
+    msg[8] = lo >>> 24;
+    msg[9] = lo >>> 16;
+    msg[10] = lo >>> 8;
+    msg[11] = lo;
+    if (p.derivedBind[d]) {
+      msg[12] = this.packet.family;
+      msg.set(this.packet.src, 13);
+    } else {
+      msg.fill(0, 12, 29);
+    }
+    msg[29] = i >> 2;
+    const block = this.derivedBlock;
+    p.derivedKey[d]!.mac(msg, 30, block);
+    const j = (i & 3) * 2;
+    const port = p.derivedPort(d, block[j] % p.derivedRangeSize[d]);
+    const protocols = p.derivedProtoMask[d];
+    const proto = protocols === 3 ? (block[j + 1] % 2 === 0 ? TCP : UDP) : protocols === 1 ? TCP : UDP;
+    return (port | (proto << 16)) >>> 0;
+  }
+
+  private markUsed(p: Program, d: number, window: number): void {
+    this.usedWindows ??= new UsedWindows();
+    this.usedWindows.add(p.doorFingerprint[d], this.packet.family, this.packetSrc32, window, (window + 2) * p.derivedStepUs[d], this.now);
   }
 
   private evict(p: Program, r: number): void {
@@ -736,6 +958,7 @@ export class TsMatcher implements Matcher {
     this.group = copy(this.group, (n) => new Int32Array(n));
     this.cohort = copy(this.cohort, (n) => new Int32Array(n));
     this.stage = copy(this.stage, (n) => new Uint8Array(n), COHORT);
+    this.windowOffset = copy(this.windowOffset, (n) => new Uint8Array(n));
     this.tFirst = copy(this.tFirst, (n) => new Float64Array(n));
     this.deadline = copy(this.deadline, (n) => new Float64Array(n));
     this.serial = copy(this.serial, (n) => new Float64Array(n));
@@ -892,4 +1115,89 @@ function matchesAny(families: Uint8Array, words: Uint32Array, family: number, ds
 
 function sameAddress(words: Uint32Array, o: number, dst: Uint32Array): boolean {
   return words[o] === dst[0] && words[o + 1] === dst[1] && words[o + 2] === dst[2] && words[o + 3] === dst[3];
+}
+
+/**
+ * The used-table of MATCHER.md §10: (door fingerprint, family, source, window) of derived sequences that
+ * opened their door. A ring of USED_WINDOWS entries in insertion order plus an open-addressing index;
+ * adding first drops expired entries from the head, then the oldest entry when the ring is full (FIFO).
+ * An entry whose expiry has passed counts as absent even while it is still in the ring.
+ */
+class UsedWindows {
+  private readonly fingerprint = new Uint32Array(USED_WINDOWS);
+  private readonly family = new Uint8Array(USED_WINDOWS);
+  private readonly src = new Uint32Array(USED_WINDOWS * 4);
+  private readonly window = new Float64Array(USED_WINDOWS);
+  private readonly expiry = new Float64Array(USED_WINDOWS);
+  private head = 0;
+  private count = 0;
+  private readonly index = new Int32Array(USED_WINDOWS * 2); // ring position + 1, 0 = empty
+  private readonly mask = USED_WINDOWS * 2 - 1;
+
+  has(fingerprint: number, family: number, src: Uint32Array, window: number, now: number): boolean {
+    if (this.count === 0) return false;
+    for (let i = this.home(fingerprint, family, src, window); ; i = (i + 1) & this.mask) {
+      const e = this.index[i];
+      if (e === 0) return false;
+      if (this.matches(e - 1, fingerprint, family, src, window) && now < this.expiry[e - 1]) return true;
+    }
+  }
+
+  add(fingerprint: number, family: number, src: Uint32Array, window: number, expiry: number, now: number): void {
+    while (this.count > 0 && this.expiry[this.head] <= now) this.removeHead();
+    if (this.count === USED_WINDOWS) this.removeHead();
+    const at = (this.head + this.count) % USED_WINDOWS;
+    this.count++;
+    this.fingerprint[at] = fingerprint;
+    this.family[at] = family;
+    this.src.set(src.subarray(0, 4), at * 4);
+    this.window[at] = window;
+    this.expiry[at] = expiry;
+    let i = this.home(fingerprint, family, src, window);
+    while (this.index[i] !== 0) i = (i + 1) & this.mask;
+    this.index[i] = at + 1;
+  }
+
+  private matches(at: number, fingerprint: number, family: number, src: Uint32Array, window: number): boolean {
+    const s = at * 4;
+    return (
+      this.fingerprint[at] === fingerprint &&
+      this.family[at] === family &&
+      this.window[at] === window &&
+      this.src[s] === src[0] &&
+      this.src[s + 1] === src[1] &&
+      this.src[s + 2] === src[2] &&
+      this.src[s + 3] === src[3]
+    );
+  }
+
+  private home(fingerprint: number, family: number, src: Uint32Array, window: number): number {
+    let h = Math.imul(fingerprint ^ family, 0x9e3779b1);
+    h = Math.imul(h ^ src[0], 0x85ebca6b);
+    h = Math.imul(h ^ src[1], 0xc2b2ae35);
+    h = Math.imul(h ^ src[2], 0x27d4eb2f);
+    h = Math.imul(h ^ src[3], 0x165667b1);
+    h = Math.imul(h ^ (window >>> 0), 0x9e3779b1);
+    return (h ^ (h >>> 15)) & this.mask;
+  }
+
+  private removeHead(): void {
+    const at = this.head;
+    const s = at * 4;
+    const view = this.src.subarray(s, s + 4);
+    let i = this.home(this.fingerprint[at], this.family[at], view, this.window[at]);
+    while (this.index[i] !== at + 1) i = (i + 1) & this.mask;
+    // backward-shift deletion, as in the record index
+    for (let j = (i + 1) & this.mask; this.index[j] !== 0; j = (j + 1) & this.mask) {
+      const e = this.index[j] - 1;
+      const home = this.home(this.fingerprint[e], this.family[e], this.src.subarray(e * 4, e * 4 + 4), this.window[e]);
+      if (i <= j ? home <= i || home > j : home <= i && home > j) {
+        this.index[i] = this.index[j];
+        i = j;
+      }
+    }
+    this.index[i] = 0;
+    this.head = (this.head + 1) % USED_WINDOWS;
+    this.count--;
+  }
 }
