@@ -198,6 +198,8 @@ export interface DaemonHooks {
   exit?: (code: number) => void;
 }
 
+const RELOAD_REFUSED = 'error: the new config was not loaded; the running config is kept';
+
 export class Daemon {
   private config: KnockdConfig;
   private readonly settings: DaemonSettings;
@@ -301,26 +303,24 @@ export class Daemon {
       next = parseConfig(this.settings.configPath);
     } catch (err) {
       this.log.log((err as Error).message);
-      this.log.log('error: the new config was not loaded; the running config is kept');
+      this.log.log(RELOAD_REFUSED);
       return;
     }
     try {
-      if (next.doors.some((d) => d.open.length > 0 || d.nftSet)) {
-        if (this.nft) await this.nft.reload(next.doors);
-        else {
-          this.nft = this.newNft(next);
-          await this.nft.start();
-        }
-      }
       // refuse what the matchers would refuse before anything is swapped
       compileProgram(next, { localAddresses: [], allLocal: true });
+      if (this.nft) await this.nft.reload(next.doors);
+      else if (next.doors.some((d) => d.open.length > 0 || d.nftSet)) {
+        this.nft = this.newNft(next);
+        await this.nft.start();
+      }
       this.config = next;
       this.controller.attach({ nft: this.nft });
       this.log.reopen(next.options.logFile ?? this.args.logfile);
       this.engine?.reload();
     } catch (err) {
       this.log.log(`error: ${(err as Error).message}`);
-      this.log.log('error: the new config was not loaded; the running config is kept');
+      this.log.log(RELOAD_REFUSED);
     }
   }
 
@@ -332,8 +332,9 @@ export class Daemon {
     for (const [sig, fn] of Object.entries(this.onSignal)) process.off(sig, fn);
     try {
       await this.engine?.close();
-      await this.controller.close();
+      // nft first: closing gives up a failing batch instead of retrying it, so shutdown stays prompt
       await this.nft?.close();
+      await this.controller.close();
       await this.metrics?.close();
     } catch (err) {
       this.io.stderr(`error during shutdown: ${(err as Error).message}\n`);
