@@ -6,6 +6,8 @@
 #include "matcher.h"
 
 #include <algorithm>
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -55,27 +57,42 @@ size_t index_capacity(uint32_t max_tracked) {
   return cap;
 }
 
-// A zero-filled array from calloc: the kernel commits its pages on first touch, so a large MaxTracked
-// costs memory only as sources arrive, while the allocation itself happens once, at load.
+// A zero-filled array from anonymous mmap: the kernel commits its pages on first touch, so a large
+// MaxTracked costs memory only as sources arrive, while the allocation itself happens once, at load.
+// Transparent huge pages are requested because the index and the pool are read at random: with 4 KiB
+// pages nearly every lookup would also miss the TLB.
 template <typename T>
 class ZeroedArray {
  public:
+  ZeroedArray() = default;
+  ZeroedArray(const ZeroedArray&) = delete;
+  ZeroedArray& operator=(const ZeroedArray&) = delete;
+  ~ZeroedArray() { release(); }
+
   void reset(size_t n) {
-    data_.reset(static_cast<T*>(std::calloc(n, sizeof(T))));
-    if (!data_ && n) throw std::bad_alloc();
+    release();
+    if (n == 0) return;
+    bytes_ = n * sizeof(T);
+    void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    if (bytes_ >= kHugePage) madvise(p, bytes_, MADV_HUGEPAGE);  // a hint: failure only costs speed
+    data_ = static_cast<T*>(p);
     size_ = n;
   }
-  T& operator[](size_t i) { return data_.get()[i]; }
-  const T& operator[](size_t i) const { return data_.get()[i]; }
+  T& operator[](size_t i) { return data_[i]; }
+  const T& operator[](size_t i) const { return data_[i]; }
   size_t size() const { return size_; }
-  void zero() { std::memset(data_.get(), 0, size_ * sizeof(T)); }
+  void zero() { std::memset(data_, 0, bytes_); }
 
  private:
-  struct Free {
-    void operator()(T* p) const { std::free(p); }
-  };
-  std::unique_ptr<T, Free> data_;
-  size_t size_ = 0;
+  static constexpr size_t kHugePage = size_t(2) << 20;
+  void release() {
+    if (data_) munmap(data_, bytes_);
+    data_ = nullptr;
+    size_ = bytes_ = 0;
+  }
+  T* data_ = nullptr;
+  size_t size_ = 0, bytes_ = 0;
 };
 
 }  // namespace
