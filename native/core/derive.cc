@@ -114,15 +114,56 @@ void hmac_sha256(const uint8_t* key, size_t key_len, const uint8_t* msg, size_t 
   oh.finish(out);
 }
 
+HmacSha256Key::HmacSha256Key(const uint8_t* key, size_t key_len) {
+  uint8_t k[64] = {};
+  if (key_len > 64) {
+    Sha256 kh;
+    kh.update(key, key_len);
+    kh.finish(k);
+  } else {
+    std::memcpy(k, key, key_len);
+  }
+  uint8_t pad[64];
+  for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x36;
+  Sha256 inner;
+  inner.update(pad, 64);
+  std::memcpy(inner_, inner.h, sizeof inner_);
+  for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x5c;
+  Sha256 outer;
+  outer.update(pad, 64);
+  std::memcpy(outer_, outer.h, sizeof outer_);
+}
+
+void HmacSha256Key::mac(const uint8_t* msg, size_t msg_len, uint8_t out[32]) const {
+  uint8_t inner_digest[32];
+  Sha256 inner;
+  std::memcpy(inner.h, inner_, sizeof inner_);
+  inner.total = 64;
+  inner.update(msg, msg_len);
+  inner.finish(inner_digest);
+  Sha256 outer;
+  std::memcpy(outer.h, outer_, sizeof outer_);
+  outer.total = 64;
+  outer.update(inner_digest, 32);
+  outer.finish(out);
+}
+
+void derivation_message(uint64_t window, uint8_t family, const uint8_t src[16], bool bind_source, uint8_t k,
+                        uint8_t out[kDerivationMessageBytes]) {
+  std::memset(out, 0, kDerivationMessageBytes);
+  std::memcpy(out, "KFD1", 4);
+  for (int i = 0; i < 8; i++) out[4 + i] = uint8_t(window >> (56 - 8 * i));
+  if (bind_source) {
+    out[12] = family;
+    std::memcpy(out + 13, src, 16);
+  }
+  out[29] = k;
+}
+
 void derivation_block(const DerivedParams& p, uint64_t window, uint8_t family, const uint8_t src[16], uint8_t k,
                       uint8_t out[32]) {
-  uint8_t msg[30] = {'K', 'F', 'D', '1'};
-  for (int i = 0; i < 8; i++) msg[4 + i] = uint8_t(window >> (56 - 8 * i));
-  if (p.bind_source) {
-    msg[12] = family;
-    std::memcpy(msg + 13, src, 16);
-  }
-  msg[29] = k;
+  uint8_t msg[kDerivationMessageBytes];
+  derivation_message(window, family, src, p.bind_source, k, msg);
   hmac_sha256(p.key, p.key_len, msg, sizeof msg, out);
 }
 

@@ -19,6 +19,24 @@ struct Sha256 {
 
 void hmac_sha256(const uint8_t* key, size_t key_len, const uint8_t* msg, size_t msg_len, uint8_t out[32]);
 
+// HMAC-SHA256 keyed once: the key's pad blocks are compressed at construction, so a MAC costs the
+// compressions of the message alone (the matcher derives a step per knock on a derived door).
+class HmacSha256Key {
+ public:
+  HmacSha256Key() = default;
+  HmacSha256Key(const uint8_t* key, size_t key_len);
+  void mac(const uint8_t* msg, size_t msg_len, uint8_t out[32]) const;
+
+ private:
+  uint32_t inner_[8] = {}, outer_[8] = {};
+};
+
+constexpr size_t kDerivationMessageBytes = 30;
+// The message of derivation block k: "KFD1" ‖ u64be(window) ‖ u8(family) ‖ src16 ‖ u8(k), with family
+// and source zero when the door is not bound to the source (docs/MATCHER.md §10).
+void derivation_message(uint64_t window, uint8_t family, const uint8_t src[16], bool bind_source, uint8_t k,
+                        uint8_t out[kDerivationMessageBytes]);
+
 struct DerivedParams {
   const uint8_t* key;
   size_t key_len;

@@ -35,7 +35,7 @@ struct Record {
   uint8_t family;
   uint8_t group;
   uint8_t flags;
-  uint8_t reserved;
+  uint8_t window_offset;      // derived door: its window − the window of t_first + 1 (MATCHER.md §10)
   uint8_t stage[kMaxCohort];  // per cohort member, 0 = dead
 };
 static_assert(sizeof(Record) == 56, "a tracked source costs 56 bytes of record (MATCHER.md §9)");
@@ -95,6 +95,81 @@ class ZeroedArray {
   size_t size_ = 0, bytes_ = 0;
 };
 
+constexpr uint32_t kUsedWindows = 65536;
+
+// The used-table of MATCHER.md §10: (door fingerprint, family, source, window) of derived sequences that
+// opened their door. A ring in insertion order plus a linear-probing index; adding first drops expired
+// entries from the head, then the oldest entry when the ring is full (FIFO), exactly as src/matcher.ts
+// does. An expired entry counts as absent even while it is still in the ring.
+class UsedWindows {
+ public:
+  bool has(uint32_t fingerprint, uint8_t family, const uint8_t* src, int64_t window, int64_t now) const {
+    if (count_ == 0) return false;
+    for (size_t i = home(fingerprint, family, src, window);; i = (i + 1) & kMask) {
+      const uint32_t e = index_[i];
+      if (e == 0) return false;
+      if (ring_[e - 1].is(fingerprint, family, src, window) && now < ring_[e - 1].expiry) return true;
+    }
+  }
+
+  void add(uint32_t fingerprint, uint8_t family, const uint8_t* src, int64_t window, int64_t expiry, int64_t now) {
+    while (count_ > 0 && ring_[head_].expiry <= now) remove_head();
+    if (count_ == kUsedWindows) remove_head();
+    const uint32_t at = (head_ + count_) % kUsedWindows;
+    count_++;
+    Entry& e = ring_[at];
+    std::memcpy(e.src, src, 16);
+    e.window = window;
+    e.expiry = expiry;
+    e.fingerprint = fingerprint;
+    e.family = family;
+    size_t i = home(fingerprint, family, src, window);
+    while (index_[i] != 0) i = (i + 1) & kMask;
+    index_[i] = at + 1;
+  }
+
+ private:
+  static constexpr size_t kMask = kUsedWindows * 2 - 1;
+  struct Entry {
+    uint8_t src[16];
+    int64_t window, expiry;
+    uint32_t fingerprint;
+    uint8_t family;
+    bool is(uint32_t fp, uint8_t fam, const uint8_t* s, int64_t w) const {
+      return fingerprint == fp && family == fam && window == w && std::memcmp(src, s, 16) == 0;
+    }
+  };
+
+  static size_t home(uint32_t fingerprint, uint8_t family, const uint8_t* src, int64_t window) {
+    return (key_hash(family, src, uint8_t(fingerprint)) ^ (uint64_t(fingerprint) * 0x9E3779B97F4A7C15ull) ^
+            (uint64_t(window) * 0xC2B2AE3D27D4EB4Full >> 7)) &
+           kMask;
+  }
+
+  void remove_head() {
+    const Entry& gone = ring_[head_];
+    size_t i = home(gone.fingerprint, gone.family, gone.src, gone.window);
+    while (index_[i] != head_ + 1) i = (i + 1) & kMask;
+    // Backward shift, as in the record index.
+    for (size_t j = (i + 1) & kMask; index_[j] != 0; j = (j + 1) & kMask) {
+      const Entry& m = ring_[index_[j] - 1];
+      size_t h = home(m.fingerprint, m.family, m.src, m.window);
+      bool stays = i <= j ? (h > i && h <= j) : (h > i || h <= j);
+      if (!stays) {
+        index_[i] = index_[j];
+        i = j;
+      }
+    }
+    index_[i] = 0;
+    head_ = (head_ + 1) % kUsedWindows;
+    count_--;
+  }
+
+  std::vector<Entry> ring_ = std::vector<Entry>(kUsedWindows);
+  std::vector<uint32_t> index_ = std::vector<uint32_t>(kUsedWindows * 2, 0);
+  uint32_t head_ = 0, count_ = 0;
+};
+
 }  // namespace
 
 struct Matcher::State {
@@ -113,6 +188,8 @@ struct Matcher::State {
   int64_t wheel_pos = 0;
   int64_t window = 0;
   uint32_t used = 0, suppressed = 0;
+  // Derived doors' used windows (§10), kept across loads; allocated at the first derived completion.
+  std::unique_ptr<UsedWindows> used_windows;
 
   void allocate(uint32_t max_tracked) {
     pool.reset(max_tracked);
@@ -269,6 +346,7 @@ class MatchCall {
     if (n_groups > 0 && prog_.any_door_uses(p.proto, p.dport)) {
       for (size_t i = 0; i < n_groups && !visible; i++) visible = prog_.group_sees(groups[i], step, p.proto, p.tcp_flags);
     }
+    if (!visible && prog_.has_derived) visible = derived_visible(groups, n_groups, p);
     if (!visible) {
       stats_[kStatInvisible]++;
       return;
@@ -285,7 +363,10 @@ class MatchCall {
       for (size_t i = 0; i < n_candidates; i++) advance(candidates[i], p, step);
       return;
     }
-    for (size_t i = 0; i < n_groups; i++) start(groups[i], p, step);
+    for (size_t i = 0; i < n_groups; i++) {
+      const bool tracked = start(groups[i], p, step);
+      if (prog_.has_derived) start_derived(groups[i], p, step, tracked);
+    }
   }
 
  private:
@@ -434,17 +515,19 @@ class MatchCall {
       const uint16_t door = c.doors[j];
       const Door& d = prog_.doors[door];
       if (p.proto == kProtoTcp && !d.flags_ok(p.proto, p.tcp_flags)) continue;
-      if (d.steps[s] == step) {
+      const bool derived = d.is_derived();
+      if ((derived ? record_step(r, d, s) : d.steps[s]) == step) {
         const uint8_t next = uint8_t(s + 1);
         stage_event(r, next, door);
-        if (next == d.steps.size()) {
+        if (next == d.length) {
           completed_event(r, next, door);
+          if (derived) mark_used(d, record_window(r, d), r.family, r.src);
           r.stage[j] = 0;
         } else {
           r.stage[j] = next;
         }
         passed_stage1 |= next >= 2;
-      } else if ((d.options & kOptAllowDuplicates) && d.steps[s - 1] == step) {
+      } else if ((d.options & kOptAllowDuplicates) && (derived ? record_step(r, d, s - 1) : d.steps[s - 1]) == step) {
         continue;
       } else {
         failed_event(kFailWrongPort, r, s, door, st_.now);
@@ -465,19 +548,19 @@ class MatchCall {
     st_.free_record(slot);
   }
 
-  // §4 step 6 for one accepting group.
-  void start(uint32_t group, const Packet& p, uint32_t step) {
+  // §4 step 6 for the fixed doors of one accepting group; returns whether a record now exists for the key.
+  bool start(uint32_t group, const Packet& p, uint32_t step) {
     const Cohort* c = prog_.find_cohort(group, step);
-    if (!c) return;
+    if (!c) return false;
     uint8_t starters = 0;
     bool needs_record = false;
     for (uint8_t j = 0; j < c->size; j++) {
       const Door& d = prog_.doors[c->doors[j]];
       if (!d.flags_ok(p.proto, p.tcp_flags)) continue;
       starters |= uint8_t(1u << j);
-      needs_record |= d.steps.size() >= 2;
+      needs_record |= d.length >= 2;
     }
-    if (!starters) return;
+    if (!starters) return false;
     if (needs_record && st_.count == st_.pool.size()) {
       if (st_.s1_head == kNone) {
         stats_[kStatRejected]++;
@@ -497,7 +580,7 @@ class MatchCall {
     for (uint8_t j = 0; j < c->size; j++) {
       if (!(starters >> j & 1)) continue;
       const uint16_t door = c->doors[j];
-      if (prog_.doors[door].steps.size() == 1) {
+      if (prog_.doors[door].length == 1) {
         stage_event(fresh, 1, door);
         completed_event(fresh, 1, door);
       } else if (needs_record) {
@@ -505,12 +588,86 @@ class MatchCall {
         fresh.stage[j] = 1;
       }
     }
-    if (!needs_record) return;
+    if (!needs_record) return false;
+    commit(fresh);
+    return true;
+  }
+
+  // A new record with live members enters the pool, the index, the stage-1 list and the wheel.
+  void commit(const Record& fresh) {
     uint32_t slot = st_.take_slot();
     st_.pool[slot] = fresh;
     st_.index_insert(slot);
     st_.s1_append(slot);
     st_.wheel_link(slot, bucket_for(deadline(fresh)));
+  }
+
+  // ---- derived doors (§10) ----
+
+  bool derived_visible(const uint8_t* groups, size_t n_groups, const Packet& p) const {
+    for (size_t i = 0; i < n_groups; i++) {
+      for (uint16_t door : prog_.derived_by_group[groups[i]]) {
+        if (prog_.doors[door].derived_sees(p.proto, p.dport, p.tcp_flags)) return true;
+      }
+    }
+    return false;
+  }
+
+  // Start for the derived doors of one group, in program order: the first of windows w−1, w, w+1 not used
+  // by (door, source) whose step 0 is this packet. A length-1 door completes at once; a longer one needs
+  // the record of (family, source, group) unless the fixed doors or an earlier derived door took it.
+  void start_derived(uint32_t group, const Packet& p, uint32_t step, bool tracked) {
+    for (uint16_t door : prog_.derived_by_group[group]) {
+      const Door& d = prog_.doors[door];
+      if (!d.derived_sees(p.proto, p.dport, p.tcp_flags)) continue;
+      const int64_t w = floor_div(st_.now, d.derived.time_step_us);
+      uint8_t offset = 0;
+      for (; offset < 3; offset++) {
+        const int64_t window = w + offset - 1;
+        if (st_.used_windows && st_.used_windows->has(d.fingerprint, p.family, p.src, window, st_.now)) continue;
+        if (d.derived_step(window, p.family, p.src, 0) == step) break;
+      }
+      if (offset == 3) continue;
+      Record fresh{};
+      fresh.family = p.family;
+      fresh.group = uint8_t(group);
+      std::memcpy(fresh.src, p.src, 16);
+      fresh.cohort = uint16_t(d.cohort);
+      fresh.t_first = st_.now;
+      fresh.bucket = kNoBucket;
+      fresh.window_offset = offset;
+      if (d.length == 1) {
+        stage_event(fresh, 1, door);
+        completed_event(fresh, 1, door);
+        mark_used(d, w + offset - 1, p.family, p.src);
+        continue;
+      }
+      if (tracked) continue;
+      if (st_.count == st_.pool.size()) {
+        if (st_.s1_head == kNone) {
+          stats_[kStatRejected]++;
+          continue;
+        }
+        evict(st_.s1_head);
+      }
+      stage_event(fresh, 1, door);
+      fresh.stage[0] = 1;
+      commit(fresh);
+      tracked = true;
+    }
+  }
+
+  int64_t record_window(const Record& r, const Door& d) const {
+    return floor_div(r.t_first, d.derived.time_step_us) + r.window_offset - 1;
+  }
+
+  uint32_t record_step(const Record& r, const Door& d, unsigned i) const {
+    return d.derived_step(record_window(r, d), r.family, r.src, i);
+  }
+
+  void mark_used(const Door& d, int64_t window, uint8_t family, const uint8_t* src) {
+    if (!st_.used_windows) st_.used_windows = std::make_unique<UsedWindows>();
+    st_.used_windows->add(d.fingerprint, family, src, window, (window + 2) * d.derived.time_step_us, st_.now);
   }
 
   Matcher::State& st_;
@@ -650,6 +807,7 @@ void Matcher::load(std::shared_ptr<const Program> program) {
   fresh->window = old.window;
   fresh->used = old.used;
   fresh->suppressed = old.suppressed;
+  fresh->used_windows = std::move(old.used_windows);
   state_ = std::move(fresh);
   program_ = std::move(program);
   stats_[kStatTracked] = state_->count;

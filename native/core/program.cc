@@ -27,7 +27,71 @@ bool decode_address(const uint32_t* w, Address& out) {
   return true;
 }
 
+uint32_t load_be32(const uint8_t* b) { return uint32_t(b[0]) << 24 | uint32_t(b[1]) << 16 | uint32_t(b[2]) << 8 | b[3]; }
+
+// The words of a derived door after its header (MATCHER.md §10), door header at w = words + o, already
+// known to fit the array. Returns an empty string, or what is wrong.
+std::string decode_derived(const uint32_t* w, size_t o, Door& d) {
+  const size_t words = w[0];
+  if (words < kDoorHeaderWords + kDerivedWords + 1) return " is too short for a derived door" + at(o);
+  size_t k = kDoorHeaderWords;
+  const uint32_t time_step = w[k], protocols = w[k + 1], bind = w[k + 2], key_bytes = w[k + 3];
+  if (time_step < 1) return " has a time step of 0 seconds" + at(o + k);
+  if (protocols < 1 || protocols > 3) return " has protocol set " + std::to_string(protocols) + ", not 1..3" + at(o + k + 1);
+  if (bind > 1) return " has bindSource " + std::to_string(bind) + ", not 0 or 1" + at(o + k + 2);
+  if (key_bytes < 16 || key_bytes > 64) return " has a " + std::to_string(key_bytes) + "-byte key, not 16..64" + at(o + k + 3);
+  k += kDerivedWords;
+  const size_t key_words = (key_bytes + 3) / 4;
+  if (key_words + 1 > words - k) return " key runs past the door" + at(o + k);
+  uint8_t key[64];
+  for (uint32_t i = 0; i < key_bytes; i++) key[i] = uint8_t(w[k + i / 4] >> (24 - 8 * (i % 4)));
+  k += key_words;
+  const uint32_t n_ranges = w[k++];
+  if (n_ranges < 1 || n_ranges != words - k) {
+    return " has " + std::to_string(n_ranges) + " port ranges but " + std::to_string(words - k) + " words for them" + at(o + k - 1);
+  }
+  Door::Derived& x = d.derived;
+  x.time_step_us = int64_t(time_step) * 1000000;
+  x.proto_mask = uint8_t(protocols);
+  x.bind_source = bind == 1;
+  x.key = HmacSha256Key(key, key_bytes);
+  uint32_t total = 0;
+  int64_t previous_hi = -1;
+  for (uint32_t i = 0; i < n_ranges; i++, k++) {
+    const uint32_t lo = w[k] & 0xffff, hi = w[k] >> 16;
+    if (lo > hi || int64_t(lo) <= previous_hi) return " port range " + std::to_string(i) + " is backwards, unsorted or overlapping" + at(o + k);
+    x.ranges.push_back(w[k]);
+    x.ports_before.push_back(total);
+    total += hi - lo + 1;
+    previous_hi = hi;
+  }
+  x.range_size = total;
+  return "";
+}
+
 }  // namespace
+
+bool Door::derived_sees(uint8_t proto, uint16_t port, uint8_t tcp_flags) const {
+  if (!(derived.proto_mask & (proto == kProtoTcp ? 1 : 2)) || !flags_ok(proto, tcp_flags)) return false;
+  auto after = std::upper_bound(derived.ranges.begin(), derived.ranges.end(), port,
+                                [](uint16_t p, uint32_t range) { return p < (range & 0xffff); });
+  return after != derived.ranges.begin() && port <= (after[-1] >> 16);
+}
+
+uint32_t Door::derived_step(int64_t window, uint8_t family, const uint8_t src[16], unsigned i) const {
+  uint8_t msg[kDerivationMessageBytes], block[32];
+  derivation_message(uint64_t(window), family, src, derived.bind_source, uint8_t(i >> 2), msg);
+  derived.key.mac(msg, sizeof msg, block);
+  const unsigned j = (i & 3) * 8;
+  const uint32_t index = load_be32(block + j) % derived.range_size;
+  // the protocol list is tcp then udp (MATCHER.md §10)
+  const uint8_t proto = derived.proto_mask == 3 ? (load_be32(block + j + 4) % 2 == 0 ? kProtoTcp : kProtoUdp)
+                        : derived.proto_mask == 1 ? kProtoTcp
+                                                   : kProtoUdp;
+  const size_t r = size_t(std::upper_bound(derived.ports_before.begin(), derived.ports_before.end(), index) -
+                          derived.ports_before.begin()) - 1;
+  return step_word(proto, uint16_t((derived.ranges[r] & 0xffff) + index - derived.ports_before[r]));
+}
 
 const Cohort* Program::find_cohort(uint32_t group, uint32_t step) const {
   uint64_t key = group_step_key(group, step);
@@ -86,8 +150,9 @@ std::shared_ptr<const Program> Program::decode(const uint32_t* words, size_t n, 
     if (n - o < kDoorHeaderWords) return fail(error, which + " header runs past the end of the array" + at(o));
     const uint32_t* w = words + o;
     const uint32_t n_steps = w[6];
+    const bool derived = w[5] & kOptDerived;
     if (n_steps < 1 || n_steps > kMaxSteps) return fail(error, which + " has " + std::to_string(n_steps) + " steps, not 1..32" + at(o + 6));
-    if (w[0] != kDoorHeaderWords + n_steps) return fail(error, which + " word count does not match its steps" + at(o));
+    if (!derived && w[0] != kDoorHeaderWords + n_steps) return fail(error, which + " word count does not match its steps" + at(o));
     if (w[0] > n - o) return fail(error, which + " runs past the end of the array" + at(o));
     if (w[1] > n_targets) return fail(error, which + " names group " + std::to_string(w[1]) + " beyond the targets" + at(o + 1));
     Door d{};
@@ -98,7 +163,12 @@ std::shared_ptr<const Program> Program::decode(const uint32_t* words, size_t n, 
     d.must_clear = uint8_t((w[4] >> 8) & 0x3f);
     d.options = w[5];
     d.timeout_us = int64_t(d.seq_timeout) * 1000000;
-    for (uint32_t k = 0; k < n_steps; k++) {
+    d.length = n_steps;
+    if (derived) {
+      std::string wrong = decode_derived(w, o, d);
+      if (!wrong.empty()) return fail(error, which + wrong);
+    }
+    for (uint32_t k = 0; k < n_steps && !derived; k++) {
       uint32_t s = w[kDoorHeaderWords + k];
       uint32_t proto = s >> 16;
       if (proto != kProtoTcp && proto != kProtoUdp) {
@@ -112,10 +182,19 @@ std::shared_ptr<const Program> Program::decode(const uint32_t* words, size_t n, 
   }
   if (o != n) return fail(error, "there are " + std::to_string(n - o) + " words after the last door" + at(o));
 
-  // Cohorts in order of their first door; members in config order.
+  // Cohorts in order of their first door; members in config order. A derived door is a cohort of its own.
   std::unordered_map<uint64_t, uint32_t> cohort_of_key;
+  p->derived_by_group.resize(n_targets + 1);
   for (size_t i = 0; i < p->doors.size(); i++) {
     Door& d = p->doors[i];
+    if (d.is_derived()) {
+      d.cohort = uint32_t(p->cohorts.size());
+      d.member = 0;
+      p->cohorts.push_back(Cohort{d.group, 0, 1, {uint16_t(i)}});
+      p->derived_by_group[d.group].push_back(uint16_t(i));
+      p->has_derived = true;
+      continue;
+    }
     auto [it, added] = cohort_of_key.emplace(group_step_key(d.group, d.steps[0]), uint32_t(p->cohorts.size()));
     if (added) p->cohorts.push_back(Cohort{d.group, d.steps[0], 0, {}});
     Cohort& c = p->cohorts[it->second];

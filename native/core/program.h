@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "derive.h"
+
 namespace knockd {
 
 constexpr uint32_t kProgramMagic = 0x3150464b;
@@ -15,6 +17,7 @@ constexpr uint32_t kFlagStageEvents = 1, kFlagAllLocal = 2, kFlagIgnoreIpv6 = 4;
 constexpr uint32_t kOptAllowDuplicates = 1, kOptDerived = 2;
 constexpr size_t kMaxSteps = 32, kMaxCohort = 8;
 constexpr size_t kHeaderWords = 16, kAddressWords = 5, kDoorHeaderWords = 7;
+constexpr size_t kDerivedWords = 4;  // timeStep, protocols, bindSource, keyBytes (MATCHER.md §10)
 // Limits of the fixed-size event record and matcher record (door is a u16, group a u8).
 constexpr size_t kMaxDoors = 65535, kMaxTargets = 255;
 constexpr uint8_t kProtoTcp = 6, kProtoUdp = 17;
@@ -33,15 +36,32 @@ struct Door {
   int32_t seq_timeout;  // seconds
   uint8_t must_set, must_clear;
   uint32_t options;
-  std::vector<uint32_t> steps;  // port | proto << 16
+  std::vector<uint32_t> steps;  // port | proto << 16 (empty for a derived door)
   // Derived at decode time.
+  uint32_t length;     // steps of a knock: steps.size(), or a derived door's Sequence_Length
   int64_t timeout_us;  // seq_timeout * 1e6
   uint32_t cohort;     // index into Program::cohorts
   uint8_t member;      // position within that cohort
 
+  // A derived door (options & kOptDerived, MATCHER.md §10): its steps are computed per source and window.
+  struct Derived {
+    int64_t time_step_us;
+    uint8_t proto_mask;  // 1 tcp, 2 udp
+    bool bind_source;
+    HmacSha256Key key;
+    std::vector<uint32_t> ranges;        // lo | hi << 16, sorted, disjoint
+    std::vector<uint32_t> ports_before;  // ports in the ranges before range i
+    uint32_t range_size;                 // R: ports in all ranges
+  } derived{};
+
+  bool is_derived() const { return options & kOptDerived; }
   bool flags_ok(uint8_t proto, uint8_t tcp_flags) const {
     return proto == kProtoUdp || ((tcp_flags & must_set) == must_set && (tcp_flags & must_clear) == 0);
   }
+  // Derived door: (proto, port) is in its protocols × ranges and the flags pass.
+  bool derived_sees(uint8_t proto, uint16_t port, uint8_t tcp_flags) const;
+  // Derived door: step i (port | proto << 16) of `src` in `window`.
+  uint32_t derived_step(int64_t window, uint8_t family, const uint8_t src[16], unsigned i) const;
 };
 
 // The doors (config order) of one group whose first step is the same (MATCHER.md §4).
@@ -71,10 +91,12 @@ struct Program {
   std::vector<uint32_t> cohort_by_key;
   std::vector<StepUse> step_uses;
   std::vector<uint64_t> step_bits;  // bit (proto == UDP) << 16 | port: some door uses that step
+  std::vector<std::vector<uint16_t>> derived_by_group;  // group -> its derived doors in program order
+  bool has_derived = false;
 
   static uint64_t group_step_key(uint32_t group, uint32_t step) { return uint64_t(group) << 32 | step; }
 
-  // The cohort of `group` whose first step is `step`, or nullptr.
+  // The cohort of `group` whose first step is `step`, or nullptr (derived doors have no first step).
   const Cohort* find_cohort(uint32_t group, uint32_t step) const;
   // Whether some door of `group` has `step` in its sequence and accepts these TCP flags.
   bool group_sees(uint32_t group, uint32_t step, uint8_t proto, uint8_t tcp_flags) const;

@@ -44,6 +44,16 @@ int main() {
   hex(out, 32, text);
   CHECK(std::strcmp(text, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54") == 0);
 
+  // The keyed form (pad blocks precomputed) gives the same MACs, for short and long keys and messages.
+  HmacSha256Key jefe(reinterpret_cast<const uint8_t*>(key), 4);
+  jefe.mac(reinterpret_cast<const uint8_t*>(msg), std::strlen(msg), out);
+  hex(out, 32, text);
+  CHECK(std::strcmp(text, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843") == 0);
+  HmacSha256Key long_keyed(long_key, sizeof long_key);
+  long_keyed.mac(reinterpret_cast<const uint8_t*>(msg6), std::strlen(msg6), out);
+  hex(out, 32, text);
+  CHECK(std::strcmp(text, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54") == 0);
+
   uint8_t k[32];
   for (int i = 0; i < 32; i++) k[i] = uint8_t(i * 7 + 1);
   const uint32_t ranges[] = {1000u | (1009u << 16), 40000u | (49999u << 16)};
