@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { main, MANUAL, parseArgs, USAGE, VERSION } from '../src/cli.js';
 import { packageRoot } from '../src/native.js';
+import { Lab } from '../src/netns.js';
 import { writePcap } from '../src/pcap.js';
 import { knockFrame } from './helpers/packets.js';
 
@@ -217,4 +218,29 @@ test('bin/knockd-fast.js: -V through the real entry point, exit code 0', () => {
   const r = spawnSync(process.execPath, [join(packageRoot, 'bin', 'knockd-fast.js'), '-V'], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, `knockd-fast ${VERSION} (knockd 0.8 compatible)\n`);
+});
+
+const nftPresent = spawnSync('nft', ['--version'], { encoding: 'utf8' }).status === 0;
+
+test('nft status|uninstall inside a private netns: shows and removes the knockd-fast table', { skip: (process.getuid?.() !== 0 && 'needs root to create a network namespace') || (!nftPresent && 'the nft tool is not installed') }, () => {
+  const lab = new Lab('clinft');
+  try {
+    lab.ns('n');
+    const path = conf('nftcli.conf', '[options]\n  NftTable = kf_cli\n[ssh]\n  sequence = 7000\n  Open = 22/tcp\n');
+    const run = (...args: string[]) =>
+      spawnSync('ip', ['netns', 'exec', lab.name('n'), process.execPath, join(packageRoot, 'bin', 'knockd-fast.js'), '-c', path, 'nft', ...args], { encoding: 'utf8', timeout: 30_000 });
+    const before = run('status');
+    assert.equal(before.status, 0, before.stderr);
+    assert.equal(before.stdout, 'table inet kf_cli: not installed\n');
+    lab.exec('n', 'nft', ['-f', '-'], 'add table inet kf_cli\nadd set inet kf_cli probe { type ipv4_addr; flags timeout; }\nadd element inet kf_cli probe { 192.0.2.7 timeout 60s }\n');
+    const during = run('status');
+    assert.equal(during.status, 0, during.stderr);
+    assert.match(during.stdout, /^table inet kf_cli\n {2}set probe: ipv4_addr, 1 element\(s\)\n {4}192\.0\.2\.7 {2}expires in \d+s of 60s\n/);
+    const removed = run('uninstall');
+    assert.equal(removed.status, 0, removed.stderr);
+    assert.equal(removed.stdout, 'removed table inet kf_cli\n');
+    assert.equal(run('uninstall').stdout, 'table inet kf_cli was not installed\n');
+  } finally {
+    lab.destroy();
+  }
 });
