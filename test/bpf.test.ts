@@ -10,6 +10,8 @@ import { LinkType } from '../src/matcher-api.js';
 import { loadBinding } from '../src/native.js';
 import type { KnockdConfig } from '../src/config/types.js';
 import { checkFilter, decodeFilter, runFilter, type Insn, type PacketMeta } from './helpers/cbpf.js';
+import { portRanges } from '../src/program.js';
+import { derivedDoor, range } from './helpers/derived.js';
 import { CONFIGS, compile, config, door } from './helpers/doors.js';
 import { knockFrame, randomTrace, TCP, type IpShape, type Knock, type LinkShape } from './helpers/packets.js';
 import type { CapturedFrame } from '../src/frame.js';
@@ -60,6 +62,9 @@ function corpus(cfg: KnockdConfig, seed: number, lite = false): CapturedFrame[] 
   const frames: CapturedFrame[] = [];
   const ports = new Set<number>([1234]);
   for (const d of cfg.doors) for (const s of d.sequence) [s.port - 1, s.port, s.port + 1].forEach((p) => ports.add(p & 0xffff));
+  for (const d of cfg.doors) {
+    for (const [lo, hi] of portRanges(d.derived?.ports ?? [])) [lo - 1, lo, lo + 1, hi - 1, hi, hi + 1].forEach((p) => ports.add(p & 0xffff));
+  }
   const shapes: (IpShape & LinkShape)[] = [
     {},
     { vlan: [0x8100] },
@@ -91,7 +96,8 @@ function corpus(cfg: KnockdConfig, seed: number, lite = false): CapturedFrame[] 
     }
   }
   // every shape on the first step of each door, to the local and another address
-  for (const d of lite ? cfg.doors.slice(0, 2) : cfg.doors) {
+  const fixed = cfg.doors.filter((d) => d.sequence.length > 0);
+  for (const d of lite ? fixed.slice(0, 2) : fixed) {
     const s = d.sequence[0];
     for (const shape of shapes) {
       for (const [src, dst] of [['198.51.100.1', '192.0.2.2'], ['2001:db8::5', 'fd00::2'], ['2001:db8::5', '2001:db8:ffff::9']]) {
@@ -162,6 +168,16 @@ test('filter agrees with ALL_LOCAL (every destination local) and with -4 (IPv6 i
   agree('C4 allLocal', CONFIGS.C4(), { allLocal: true }, 2);
   agree('C7b ignoreIpv6', CONFIGS.C7b(), { ignoreIpv6: true }, 3);
   agree('C11 IPv6 target', config([door('A', '7000,8000:udp', { target: 'fd00::2' }), door('B', '7000,9000', { target: '192.0.2.77' })]), {}, 4);
+});
+
+test('derived doors: the filter admits their protocols × port ranges with their flags', () => {
+  const cfg = config([
+    door('A', '7000,8000:udp'),
+    derivedDoor('D', { ports: [...range(40000, 40999), 41500, 50000, 50001] }, { tcpflags: 'syn,!ack' }),
+    derivedDoor('U', { ports: range(20000, 20099), protocols: ['udp'] }, { target: 'fd00::2' }),
+  ]);
+  const { checked, admitted } = agree('derived', cfg, {}, 6);
+  assert.ok(admitted > 50 && admitted < checked - 1000, `a real mix of admitted (${admitted}) and rejected frames (${checked})`);
 });
 
 test('many ports and many local addresses still agree (binary search trees, wide jumps)', () => {

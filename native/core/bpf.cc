@@ -106,7 +106,7 @@ constexpr uint16_t kLdLen = BPF_LD | BPF_W | BPF_LEN, kLdImm = BPF_LD | BPF_IMM,
 constexpr uint16_t kLdxImm = BPF_LDX | BPF_IMM, kLdxMem = BPF_LDX | BPF_MEM;
 constexpr uint16_t kSt = BPF_ST, kStx = BPF_STX, kTax = BPF_MISC | BPF_TAX, kTxa = BPF_MISC | BPF_TXA;
 constexpr uint16_t kJeq = BPF_JMP | BPF_JEQ | BPF_K, kJge = BPF_JMP | BPF_JGE | BPF_K, kJset = BPF_JMP | BPF_JSET | BPF_K;
-constexpr uint16_t kJgeX = BPF_JMP | BPF_JGE | BPF_X, kJgtX = BPF_JMP | BPF_JGT | BPF_X;
+constexpr uint16_t kJgeX = BPF_JMP | BPF_JGE | BPF_X, kJgtX = BPF_JMP | BPF_JGT | BPF_X, kJgt = BPF_JMP | BPF_JGT | BPF_K;
 constexpr uint16_t kAddK = BPF_ALU | BPF_ADD | BPF_K, kAddX = BPF_ALU | BPF_ADD | BPF_X, kSubX = BPF_ALU | BPF_SUB | BPF_X;
 constexpr uint16_t kAndK = BPF_ALU | BPF_AND | BPF_K, kRshK = BPF_ALU | BPF_RSH | BPF_K, kLshK = BPF_ALU | BPF_LSH | BPF_K;
 constexpr uint16_t kXorX = BPF_ALU | BPF_XOR | BPF_X, kMulK = BPF_ALU | BPF_MUL | BPF_K;
@@ -134,6 +134,36 @@ void emit_member(Assembler& a, const std::vector<uint32_t>& values, size_t lo, s
   emit_member(a, values, lo, mid, on_true, on_false);
   a.bind(upper);
   emit_member(a, values, mid, hi, on_true, on_false);
+}
+
+// The ports a filter rule admits: single ports (searched as a tree) and ranges of derived doors.
+struct PortSet {
+  std::vector<uint32_t> ports;
+  std::vector<std::pair<uint32_t, uint32_t>> ranges;  // inclusive, ranges of two or more ports
+
+  bool empty() const { return ports.empty() && ranges.empty(); }
+  void add_derived(const Door& d) {
+    for (uint32_t r : d.derived.ranges) {
+      if ((r & 0xffff) == r >> 16) ports.push_back(r & 0xffff);
+      else ranges.emplace_back(r & 0xffff, r >> 16);
+    }
+  }
+};
+
+// Jumps to on_true when A (a port) is in `set`, else to on_false.
+void emit_port_set(Assembler& a, PortSet& set, int on_true, int on_false) {
+  std::sort(set.ports.begin(), set.ports.end());
+  set.ports.erase(std::unique(set.ports.begin(), set.ports.end()), set.ports.end());
+  int next = set.ranges.empty() ? on_false : a.label();
+  emit_member(a, set.ports, 0, set.ports.size(), on_true, next);
+  for (size_t i = 0; i < set.ranges.size(); i++) {
+    a.bind(next);
+    next = i + 1 == set.ranges.size() ? on_false : a.label();
+    int at_least = a.label();
+    a.jump(kJge, set.ranges[i].first, at_least, next);
+    a.bind(at_least);
+    a.jump(kJgt, set.ranges[i].second, next, on_true);
+  }
 }
 
 uint32_t address_word(const Address& addr, int i) {
@@ -480,21 +510,22 @@ class FilterBuilder {
     if (addrs.empty()) a_.jump_to(on_false);
   }
 
-  // Jumps to accept_ when some door of `doors` has (proto, port) as a step and accepts the flags.
+  // Jumps to accept_ when some door of `doors` has (proto, port) as a step, or a derived door has it in
+  // its protocols × ranges, and the door accepts the flags.
   void emit_steps(const std::vector<const Door*>& doors, int on_false) {
-    std::vector<uint32_t> udp;
-    std::map<std::pair<uint8_t, uint8_t>, std::vector<uint32_t>> tcp;  // (must_set, must_clear) -> ports
+    PortSet udp;
+    std::map<std::pair<uint8_t, uint8_t>, PortSet> tcp;  // (must_set, must_clear) -> ports
     for (const Door* d : doors) {
+      if (d->is_derived()) {
+        if (d->derived.proto_mask & 2) udp.add_derived(*d);
+        if (d->derived.proto_mask & 1) tcp[{d->must_set, d->must_clear}].add_derived(*d);
+      }
       for (uint32_t step : d->steps) {
         uint32_t port = step & 0xffff;
-        if ((step >> 16) == kProtoUdp) udp.push_back(port);
-        else tcp[{d->must_set, d->must_clear}].push_back(port);
+        if ((step >> 16) == kProtoUdp) udp.ports.push_back(port);
+        else tcp[{d->must_set, d->must_clear}].ports.push_back(port);
       }
     }
-    auto unique_sorted = [](std::vector<uint32_t>& v) {
-      std::sort(v.begin(), v.end());
-      v.erase(std::unique(v.begin(), v.end()), v.end());
-    };
     int is_tcp = a_.label(), is_udp = a_.label();
     a_.op(kLdMem, kMemProto);
     a_.jump(kJeq, kProtoTcp, is_tcp, is_udp);
@@ -503,9 +534,8 @@ class FilterBuilder {
       if (udp.empty()) a_.jump_to(on_false);
       else a_.jump_to(accept_);
     } else {
-      unique_sorted(udp);
       a_.op(kLdMem, kMemPort);
-      emit_member(a_, udp, 0, udp.size(), accept_, on_false);
+      emit_port_set(a_, udp, accept_, on_false);
     }
     a_.bind(is_tcp);
     for (auto& [rule, ports] : tcp) {
@@ -527,9 +557,8 @@ class FilterBuilder {
       if (precision_ == Precision::kAnyPort) {
         a_.jump_to(accept_);
       } else {
-        unique_sorted(ports);
         a_.op(kLdMem, kMemPort);
-        emit_member(a_, ports, 0, ports.size(), accept_, next_rule);
+        emit_port_set(a_, ports, accept_, next_rule);
       }
       a_.bind(next_rule);
     }
