@@ -145,12 +145,12 @@ const DAEMON_CHILD = 'KNOCKD_FAST_DAEMON_CHILD';
 type ChildReport = { ready: true } | { error: string };
 
 /**
- * -d: re-runs this command detached (own session, stdio on /dev/null, cwd /) and waits until the child
- * has written its pid file (exit 0) or failed to start (its error on stderr, exit 1).
+ * -d: re-runs this command detached (own session, stdio on /dev/null) and waits until the child has
+ * written its pid file (exit 0) or failed to start (its error on stderr, exit 1). The child moves to /
+ * once its paths are resolved, so relative -c/-g/-p paths work (unlike knockd, whose reload then fails).
  */
 export function daemonize(stderr: (t: string) => void): Promise<number> {
   const child = fork(process.argv[1], process.argv.slice(2), {
-    cwd: '/',
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
     env: { ...process.env, [DAEMON_CHILD]: '1' },
@@ -286,6 +286,8 @@ export class Daemon {
     if (this.args.daemon) {
       acquirePidFile(s.pidFile);
       this.pidFileWritten = true;
+      // like daemon(3): no working directory kept busy; every path was made absolute in settingsFrom
+      if (isDaemonChild()) process.chdir('/');
     }
     for (const [sig, fn] of Object.entries(this.onSignal)) process.on(sig, fn);
     // the capture threads and timers are unref'd: this keeps the daemon alive until a signal ends it

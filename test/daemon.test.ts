@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseConfig } from '../src/config/parse.js';
@@ -457,7 +457,13 @@ test('knockd-fast -d in a private netns: pid file, live duplicate refused, kill 
     const good = `[options]\n  LogFile = ${log}\n  PidFile = ${pid}\n[A]\n  sequence = 7000\n  start_command = echo START %IP% >> ${out}\n  cmd_timeout = 3\n  stop_command = echo STOP %IP% >> ${out}\n`;
     writeFileSync(conf, good);
     const cli = join(packageRoot, 'bin', 'knockd-fast.js');
-    const daemonize = () => spawnSync('ip', ['netns', 'exec', ns, process.execPath, cli, '-c', conf, '-i', 'lo', '-d', '--state-file', state, '--threads', '1'], { encoding: 'utf8', timeout: 30_000 });
+    // a relative -c: the daemon resolves it before moving to /, so SIGHUP still finds the file
+    const daemonize = () =>
+      spawnSync('ip', ['netns', 'exec', ns, process.execPath, cli, '-c', basename(conf), '-i', 'lo', '-d', '--state-file', state, '--threads', '1'], {
+        encoding: 'utf8',
+        timeout: 30_000,
+        cwd: dir,
+      });
     const livePid = () => Number(readFileSync(pid, 'utf8'));
     const running = (p: number) => {
       try {
@@ -497,6 +503,7 @@ test('knockd-fast -d in a private netns: pid file, live duplicate refused, kill 
     writeFileSync(conf, `${good}  bogus = 1\n`);
     process.kill(p2, 'SIGHUP');
     await until('the reload error', () => logText().includes('running config is kept'));
+    assert.match(logText(), /config: line 9: syntax error\n/, 'the relative config path is still found after -d');
     assert.ok(running(p2), 'a bad config on SIGHUP does not stop the daemon');
 
     process.kill(p2, 'SIGTERM');
