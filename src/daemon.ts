@@ -257,8 +257,29 @@ export class Daemon {
   /** Start-up in knockd's order; throws (with a message for stderr) when the daemon cannot run. */
   async start(): Promise<void> {
     const s = this.settings;
-    const withNft = this.config.doors.some((d) => d.open.length > 0 || d.nftSet);
-    if (withNft) {
+    // first: a second instance must not touch the state file, the nft table or the metrics port
+    if (this.args.daemon) {
+      acquirePidFile(s.pidFile);
+      this.pidFileWritten = true;
+    }
+    try {
+      await this.open();
+    } catch (err) {
+      await this.release();
+      throw err;
+    }
+    // like daemon(3): no working directory kept busy; every path was made absolute in settingsFrom
+    if (isDaemonChild()) process.chdir('/');
+    for (const [sig, fn] of Object.entries(this.onSignal)) process.on(sig, fn);
+    // the capture threads and timers are unref'd: this keeps the daemon alive until a signal ends it
+    this.keepAlive = setInterval(() => undefined, 1 << 30);
+    this.log.log(`starting up, listening on ${s.interfaces.join(', ')}`);
+    reportToParent({ ready: true });
+  }
+
+  private async open(): Promise<void> {
+    const s = this.settings;
+    if (this.config.doors.some((d) => d.open.length > 0 || d.nftSet)) {
       this.nft = this.newNft(this.config);
       await this.nft.start();
     }
@@ -283,17 +304,22 @@ export class Daemon {
       this.controller.attach({ metrics: this.metrics });
       await this.metrics.listen(s.metrics);
     }
-    if (this.args.daemon) {
-      acquirePidFile(s.pidFile);
-      this.pidFileWritten = true;
-      // like daemon(3): no working directory kept busy; every path was made absolute in settingsFrom
-      if (isDaemonChild()) process.chdir('/');
+  }
+
+  /** Closes whatever is open, in an order that keeps grants and stops: capture, nft, state, metrics, pid file. */
+  private async release(): Promise<void> {
+    try {
+      await this.engine?.close();
+      // nft first: closing gives up a failing batch instead of retrying it, so shutdown stays prompt
+      await this.nft?.close();
+      await this.controller.close();
+      await this.metrics?.close();
+    } catch (err) {
+      this.io.stderr(`error during shutdown: ${(err as Error).message}\n`);
     }
-    for (const [sig, fn] of Object.entries(this.onSignal)) process.on(sig, fn);
-    // the capture threads and timers are unref'd: this keeps the daemon alive until a signal ends it
-    this.keepAlive = setInterval(() => undefined, 1 << 30);
-    this.log.log(`starting up, listening on ${s.interfaces.join(', ')}`);
-    reportToParent({ ready: true });
+    if (this.pidFileWritten) releasePidFile(this.settings.pidFile);
+    this.log.close();
+    if (this.keepAlive) clearInterval(this.keepAlive);
   }
 
   /** SIGHUP: a good config is swapped in; a bad one is logged and the running one kept (deviation 5). */
@@ -332,18 +358,7 @@ export class Daemon {
     this.stopping = true;
     this.log.log('shutting down');
     for (const [sig, fn] of Object.entries(this.onSignal)) process.off(sig, fn);
-    try {
-      await this.engine?.close();
-      // nft first: closing gives up a failing batch instead of retrying it, so shutdown stays prompt
-      await this.nft?.close();
-      await this.controller.close();
-      await this.metrics?.close();
-    } catch (err) {
-      this.io.stderr(`error during shutdown: ${(err as Error).message}\n`);
-    }
-    if (this.pidFileWritten) releasePidFile(this.settings.pidFile);
-    this.log.close();
-    if (this.keepAlive) clearInterval(this.keepAlive);
+    await this.release();
     (this.hooks.exit ?? process.exit)(code);
   }
 

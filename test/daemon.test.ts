@@ -459,7 +459,7 @@ test('knockd-fast -d in a private netns: pid file, live duplicate refused, kill 
     const cli = join(packageRoot, 'bin', 'knockd-fast.js');
     // a relative -c: the daemon resolves it before moving to /, so SIGHUP still finds the file
     const daemonize = () =>
-      spawnSync('ip', ['netns', 'exec', ns, process.execPath, cli, '-c', basename(conf), '-i', 'lo', '-d', '--state-file', state, '--threads', '1'], {
+      spawnSync('ip', ['netns', 'exec', ns, process.execPath, cli, '-c', basename(conf), '-i', 'lo', '-d', '--state-file', state, '--threads', '1', '--metrics', '127.0.0.1:19102'], {
         encoding: 'utf8',
         timeout: 30_000,
         cwd: dir,
@@ -499,6 +499,11 @@ test('knockd-fast -d in a private netns: pid file, live duplicate refused, kill 
     const p2 = livePid();
     assert.notEqual(p2, p1);
     await until('the resumed stop command', () => outText() === 'START 127.0.0.1\nSTOP 127.0.0.1\n', 15_000);
+
+    const scrape = lab.exec('d', process.execPath, ['-e', "fetch('http://127.0.0.1:19102/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"]);
+    assert.match(scrape, /^knockd_command_runs_total 1$/m, 'the restored stop command ran in this process');
+    assert.match(scrape, /^knockd_tracked_sources 0$/m);
+    assert.match(scrape, /^knockd_drops_total\{where="ring"\} \d+$/m);
 
     writeFileSync(conf, `${good}  bogus = 1\n`);
     process.kill(p2, 'SIGHUP');
