@@ -386,7 +386,6 @@ export class TsMatcher implements Matcher {
   private capacity = 0;
   private highWater = 0;
   private tracked = 0;
-  private nextSerial = 0;
   private freeTop = 0;
   private freeStack = new Int32Array(0);
   private family = new Uint8Array(0);
@@ -398,7 +397,6 @@ export class TsMatcher implements Matcher {
   private windowOffset = new Uint8Array(0); // derived record: its window − the window of t_first + 1
   private tFirst = new Float64Array(0);
   private deadline = new Float64Array(0);
-  private serial = new Float64Array(0); // creation order
   private bucketOf = new Int32Array(0); // NONE while detached from the wheel
   private wheelNext = new Int32Array(0);
   private wheelPrev = new Int32Array(0);
@@ -905,7 +903,6 @@ export class TsMatcher implements Matcher {
     this.group[r] = g;
     this.cohort[r] = c;
     this.stage.fill(0, r * COHORT, r * COHORT + COHORT);
-    this.serial[r] = this.nextSerial++;
     this.bucketOf[r] = NONE;
     this.inStage1[r] = 0;
     return r;
@@ -961,7 +958,6 @@ export class TsMatcher implements Matcher {
     this.windowOffset = copy(this.windowOffset, (n) => new Uint8Array(n));
     this.tFirst = copy(this.tFirst, (n) => new Float64Array(n));
     this.deadline = copy(this.deadline, (n) => new Float64Array(n));
-    this.serial = copy(this.serial, (n) => new Float64Array(n));
     this.bucketOf = copy(this.bucketOf, (n) => new Int32Array(n));
     this.wheelNext = copy(this.wheelNext, (n) => new Int32Array(n));
     this.wheelPrev = copy(this.wheelPrev, (n) => new Int32Array(n));
@@ -1043,6 +1039,16 @@ export class TsMatcher implements Matcher {
 
   // ---- reload (§5) ----
 
+  /** Key order (family, source bytes, group): the tie-break for records of the same age (MATCHER.md §5). */
+  private compareKeys(a: number, b: number): number {
+    if (this.family[a] !== this.family[b]) return this.family[a] - this.family[b];
+    for (let i = 0; i < 16; i++) {
+      const d = this.src[a * 16 + i] - this.src[b * 16 + i];
+      if (d !== 0) return d;
+    }
+    return this.group[a] - this.group[b];
+  }
+
   private carryOver(old: Program, next: Program): void {
     // fingerprint -> new doors with it, in program order (identical doors map by rank)
     const newDoors = new Map<number, number[]>();
@@ -1101,7 +1107,7 @@ export class TsMatcher implements Matcher {
       if (this.tracked > next.maxTracked) {
         const rest: number[] = [];
         for (let r = 0; r < this.highWater; r++) if (this.cohort[r] !== NONE) rest.push(r);
-        rest.sort((a, b) => this.tFirst[a] - this.tFirst[b] || this.serial[a] - this.serial[b]);
+        rest.sort((a, b) => this.tFirst[a] - this.tFirst[b] || this.compareKeys(a, b));
         for (let k = 0; this.tracked > next.maxTracked; k++) this.free(rest[k]);
       }
     }
