@@ -22,8 +22,10 @@ Array typed_arg(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type t
 }
 
 // Integer microseconds held exactly in a double.
+bool is_micros(double t) { return std::isfinite(t) && t == std::floor(t) && std::fabs(t) <= 9007199254740991.0; }
+
 int64_t micros_arg(Napi::Env env, double t, const std::string& what) {
-  if (!std::isfinite(t) || t != std::floor(t) || std::fabs(t) > 9007199254740991.0) {
+  if (!is_micros(t)) {
     throw Napi::RangeError::New(env, what + " must be a whole number of microseconds (got " + std::to_string(t) + ")");
   }
   return int64_t(t);
@@ -116,7 +118,7 @@ Napi::Value NativeMatcher::JsFeed(const Napi::CallbackInfo& info) {
                                            std::to_string(off[i]) + " > offsets[" + std::to_string(i + 1) + "] = " +
                                            std::to_string(off[i + 1]) + ")");
     }
-    micros_arg(env, ts[i], "feed: timestampsUs[" + std::to_string(i) + "]");
+    if (!is_micros(ts[i])) micros_arg(env, ts[i], "feed: timestampsUs[" + std::to_string(i) + "]");  // throws
   }
   if (off[n] > data_len) {
     throw Napi::RangeError::New(env, "feed: offsets[" + std::to_string(n) + "] = " + std::to_string(off[n]) +
