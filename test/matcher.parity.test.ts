@@ -1,6 +1,7 @@
-// Differential test: seeded random traces (test/helpers/packets.ts randomTrace) fed to TsMatcher and
-// NativeMatcher in the same random batches, with ticks and reloads in between, must give byte-identical
-// event streams and identical counters. A failure names the seed and the first diverging event.
+// Differential test: seeded random traces (test/helpers/packets.ts randomTrace, and derivedTrace for
+// configs with derived doors) fed to TsMatcher and NativeMatcher in the same random batches, with ticks
+// and reloads in between, must give byte-identical event streams and identical counters. A failure names
+// the seed and the first diverging event.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { DoorConfig, KnockdConfig } from '../src/config/types.js';
@@ -10,10 +11,12 @@ import type { Matcher } from '../src/matcher-api.js';
 import { TsMatcher } from '../src/matcher.js';
 import { NativeMatcher } from '../src/native-matcher.js';
 import type { CompileOptions } from '../src/program.js';
+import { derivedDoor, derivedTrace, range } from './helpers/derived.js';
 import { CONFIGS, compile, config, door } from './helpers/doors.js';
 import { randomTrace, rng } from './helpers/packets.js';
 
 const TRACES = Number(process.env.KNOCKD_PARITY_TRACES ?? 2000);
+const DERIVED_TRACES = Number(process.env.KNOCKD_PARITY_DERIVED_TRACES ?? 500);
 const FIRST_SEED = Number(process.env.KNOCKD_PARITY_SEED ?? 1);
 
 /** Configs that stress cohorts, flags, protocols, targets, duplicates and timeouts at ≤ 0 s. */
@@ -44,13 +47,35 @@ const CONFIG_CHOICES: (() => KnockdConfig)[] = [
     ]),
 ];
 
+/** Derived doors with small ranges and short time steps, so random knocks start attempts and windows turn. */
+const DERIVED_CONFIG_CHOICES: (() => KnockdConfig)[] = [
+  () => config([derivedDoor('D', { ports: range(40000, 40019), timeStep: 2 })]),
+  () =>
+    config([
+      derivedDoor('D', { ports: range(40000, 40009), sequenceLength: 6, protocols: ['tcp', 'udp'], timeStep: 3 }, { allowDuplicates: true, seqTimeout: 4 }),
+      door('X', '40003,40005', { seqTimeout: 3 }),
+    ]),
+  () =>
+    config([
+      derivedDoor('N', { ports: [...range(1000, 1004), 2000, 2001], bindSource: false, timeStep: 1, sequenceLength: 2 }),
+      derivedDoor('O', { ports: range(1000, 1009), sequenceLength: 1, timeStep: 2 }, { tcpflags: 'syn' }),
+      door('F', '1003,1001:udp', { seqTimeout: 2 }),
+    ]),
+  () =>
+    config([
+      derivedDoor('T', { ports: range(30000, 30015), timeStep: 5 }, { target: 'fd00::2', seqTimeout: 2 }),
+      derivedDoor('L', { ports: range(30000, 30015), timeStep: 2, sequenceLength: 3 }, { seqTimeout: 0 }),
+      derivedDoor('M', { ports: range(30010, 30030), protocols: ['udp'], timeStep: 4 }, { seqTimeout: 70 }),
+    ]),
+];
+
 interface Scenario {
   cfg: KnockdConfig;
   opts: Partial<CompileOptions>;
 }
 
-function scenario(rand: () => number): Scenario {
-  const cfg = CONFIG_CHOICES[Math.floor(rand() * CONFIG_CHOICES.length)]();
+function scenario(rand: () => number, choices = CONFIG_CHOICES): Scenario {
+  const cfg = choices[Math.floor(rand() * choices.length)]();
   const opts: Partial<CompileOptions> = {
     maxTracked: rand() < 0.5 ? 1 + Math.floor(rand() * 12) : 1024,
     eventBudget: rand() < 0.3 ? 1 + Math.floor(rand() * 20) : 0,
@@ -79,18 +104,23 @@ function compareBatch(seed: number, step: string, ts: Uint8Array, native: Uint8A
   );
 }
 
-function runSeed(seed: number): number {
+function runSeed(seed: number, withDerived = false): number {
   const rand = rng(seed * 7919);
-  const first = scenario(rand);
+  const choices = withDerived ? DERIVED_CONFIG_CHOICES : CONFIG_CHOICES;
+  const first = scenario(rand, choices);
   const doors: DoorConfig[] = first.cfg.doors;
-  const frames = randomTrace({
-    seed,
-    packets: 100 + Math.floor(rand() * 300),
-    doors,
-    sources: 4 + Math.floor(rand() * 40),
-    floodChance: rand() < 0.3 ? 0.02 : 0,
-    floodSize: 4 + Math.floor(rand() * 40),
-  });
+  const packets = 100 + Math.floor(rand() * 300);
+  const sources = 4 + Math.floor(rand() * 40);
+  const frames = withDerived
+    ? derivedTrace({ seed, packets, doors, sources })
+    : randomTrace({
+        seed,
+        packets,
+        doors,
+        sources,
+        floodChance: rand() < 0.3 ? 0.02 : 0,
+        floodSize: 4 + Math.floor(rand() * 40),
+      });
   const matchers: [Matcher, Matcher] = [new TsMatcher(), new NativeMatcher()];
   const program = compile(first.cfg, { ...first.opts, generation: 1 }).words;
   for (const m of matchers) m.load(program);
@@ -112,7 +142,7 @@ function runSeed(seed: number): number {
       compareBatch(seed, `tick ${now}`, ta, tb);
     } else if (roll < 0.2) {
       // a reload: the same doors (attempts survive), another config, or other limits
-      const next = rand() < 0.5 ? { cfg: first.cfg, opts: scenario(rand).opts } : scenario(rand);
+      const next = rand() < 0.5 ? { cfg: first.cfg, opts: scenario(rand).opts } : scenario(rand, choices);
       const words = compile(next.cfg, { ...next.opts, generation: ++generation }).words;
       for (const m of matchers) m.load(words);
     }
@@ -125,4 +155,10 @@ test(`TsMatcher and NativeMatcher agree on ${TRACES} seeded random traces`, () =
   let events = 0;
   for (let seed = FIRST_SEED; seed < FIRST_SEED + TRACES; seed++) events += runSeed(seed);
   assert.ok(events > TRACES, `the traces produced too few events (${events}) to compare anything`);
+});
+
+test(`TsMatcher and NativeMatcher agree on ${DERIVED_TRACES} seeded random traces with derived doors`, () => {
+  let events = 0;
+  for (let seed = FIRST_SEED; seed < FIRST_SEED + DERIVED_TRACES; seed++) events += runSeed(seed, true);
+  assert.ok(events > DERIVED_TRACES, `the traces produced too few events (${events}) to compare anything`);
 });
