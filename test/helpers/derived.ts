@@ -109,7 +109,7 @@ export function derivedTrace(opts: DerivedTraceOptions): CapturedFrame[] {
     const roll = rand();
     let dport: number;
     let proto: 'tcp' | 'udp';
-    let flags = rand() < 0.05 ? TCP.ACK : TCP.SYN;
+    let flags: number = rand() < 0.05 ? TCP.ACK : TCP.SYN;
     let door = pick(derived);
     if (roll < 0.45) {
       // the source's own sequence, started for a window near now
