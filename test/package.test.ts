@@ -1,0 +1,85 @@
+// Packaging: `npm pack` gives a tarball with the prebuilt linux-x64 addon, the compiled TypeScript and the
+// native sources for the build-from-source fallback; installed into an empty directory with no network
+// (npm --offline: only the tarball and npm's local cache), it runs --version, --test and a replay
+// without compiling anything.
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { writePcap } from '../src/pcap.js';
+import { packageRoot } from '../src/native.js';
+import { knockFrame, TCP } from './helpers/packets.js';
+
+const run = (cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env): string =>
+  execFileSync(cmd, args, { cwd, encoding: 'utf8', env, stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 });
+
+let work: string;
+let tarball: string;
+
+before(() => {
+  work = mkdtempSync(join(tmpdir(), 'knockd-fast-pack-'));
+  const prebuilds = join(packageRoot, 'prebuilds', 'linux-x64');
+  if (!existsSync(prebuilds) || readdirSync(prebuilds).length === 0) run('npm', ['run', 'prebuild'], packageRoot);
+  const name = run('npm', ['pack', '--pack-destination', work], packageRoot).trim().split('\n').pop()!;
+  tarball = join(work, name);
+});
+
+after(() => rmSync(work, { recursive: true, force: true }));
+
+test('the tarball holds the prebuilt addon, dist/ and the sources of the fallback build', () => {
+  const listing = run('tar', ['-tzf', tarball], work).split('\n');
+  for (const want of [
+    'package/prebuilds/linux-x64/knockd-fast.glibc.node',
+    'package/dist/cli.js',
+    'package/bin/knockd-fast.js',
+    'package/bin/knock-fast.js',
+    'package/CMakeLists.txt',
+    'package/native/core/matcher.cc',
+    'package/native/binding/addon.cc',
+    'package/scripts/cmake-js-as-node-gyp.cjs',
+    'package/examples/knockd-fast.service',
+  ]) {
+    assert.ok(listing.includes(want), `${want} is in the tarball`);
+  }
+  assert.ok(!listing.some((f) => f.startsWith('package/build/') || f.startsWith('package/node_modules/')), 'no build tree or node_modules');
+  assert.ok(!listing.some((f) => f.startsWith('package/test/')), 'no tests');
+});
+
+test('installs offline into an empty directory and runs --version, --test and a replay', () => {
+  const app = join(work, 'app');
+  run('mkdir', ['-p', app], work);
+  writeFileSync(join(app, 'package.json'), '{"name":"app","version":"1.0.0","private":true}\n');
+  // no network: --offline resolves the dependencies from npm's cache only
+  const env = { ...process.env, npm_config_offline: 'true' };
+  run('npm', ['install', '--offline', '--no-audit', '--no-fund', tarball], app, env);
+  assert.ok(!existsSync(join(app, 'node_modules', 'knockd-fast', 'build')), 'nothing was compiled');
+  const bin = join(app, 'node_modules', '.bin', 'knockd-fast');
+
+  assert.match(run(bin, ['-V'], app), /knockd-fast \S+/);
+
+  const conf = join(work, 'knockd.conf');
+  writeFileSync(conf, '[openSSH]\n    sequence = 7000,8000,9000\n    seq_timeout = 5\n    tcpflags = syn\n    Open = 22/tcp\n');
+  const tested = run(bin, ['-c', conf, '--test'], app);
+  assert.match(tested, /openSSH/);
+  assert.match(tested, /table inet knockd_fast/);
+
+  const capture = join(work, 'knock.pcap');
+  const t0 = 1_700_000_000_000_000;
+  const frames = [7000, 8000, 9000].map((dport, i) => ({
+    data: knockFrame({ src: '198.51.100.1', dst: '192.0.2.2', dport, proto: 'tcp', flags: TCP.SYN }),
+    timeUs: t0 + i * 100_000,
+  }));
+  writeFileSync(capture, writePcap(frames, 1));
+  const replay = spawnSync(bin, ['-c', conf, '--replay', capture, '--local-address', '192.0.2.2', '-v', '--matcher', 'native'], {
+    cwd: app,
+    encoding: 'utf8',
+  });
+  assert.equal(replay.status, 0, replay.stderr);
+  assert.equal(replay.stderr, '', 'the prebuilt native matcher loaded (no fallback warning)');
+  assert.equal(
+    replay.stdout,
+    ['198.51.100.1: openSSH: Stage 1', '198.51.100.1: openSSH: Stage 2', '198.51.100.1: openSSH: Stage 3', '198.51.100.1: openSSH: OPEN SESAME', ''].join('\n'),
+  );
+});
