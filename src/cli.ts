@@ -1,5 +1,6 @@
 // The `knockd-fast` command line: knockd 0.8's flags with their meanings, defaults and exit codes
 // (knockd-0.8.md §7.1, §8), plus the extensions (--test, --replay, --metrics, ..., `nft status|uninstall`).
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
@@ -58,6 +59,7 @@ options:
       --metrics <a:p>    serve Prometheus metrics on ADDR:PORT
       --state-file <f>   pending stop commands (default /var/lib/knockd-fast/state.json)
   knockd-fast nft status|uninstall   show or remove the nftables table knockd-fast installed
+  knockd-fast secret                 print a new random key (hex) for a derived door's Secret_File
 `;
 
 /** `--help`: a manual page. */
@@ -71,6 +73,7 @@ SYNOPSIS
     knockd-fast -c FILE --test
     knockd-fast -c FILE --replay CAPTURE [-v] [--json] [--matcher native|ts] [--local-address ADDR]...
     knockd-fast [-c FILE] nft status|uninstall
+    knockd-fast secret > KEYFILE
     knockd-fast -V | -h
 
 DESCRIPTION
@@ -384,6 +387,11 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
   if (argv[0] === 'knock') return runKnockCli(argv.slice(1), 'knockd-fast knock');
   if (argv[0] === 'doctor') return runDoctor({ interfaces: interfacesOf(argv.slice(1)), out: io.stdout });
   if (argv[0] === 'demo') return runDemo({ out: (l) => io.stdout(`${l}\n`) });
+  if (argv[0] === 'secret') {
+    // a derived door's key: 256 bits from the OS CSPRNG, as hex text (src/derive.ts readSecretFile)
+    io.stdout(`${randomBytes(32).toString('hex')}\n`);
+    return 0;
+  }
   const action = parseArgs(argv, io);
   if (action.kind === 'exit') return action.code;
   if (action.kind === 'nft') return runNft(action.action, action.options, io);

@@ -1,4 +1,5 @@
-// The knock client: knockd 0.8's `knock` (knockd-0.8.md §7.2) plus `--source`.
+// The knock client: knockd 0.8's `knock` (knockd-0.8.md §7.2) plus `--source`, and derived knocks
+// (`--secret-file`: the sequence of the current time window for our source, docs/MATCHER.md §10).
 // A TCP hit is exactly one SYN (connect() issued, then the socket closed before any reply is handled);
 // a UDP hit is one datagram carrying a single 0x00 byte.
 import { createSocket } from 'node:dgram';
@@ -7,6 +8,9 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { isIP, Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { parseAddress } from './address.js';
+import { deriveSequence, readSecretFile, SecretFileError, windowOf, type DerivedParams } from './derive.js';
+import { portRanges } from './program.js';
 
 export type KnockProto = 'tcp' | 'udp';
 export type KnockFamily = 4 | 6;
@@ -21,7 +25,22 @@ export interface KnockOptions {
   verbose: boolean;
   /** --source: local address to send from */
   source?: string;
+  /** --secret-file and its companions: knock a derived door's current sequence instead of listed ports */
+  derived?: DerivedKnockOptions;
 }
+
+/** What a derived door's server side says in knockd.conf; the defaults are the server's. */
+export interface DerivedKnockOptions {
+  secretFile?: string;
+  /** sorted, disjoint inclusive ranges (Port_Range) */
+  ranges?: [number, number][];
+  length: number; // Sequence_Length
+  protocols: KnockProto[]; // Protocols, tcp before udp
+  timeStep: number; // Time_Step, seconds
+  bindSource: boolean; // Bind_Source
+}
+
+const derivedOf = (o: KnockOptions): DerivedKnockOptions => (o.derived ??= { length: 4, protocols: ['tcp'], timeStep: 30, bindSource: true });
 
 export interface KnockPort {
   /** the port text as given, without its suffix (what -v prints, as knock does) */
@@ -39,6 +58,7 @@ export interface KnockRequest {
 /** What the command line asks for: knock, print the usage or the version, or fail with a message. */
 export type KnockCommand =
   | { kind: 'knock'; host: string; portArgs: string[]; options: KnockOptions }
+  | { kind: 'derived'; host: string; options: KnockOptions }
   | { kind: 'usage' }
   | { kind: 'version' }
   | { kind: 'error'; message: string; showUsage: boolean };
@@ -87,6 +107,61 @@ const OPTION_TABLE: readonly OptionSpec[] = [
       return undefined;
     },
   },
+  {
+    long: 'secret-file',
+    value: '<file>',
+    help: "knock a derived door: the current sequence from this key (the server's Secret_File)",
+    apply: (o, value) => void (derivedOf(o).secretFile = value),
+  },
+  {
+    long: 'port-range',
+    value: '<ports>',
+    help: "the door's Port_Range: LOW-HIGH or a comma list of ports and ranges",
+    apply: (o, value) => {
+      const ranges = parsePortRange(value);
+      if (typeof ranges === 'string') return ranges;
+      derivedOf(o).ranges = ranges;
+      return undefined;
+    },
+  },
+  {
+    long: 'length',
+    value: '<n>',
+    help: "the door's Sequence_Length (default 4)",
+    apply: (o, value) => {
+      if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 32) return `error: --length must be a whole number from 1 to 32, got '${value}'`;
+      derivedOf(o).length = Number(value);
+      return undefined;
+    },
+  },
+  {
+    long: 'protocols',
+    value: '<list>',
+    help: "the door's Protocols: tcp, udp or tcp,udp (default tcp)",
+    apply: (o, value) => {
+      const items = value.split(',').map((p) => p.trim().toLowerCase());
+      if (items.some((p) => p !== 'tcp' && p !== 'udp')) return `error: --protocols takes tcp, udp or tcp,udp, got '${value}'`;
+      derivedOf(o).protocols = (['tcp', 'udp'] as const).filter((p) => items.includes(p));
+      return undefined;
+    },
+  },
+  {
+    long: 'time-step',
+    value: '<s>',
+    help: "the door's Time_Step in seconds (default 30)",
+    apply: (o, value) => {
+      if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 0x7fffffff) {
+        return `error: --time-step must be a whole number of seconds from 1 up, got '${value}'`;
+      }
+      derivedOf(o).timeStep = Number(value);
+      return undefined;
+    },
+  },
+  {
+    long: 'no-bind-source',
+    help: 'the door has Bind_Source = no (its sequence does not depend on our address)',
+    apply: (o) => void (derivedOf(o).bindSource = false),
+  },
   { short: 'v', long: 'verbose', help: 'be verbose', apply: (o) => void (o.verbose = true) },
   { short: 'V', long: 'version', help: 'display version', apply: () => ({ kind: 'version' }) },
   { short: 'h', long: 'help', help: 'this help', apply: () => ({ kind: 'usage' }) },
@@ -95,14 +170,16 @@ const OPTION_TABLE: readonly OptionSpec[] = [
 export function knockUsage(programName: string): string {
   const rows = OPTION_TABLE.map((spec) => {
     const flags = `${spec.short ? `-${spec.short}, ` : '    '}--${spec.long}${spec.value ? ` ${spec.value}` : ''}`;
-    return `  ${flags.padEnd(21)}${spec.help}\n`;
+    return `  ${flags.padEnd(25)}${spec.help}\n`;
   });
   return (
     `usage: ${programName} [options] <host> <port[:proto]> [port[:proto]] ...\n` +
+    `       ${programName} [options] --secret-file <file> --port-range <ports> <host>\n` +
     'options:\n' +
     rows.join('') +
     '\n' +
-    `example:  ${programName} myserver.example.com 123:tcp 456:udp 789:tcp\n\n`
+    `example:  ${programName} myserver.example.com 123:tcp 456:udp 789:tcp\n` +
+    `          ${programName} --secret-file ssh.key --port-range 40000-49999 myserver.example.com\n\n`
   );
 }
 
@@ -157,7 +234,6 @@ export function parseKnockArgs(argv: readonly string[]): KnockCommand {
     }
     positionals.push(arg);
   }
-  if (positionals.length < 2) return { kind: 'usage' };
   if (options.source && options.family && isIP(options.source) !== options.family) {
     return {
       kind: 'error',
@@ -165,7 +241,32 @@ export function parseKnockArgs(argv: readonly string[]): KnockCommand {
       showUsage: false,
     };
   }
+  const derived = options.derived;
+  if (derived) {
+    const fail = (message: string): KnockCommand => ({ kind: 'error', message: `error: ${message}`, showUsage: false });
+    if (derived.secretFile === undefined) return fail('--port-range, --length, --protocols, --time-step and --no-bind-source need --secret-file <file>');
+    if (!derived.ranges) return fail("--secret-file needs the door's --port-range (for example: --port-range 40000-49999)");
+    if (positionals.length !== 1) return fail('with --secret-file give only the host: the ports are derived from the key');
+    if (options.udp) return fail("-u does not apply to a derived knock; give the door's --protocols");
+    return { kind: 'derived', host: positionals[0]!, options };
+  }
+  if (positionals.length < 2) return { kind: 'usage' };
   return { kind: 'knock', host: positionals[0]!, portArgs: positionals.slice(1), options };
+}
+
+/** `LOW-HIGH[,PORT|LOW-HIGH...]` (ports 1-65535) -> sorted disjoint ranges, or an error text. */
+export function parsePortRange(value: string): [number, number][] | string {
+  const ports: number[] = [];
+  for (const item of value.split(',')) {
+    const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(item);
+    const lo = Number(m?.[1]);
+    const hi = m?.[2] === undefined ? lo : Number(m[2]);
+    if (!m || lo < 1 || hi > 65535 || lo > hi) {
+      return `error: --port-range '${value}': '${item.trim()}' is not a port or a LOW-HIGH range of ports 1-65535 (for example: 40000-49999)`;
+    }
+    for (let p = lo; p <= hi; p++) ports.push(p);
+  }
+  return portRanges(ports);
 }
 
 /** service name → port, per protocol, as listed in /etc/services (Node has no getservbyname). */
@@ -296,6 +397,63 @@ function hitUdp(address: string, port: number, family: KnockFamily, source: stri
   });
 }
 
+/**
+ * The address `host` sees us as: the one given, or the local address the kernel picks for the route to
+ * the host (a UDP socket's connect() only chooses a route and a source; it sends nothing).
+ */
+export async function sourceAddressFor(host: string, family: KnockFamily, given?: string): Promise<string> {
+  if (given) return given;
+  const socket = createSocket(family === 6 ? 'udp6' : 'udp4');
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.connect(9, host, () => resolve());
+    });
+    return socket.address().address;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new KnockError(`error: no route to ${host} to find our source address (${code}); give it with --source`);
+  } finally {
+    socket.close();
+  }
+}
+
+/** The ports of a derived door's sequence for `source` at `nowUs` (the server's window for that time). */
+export function derivedPorts(d: DerivedKnockOptions, key: Uint8Array, source: string, nowUs: number): KnockPort[] {
+  const address = parseAddress(source);
+  if (!address) throw new KnockError(`error: '${source}' is not an IP address`);
+  const params: DerivedParams = {
+    key,
+    sequenceLength: d.length,
+    ranges: d.ranges!,
+    protocols: d.protocols,
+    timeStep: d.timeStep,
+    bindSource: d.bindSource,
+  };
+  return deriveSequence(params, windowOf(nowUs, d.timeStep), address.family, address.bytes).map((s) => ({
+    text: String(s.port),
+    port: s.port,
+    proto: s.proto,
+  }));
+}
+
+/** Knocks a derived door: the sequence of the current window for the source the server will see. */
+export async function knockDerived(host: string, options: KnockOptions, out: (line: string) => void = () => {}): Promise<void> {
+  let key: Uint8Array;
+  try {
+    key = readSecretFile(options.derived!.secretFile!);
+  } catch (err) {
+    if (err instanceof SecretFileError) throw new KnockError(`error: --secret-file ${err.message}`);
+    throw err;
+  }
+  const family = options.family ?? (options.source ? (isIP(options.source) as KnockFamily) : undefined);
+  const target = await resolveHost(host, family);
+  const source = await sourceAddressFor(target.address, target.family, options.source);
+  const ports = derivedPorts(options.derived!, key, source, Date.now() * 1000);
+  if (options.verbose) out(`derived sequence for ${source}: ${ports.map((p) => `${p.port}:${p.proto}`).join(' ')}\n`);
+  await knock({ options: { ...options, family: target.family }, host: target.address, ports }, out);
+}
+
 /** Sends the knocks in order, resolving the host again for every port as knock does. */
 export async function knock(request: KnockRequest, out: (line: string) => void = () => {}): Promise<void> {
   const { options, host, ports } = request;
@@ -329,11 +487,17 @@ export async function runKnockCli(argv: string[], programName = 'knock-fast'): P
       if (command.showUsage) process.stdout.write(knockUsage(programName));
       return 1;
     case 'knock':
+    case 'derived':
       try {
+        const write = (line: string): void => void process.stdout.write(line);
+        if (command.kind === 'derived') {
+          await knockDerived(command.host, command.options, write);
+          return 0;
+        }
         // Every port is checked before the first hit, so a typo never sends half a sequence.
         const services = loadServices();
         const ports = command.portArgs.map((arg) => resolvePortArg(arg, command.options.udp, services));
-        await knock({ options: command.options, host: command.host, ports }, (line) => process.stdout.write(line));
+        await knock({ options: command.options, host: command.host, ports }, write);
         return 0;
       } catch (err) {
         if (!(err instanceof KnockError)) throw err;
