@@ -194,3 +194,40 @@ describe('live: a derived door in private namespaces', { skip: root ? false : 'n
     }
   });
 });
+
+describe('derived door records are checked before use (both matchers)', () => {
+  const base = compile(config([derivedDoor('D', { ports: [...range(40000, 40009), 40020] })])).words;
+  const door = 16 + 2 * 5; // after the header and the two local addresses
+  const keyWords = 8;
+  const nRanges = door + 11 + keyWords;
+  const variants: [string, (w: Uint32Array) => Uint32Array][] = [
+    ['time step 0', (w) => ((w[door + 7] = 0), w)],
+    ['no protocol', (w) => ((w[door + 8] = 0), w)],
+    ['bindSource 2', (w) => ((w[door + 9] = 2), w)],
+    ['an 8-byte key', (w) => ((w[door + 10] = 8), w)],
+    ['a 65-byte key', (w) => ((w[door + 10] = 65), w)],
+    ['more ranges than words', (w) => ((w[nRanges] = 3), w)],
+    ['no range', (w) => ((w[nRanges] = 0), w)],
+    ['overlapping ranges', (w) => ((w[nRanges + 2] = (40009 | (40020 << 16)) >>> 0), w)],
+    ['a backwards range', (w) => ((w[nRanges + 1] = (40009 | (40000 << 16)) >>> 0), w)],
+    [
+      'a record cut short',
+      (w) => {
+        const cut = w.slice(0, w.length - 2);
+        cut[9] = cut.length;
+        cut[door] -= 2;
+        return cut;
+      },
+    ],
+  ];
+  for (const [name, make] of [
+    ['TsMatcher', () => new TsMatcher()],
+    ['NativeMatcher', () => new NativeMatcher()],
+  ] as const) {
+    test(`${name}: loads the compiled record and refuses each broken one`, () => {
+      make().load(base);
+      assert.equal(base[nRanges], 2, 'the layout this test edits');
+      for (const [what, edit] of variants) assert.throws(() => make().load(edit(base.slice())), TypeError, what);
+    });
+  }
+});
