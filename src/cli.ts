@@ -60,6 +60,9 @@ options:
       --state-file <f>   pending stop commands (default /var/lib/knockd-fast/state.json)
   knockd-fast nft status|uninstall   show or remove the nftables table knockd-fast installed
   knockd-fast secret                 print a new random key (hex) for a derived door's Secret_File
+  knockd-fast knock [options] HOST PORT[:PROTO]...   the knock client (knockd-fast knock -h)
+  knockd-fast doctor [-i IF[,IF...]]  check capabilities, interface, nft, addon and capture ring
+  knockd-fast demo                   narrated demonstration on a private namespace network (root)
 `;
 
 /** `--help`: a manual page. */
@@ -74,6 +77,9 @@ SYNOPSIS
     knockd-fast -c FILE --replay CAPTURE [-v] [--json] [--matcher native|ts] [--local-address ADDR]...
     knockd-fast [-c FILE] nft status|uninstall
     knockd-fast secret > KEYFILE
+    knockd-fast knock [options] HOST PORT[:PROTO]...
+    knockd-fast doctor [-i IF[,IF...]]
+    knockd-fast demo
     knockd-fast -V | -h
 
 DESCRIPTION
@@ -140,6 +146,19 @@ COMMANDS
         Show the nftables table knockd-fast installed (NftTable=, default ${DEFAULTS.nftTable}).
     nft uninstall
         Remove that table. Open doors close at once; guarded ports are no longer guarded.
+    knock [options] HOST PORT[:PROTO]...
+        The knock client (also installed as knock-fast): knockd's knock options -u -d -4 -6 -v,
+        plus --source ADDR and, for derived doors, --secret-file FILE --port-range LOW-HIGH.
+        knockd-fast knock -h lists them.
+    doctor [-i IF[,IF...]]
+        Check what a deployment needs: the addon loads, CAP_NET_RAW/CAP_NET_ADMIN, the interface
+        exists, is up and has addresses, nft works, a capture ring opens. One pass/FAIL line each,
+        with the fix; exit 0 when all pass.
+    demo
+        As root: build a private client/gateway/server network in namespaces, run the daemon on the
+        gateway and narrate a knock opening a guarded port, then remove everything (also on Ctrl-C).
+    secret
+        Print a new random 256-bit key (hex) for a derived door's Secret_File.
 
 SIGNALS
     SIGHUP      re-read the config file; a bad config is logged and the running one is kept.
@@ -377,7 +396,7 @@ async function runNft(action: 'status' | 'uninstall', options: CliOptions, io: C
 /** Options after a subcommand name that only the subcommand understands (`doctor -i IF`). */
 function interfacesOf(argv: string[]): string[] {
   const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) if ((argv[i] === '-i' || argv[i] === '--interface') && argv[i + 1]) out.push(argv[++i]);
+  for (let i = 0; i < argv.length; i++) if ((argv[i] === '-i' || argv[i] === '--interface') && argv[i + 1]) out.push(...argv[++i].split(','));
   return out;
 }
 
