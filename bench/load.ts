@@ -312,12 +312,17 @@ function vethRxDropped(net: LoadNet): number {
   return link[0].stats64.rx.dropped;
 }
 
-/** Prometheus text → value of a sample, e.g. metric('knockd_drops_total{where="ring"}'). */
-function scrapeMetrics(net: LoadNet): Map<string, number> {
-  // One retry: a scrape can meet the daemon busy in a GC pause or a flush under the flood.
-  const script = `const get = () => fetch('http://127.0.0.1:${METRICS_PORT}/metrics').then(r => r.text());
-    get().catch(() => new Promise(r => setTimeout(r, 500)).then(get)).then(t => process.stdout.write(t))`;
-  const text = net.lab.exec('b', process.execPath, ['-e', script]);
+/**
+ * The daemon's Prometheus samples by name, e.g. 'knockd_drops_total{where="ring"}'. Asynchronous on
+ * purpose: the daemon writes -v lines to a pipe this process drains, so blocking here would stall it.
+ */
+async function scrapeMetrics(net: LoadNet): Promise<Map<string, number>> {
+  const script = `fetch('http://127.0.0.1:${METRICS_PORT}/metrics', { signal: AbortSignal.timeout(5000) })
+    .then(r => r.text()).then(t => process.stdout.write(t))`;
+  const text = await new Promise<string>((resolve, reject) =>
+    execFile('ip', ['netns', 'exec', net.lab.name('b'), process.execPath, '-e', script], { timeout: 10_000, maxBuffer: 1 << 24 },
+      (err, stdout, stderr) => (err ? reject(new Error(stderr.trim().split('\n').at(-1) || err.message)) : resolve(stdout))),
+  );
   const values = new Map<string, number>();
   for (const line of text.split('\n')) {
     const m = /^([a-zA-Z_:][\w:]*(?:\{[^}]*\})?) ([-+\d.eE]+|NaN)$/.exec(line);
@@ -409,7 +414,7 @@ async function runPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: num
       base.ringDrops = report.ringDrops;
     } else if (sys.id !== 'knockd') {
       try {
-        const m = scrapeMetrics(net);
+        const m = await scrapeMetrics(net);
         base.packetsDelivered = m.get('knockd_packets_total') ?? null;
         base.ringDrops = m.get('knockd_drops_total{where="ring"}') ?? null;
         base.queueDrops = m.get('knockd_drops_total{where="event_queue"}') ?? null;
