@@ -111,6 +111,8 @@ Napi::Value NativeMatcher::JsFeed(const Napi::CallbackInfo& info) {
   }
   const uint32_t* off = offsets.Data();
   const double* ts = times.Data();
+  const uint8_t* bytes = data.Data();
+  const uint16_t* link = links.Data();
   const size_t data_len = data.ByteLength();
   for (size_t i = 0; i < n; i++) {
     if (off[i] > off[i + 1]) {
@@ -124,11 +126,9 @@ Napi::Value NativeMatcher::JsFeed(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(env, "feed: offsets[" + std::to_string(n) + "] = " + std::to_string(off[n]) +
                                          " is beyond the end of data (" + std::to_string(data_len) + " bytes)");
   }
-  const uint8_t* bytes = data.Data();
-  const uint16_t* link = links.Data();
-  for (size_t i = 0; i < n; i++) {
-    matcher_->feed(bytes + off[i], off[i + 1] - off[i], link[i], int64_t(ts[i]), events_);
-  }
+  frames_.resize(n);
+  for (size_t i = 0; i < n; i++) frames_[i] = FrameView{bytes + off[i], off[i + 1] - off[i], link[i], int64_t(ts[i])};
+  matcher_->feed_batch(frames_.data(), n, events_);
   return TakeEvents(env);
 }
 

@@ -28,6 +28,7 @@ class NativeMatcher : public Napi::ObjectWrap<NativeMatcher> {
 
   std::unique_ptr<Matcher> matcher_;
   std::vector<EventRecord> events_;  // reused across calls; copied out once per call
+  std::vector<FrameView> frames_;    // reused across calls: one batch per feed()
 };
 
 }  // namespace knockd

@@ -418,6 +418,21 @@ void Capture::run(Shard& shard) {
     }
     if (program) shard.matcher.load(std::move(program));
   };
+  // The block's frames for the matcher, matched as batches (it prefetches ahead within a batch) before
+  // the block goes back to the kernel; a batch is at most flush_records frames, so the event batch
+  // overshoots its flush threshold by about that much at most.
+  std::vector<FrameView> frames;
+  auto match_frames = [&] {
+    for (size_t i = 0; i < frames.size(); i += options_.flush_records) {
+      if (shard.batch->records() == 0) shard.batch_started_us = monotonic_us();
+      shard.matcher.feed_batch(frames.data() + i, std::min<size_t>(options_.flush_records, frames.size() - i), shard.batch->events);
+      if (shard.batch->records() >= options_.flush_records) {
+        flush(shard);
+        shard.batch = std::make_unique<CaptureBatch>();
+      }
+    }
+    frames.clear();
+  };
   auto drain = [&](Socket& sock) {
     for (;;) {
       auto* block = reinterpret_cast<tpacket_block_desc*>(sock.ring + size_t(sock.next_block) * sock.block_bytes);
@@ -429,24 +444,25 @@ void Capture::run(Shard& shard) {
         if (ll->sll_pkttype != PACKET_OUTGOING) {
           NetworkFrame f = locate_network_frame(ntohs(ll->sll_protocol), h->tp_status & TP_STATUS_VLAN_VALID, p + h->tp_mac, h->tp_snaplen);
           int64_t ts = int64_t(h->tp_sec) * 1000000 + h->tp_nsec / 1000;
-          CaptureBatch& b = *shard.batch;
-          if (b.records() == 0) shard.batch_started_us = monotonic_us();
           if (options_.forward_frames) {
+            CaptureBatch& b = *shard.batch;
+            if (b.records() == 0) shard.batch_started_us = monotonic_us();
             if (b.frame_offsets.empty()) b.frame_offsets.push_back(0);
             b.frame_bytes.insert(b.frame_bytes.end(), f.data, f.data + f.len);
             b.frame_offsets.push_back(uint32_t(b.frame_bytes.size()));
             b.frame_ts_us.push_back(double(ts));
             b.frame_links.push_back(f.link);
+            if (b.records() >= options_.flush_records) {
+              flush(shard);
+              shard.batch = std::make_unique<CaptureBatch>();
+            }
           } else {
-            shard.matcher.feed(f.data, f.len, f.link, ts, b.events);
-          }
-          if (b.records() >= options_.flush_records) {
-            flush(shard);
-            shard.batch = std::make_unique<CaptureBatch>();
+            frames.push_back(FrameView{f.data, f.len, f.link, ts});
           }
         }
         p += h->tp_next_offset;
       }
+      match_frames();
       __atomic_store_n(&block->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
       sock.next_block = (sock.next_block + 1) % sock.block_count;
     }

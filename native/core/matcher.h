@@ -30,6 +30,14 @@ enum Stat : size_t {
 };
 using Stats = std::array<uint64_t, kStatCount>;
 
+// One captured frame of a batch: its bytes, link type (pcap LINKTYPE) and capture time.
+struct FrameView {
+  const uint8_t* data;
+  size_t len;
+  uint16_t link_type;
+  int64_t ts_us;
+};
+
 class Matcher {
  public:
   explicit Matcher(uint16_t shard = 0);
@@ -39,7 +47,10 @@ class Matcher {
 
   // Replace the program; attempts of doors whose fingerprint survives are kept (MATCHER.md §5).
   void load(std::shared_ptr<const Program> program);
-  // One captured frame. Appends the events it causes to `out`.
+  // Frames in capture order. Appends the events they cause to `out`, exactly as feeding them one by one
+  // would; while matching one frame it prefetches the tracking state of the frames that follow.
+  void feed_batch(const FrameView* frames, size_t n, std::vector<EventRecord>& out);
+  // One captured frame (a batch of one).
   void feed(const uint8_t* frame, size_t len, uint16_t link_type, int64_t ts_us, std::vector<EventRecord>& out);
   // An already parsed packet (the capture path parses once, then matches).
   void feed_packet(const Packet& packet, int64_t ts_us, std::vector<EventRecord>& out);
