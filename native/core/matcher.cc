@@ -175,8 +175,14 @@ class UsedWindows {
 
 struct Matcher::State {
   ZeroedArray<Record> pool;
-  ZeroedArray<uint32_t> index;  // pool slot + 1, 0 = empty
+  // Index entries, 0 = empty: the pool slot + 1 in the low slot_bits, and in the bits maxTracked leaves
+  // spare a tag — the entry's distance from its home position (saturating at disp_max) and above it a
+  // few more bits of its key's hash — so probing and backward-shift deletion skip or place entries
+  // without reading their records (a cache miss each); only a full tag match reads the record.
+  ZeroedArray<uint32_t> index;
   size_t mask = 0;
+  unsigned slot_bits = 32, fp_shift = 32;
+  uint32_t slot_mask = ~0u, disp_max = 0, fp_mask = 0;
   // Recycled slots, a LIFO stack kept in the free records themselves (slots from high_water on were never
   // used). The top node is a free record whose first words hold the next node and up to kFreeChunk free
   // slots stacked above the node itself; a start reads one new record per chunk, named a chunk in
@@ -200,6 +206,14 @@ struct Matcher::State {
     pool.reset(max_tracked);
     index.reset(index_capacity(max_tracked));
     mask = index.size() - 1;
+    slot_bits = 0;
+    while (slot_bits < 32 && (uint64_t(1) << slot_bits) <= max_tracked) slot_bits++;  // holds slot + 1
+    const unsigned spare = 32 - slot_bits;
+    const unsigned disp_bits = std::min(spare, 6u);
+    slot_mask = uint32_t((uint64_t(1) << slot_bits) - 1);
+    disp_max = (1u << disp_bits) - 1;
+    fp_shift = slot_bits + disp_bits;
+    fp_mask = uint32_t((uint64_t(1) << (spare - disp_bits)) - 1);
     wheel_head.assign(kWheelSize, kNone);
     wheel_tail.assign(kWheelSize, kNone);
     free_top = kNone;
@@ -223,33 +237,53 @@ struct Matcher::State {
     return r.family == family && r.group == group && std::memcmp(r.src, src, 16) == 0;
   }
 
+  uint32_t entry_slot(uint32_t entry) const { return (entry & slot_mask) - 1; }
+  // Shifts in 64 bits: with maxTracked ≥ 2^31 the slot takes all 32 bits and the tag is empty.
+  uint32_t entry_disp(uint32_t entry) const { return uint32_t(uint64_t(entry) >> slot_bits) & disp_max; }
+  uint32_t entry_fingerprint(uint32_t entry) const { return uint32_t(uint64_t(entry) >> fp_shift); }
+  uint32_t fingerprint(uint64_t hash) const { return uint32_t(hash >> 40) & fp_mask; }
+  uint32_t with_disp(uint32_t entry, size_t disp) const {
+    const uint64_t field = uint64_t(disp_max) << slot_bits;
+    return uint32_t((entry & ~field) | uint64_t(std::min<size_t>(disp, disp_max)) << slot_bits);
+  }
+  uint32_t make_entry(uint32_t slot, size_t disp, uint64_t hash) const {
+    return with_disp(uint32_t((slot + 1) | uint64_t(fingerprint(hash)) << fp_shift), disp);
+  }
+  static uint64_t record_hash(const Record& r) { return key_hash(r.family, r.src, r.group); }
+
   uint32_t find(uint8_t family, const uint8_t* src, uint8_t group) const {
-    for (size_t i = key_hash(family, src, group) & mask;; i = (i + 1) & mask) {
-      uint32_t entry = index[i];
+    const uint64_t hash = key_hash(family, src, group);
+    const uint32_t fp = fingerprint(hash);
+    size_t disp = 0;
+    for (size_t i = hash & mask;; i = (i + 1) & mask, disp++) {
+      const uint32_t entry = index[i];
       if (entry == 0) return kNone;
-      if (same_key(pool[entry - 1], family, src, group)) return entry - 1;
+      if (entry_fingerprint(entry) != fp) continue;
+      const uint32_t d = entry_disp(entry);
+      if (d != disp && !(d == disp_max && disp >= disp_max)) continue;  // another home
+      if (same_key(pool[entry_slot(entry)], family, src, group)) return entry_slot(entry);
     }
   }
 
   void index_insert(uint32_t slot) {
-    const Record& r = pool[slot];
-    size_t i = key_hash(r.family, r.src, r.group) & mask;
-    while (index[i] != 0) i = (i + 1) & mask;
-    index[i] = slot + 1;
+    const uint64_t hash = record_hash(pool[slot]);
+    size_t i = hash & mask, disp = 0;
+    for (; index[i] != 0; i = (i + 1) & mask) disp++;
+    index[i] = make_entry(slot, disp, hash);
   }
 
   void index_erase(uint32_t slot) {
-    const Record& r = pool[slot];
-    size_t i = key_hash(r.family, r.src, r.group) & mask;
-    while (index[i] != slot + 1) i = (i + 1) & mask;
+    size_t i = record_hash(pool[slot]) & mask;
+    while (entry_slot(index[i]) != slot) i = (i + 1) & mask;
     // Backward shift: pull later entries of the probe run into the hole unless their home lies
-    // cyclically in (hole, j].
+    // cyclically in (hole, j]; a moved entry is nearer its home, so its distance is re-encoded.
     for (size_t j = (i + 1) & mask; index[j] != 0; j = (j + 1) & mask) {
-      const Record& m = pool[index[j] - 1];
-      size_t home = key_hash(m.family, m.src, m.group) & mask;
-      bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+      const uint32_t entry = index[j];
+      const uint32_t d = entry_disp(entry);
+      const size_t home = (d < disp_max ? j - d : record_hash(pool[entry_slot(entry)])) & mask;  // saturated: ask the record
+      const bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
       if (!stays) {
-        index[i] = index[j];
+        index[i] = with_disp(entry, (i - home) & mask);
         i = j;
       }
     }
@@ -409,7 +443,7 @@ class MatchCall {
     const uint32_t entry = st_.index[home];
     if (entry == 0) return;
     // 56-byte records straddle cache lines: ask for both ends.
-    const char* r = reinterpret_cast<const char*>(&st_.pool[entry - 1]);
+    const char* r = reinterpret_cast<const char*>(&st_.pool[st_.entry_slot(entry)]);
     __builtin_prefetch(r);
     __builtin_prefetch(r + sizeof(Record) - 1);
   }
@@ -421,7 +455,7 @@ class MatchCall {
     if (home == kNoHome) return;
     const uint32_t entry = st_.index[home];
     if (entry == 0) return;
-    const Record& r = st_.pool[entry - 1];
+    const Record& r = st_.pool[st_.entry_slot(entry)];
     if (r.flags & kInStage1) {
       st_.prefetch_links(r.s1_prev);
       st_.prefetch_links(r.s1_next);
@@ -655,6 +689,16 @@ class MatchCall {
       if (r.stage[j]) failed_event(kFailEvicted, r, r.stage[j], c.doors[j], st_.now);
     }
     st_.free_record(slot);
+    prefetch_next_victim();
+  }
+
+  // A flood evicts the stage-1 head packet after packet: ask now for the next victim's index slot (its
+  // record was asked for by the previous eviction) and for the record of the one after it.
+  [[gnu::always_inline]] void prefetch_next_victim() const {
+    if (st_.s1_head == kNone) return;
+    const Record& next = st_.pool[st_.s1_head];
+    __builtin_prefetch(&st_.index[Matcher::State::record_hash(next) & st_.mask]);
+    if (next.s1_next != kNone) __builtin_prefetch(&st_.pool[next.s1_next]);
   }
 
   // §4 step 6 for the fixed doors of one accepting group; returns whether a record now exists for the key.
