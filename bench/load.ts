@@ -615,7 +615,7 @@ function svgLineChart(c: {
   series: Series[];
   verticals?: (Series & { at: number; lines: string[] })[];
 }): string {
-  const W = 780, H = 440, L = 70, R = 240, T = 40, B = 60;
+  const W = 880, H = 440, L = 70, R = 340, T = 40, B = 60;
   const pw = W - L - R, ph = H - T - B;
   const px = (v: number) => (L + pw * c.x(v)).toFixed(1);
   const py = (v: number) => (T + ph * (1 - c.y(v))).toFixed(1);
