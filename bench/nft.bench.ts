@@ -9,12 +9,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { NftBackend } from '../src/actions/nft.js';
 import { Lab } from '../src/netns.js';
 import { door } from '../test/helpers/doors.js';
+import { reportRow } from './report.js';
 
+const SHORT = process.env.KNOCKD_BENCH_SHORT === '1';
 const { values } = parseArgs({
   options: {
     rate: { type: 'string', default: '10000' },
-    seconds: { type: 'string', default: '5' },
-    burst: { type: 'string', default: '100000' },
+    seconds: { type: 'string', default: SHORT ? '2' : '5' },
+    burst: { type: 'string', default: SHORT ? '20000' : '100000' },
   },
 });
 const rate = Number(values.rate);
@@ -73,6 +75,16 @@ async function main(): Promise<void> {
         `p99 ${quantile(sorted, 0.99).toFixed(2)}  max ${sorted[sorted.length - 1].toFixed(2)}`,
     );
     console.log(`  ${batches.length} batches, mean ${meanBatch.toFixed(1)} elements`);
+    reportRow({
+      bench: 'nft',
+      case: `sustained ${rate} grants/s for ${seconds} s`,
+      values: {
+        'grants/s': total / elapsed,
+        'p50 ms': quantile(sorted, 0.5),
+        'p99 ms': quantile(sorted, 0.99),
+        'elements/batch': meanBatch,
+      },
+    });
 
     // burst
     batches.length = 0;
@@ -83,6 +95,7 @@ async function main(): Promise<void> {
     const bElapsed = (performance.now() - b0) / 1000;
     if (ok.some((x) => !x)) throw new Error('burst grant not installed');
     console.log(`burst: ${burst} grants installed in ${bElapsed.toFixed(2)} s = ${(burst / bElapsed).toFixed(0)}/s, ${batches.length} batches`);
+    reportRow({ bench: 'nft', case: `burst of ${burst} grants`, values: { 'grants/s': burst / bElapsed, 'elements/batch': burst / batches.length } });
     await backend.close();
   } finally {
     lab.destroy();
