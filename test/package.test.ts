@@ -1,12 +1,13 @@
 // Packaging: `npm pack` gives a tarball with the prebuilt linux-x64 addon, the compiled TypeScript and the
 // native sources for the build-from-source fallback; installed into an empty directory with no network
-// (npm --offline: only the tarball and npm's local cache), it runs --version, --test and a replay
-// without compiling anything.
+// (`npm ci --offline` against a lock that pins the tarball: only the tarball and npm's local cache), it
+// runs --version, --test and a replay without compiling anything.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { after, before, test } from 'node:test';
 import { writePcap } from '../src/pcap.js';
 import { packageRoot } from '../src/native.js';
@@ -47,13 +48,42 @@ test('the tarball holds the prebuilt addon, dist/ and the sources of the fallbac
   assert.ok(!listing.some((f) => f.startsWith('package/test/')), 'no tests');
 });
 
+/** package.json and package-lock.json of an app that depends on the tarball alone. The lock pins the
+ * tarball and every runtime dependency exactly as this checkout's lock does (resolved URL and integrity),
+ * so `npm ci --offline` installs from the tarball and npm's content cache only: no registry request,
+ * not even for metadata, which a plain `npm install --offline` would need to resolve version ranges. */
+function writeAppManifests(app: string): void {
+  const pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8'));
+  const lock = JSON.parse(readFileSync(join(packageRoot, 'package-lock.json'), 'utf8'));
+  const spec = `file:${relative(app, tarball)}`;
+  const integrity = `sha512-${createHash('sha512').update(readFileSync(tarball)).digest('base64')}`;
+  const manifest = { name: 'app', version: '1.0.0', private: true, dependencies: { 'knockd-fast': spec } };
+  const packages: Record<string, unknown> = {
+    '': { name: 'app', version: '1.0.0', dependencies: { 'knockd-fast': spec } },
+    'node_modules/knockd-fast': {
+      version: pkg.version,
+      resolved: spec,
+      integrity,
+      hasInstallScript: true,
+      license: pkg.license,
+      dependencies: pkg.dependencies,
+      bin: pkg.bin,
+      engines: pkg.engines,
+      os: pkg.os,
+    },
+  };
+  for (const [path, entry] of Object.entries(lock.packages as Record<string, { dev?: boolean }>)) {
+    if (path !== '' && !entry.dev) packages[path] = entry;
+  }
+  writeFileSync(join(app, 'package.json'), `${JSON.stringify(manifest)}\n`);
+  writeFileSync(join(app, 'package-lock.json'), `${JSON.stringify({ name: 'app', version: '1.0.0', lockfileVersion: 3, requires: true, packages }, null, 2)}\n`);
+}
+
 test('installs offline into an empty directory and runs --version, --test and a replay', () => {
   const app = join(work, 'app');
-  run('mkdir', ['-p', app], work);
-  writeFileSync(join(app, 'package.json'), '{"name":"app","version":"1.0.0","private":true}\n');
-  // no network: --offline resolves the dependencies from npm's cache only
-  const env = { ...process.env, npm_config_offline: 'true' };
-  run('npm', ['install', '--offline', '--no-audit', '--no-fund', tarball], app, env);
+  mkdirSync(app);
+  writeAppManifests(app);
+  run('npm', ['ci', '--offline', '--no-audit', '--no-fund'], app, { ...process.env, npm_config_offline: 'true' });
   assert.ok(!existsSync(join(app, 'node_modules', 'knockd-fast', 'build')), 'nothing was compiled');
   const bin = join(app, 'node_modules', '.bin', 'knockd-fast');
 
