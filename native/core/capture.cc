@@ -14,6 +14,7 @@
 #include <net/ethernet.h>
 #include <net/if.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -156,7 +157,12 @@ Capture::Capture(const CaptureOptions& options, std::shared_ptr<const Program> p
   }
   for (auto& shard : shards_) {
     Shard* sh = shard.get();
-    sh->thread = std::thread([this, sh] { run(*sh); });
+    sh->thread = std::thread([this, sh] {
+      // Named so top -H, perf and /proc/<pid>/task tell the capture threads apart from Node's own.
+      std::string name = "kf-capture-" + std::to_string(sh->id);
+      pthread_setname_np(pthread_self(), name.c_str());
+      run(*sh);
+    });
   }
 }
 

@@ -1,6 +1,6 @@
 // Per-source sequence matching, exactly as docs/MATCHER.md describes (section numbers below refer to it).
-// All state lives in fixed arrays allocated at load: a pool of 56-byte records, a power-of-two index of
-// pool slots (linear probing, backward-shift deletion), a timer wheel and the stage-1 list, both as
+// All state lives in fixed arrays allocated at load: a pool of 56-byte records, an index of pool slots
+// (at most 75% full; linear probing, backward-shift deletion), a timer wheel and the stage-1 list, both as
 // intrusive doubly linked lists through the records. Nothing here allocates per packet except the
 // caller's event vector, which the caller reserves.
 #include "matcher.h"
@@ -51,11 +51,11 @@ uint64_t key_hash(uint8_t family, const uint8_t* src, uint8_t group) {
   return h ^ (h >> 32);
 }
 
+// ceil(4/3 × maxTracked) slots (at most 75% full), rounded up to whole cache lines: not a power of two,
+// which would cost up to twice that (8.4 bytes per source at maxTracked 1,000,000 instead of 5.3).
 size_t index_capacity(uint32_t max_tracked) {
-  uint64_t need = (uint64_t(max_tracked) * 4 + 2) / 3;  // ceil(4/3 × maxTracked)
-  size_t cap = 2;
-  while (cap < need) cap <<= 1;
-  return cap;
+  const uint64_t need = (uint64_t(max_tracked) * 4 + 2) / 3;
+  return size_t((need + 15) / 16 * 16);
 }
 
 // A zero-filled array from anonymous mmap: the kernel commits its pages on first touch, so a large
@@ -180,7 +180,7 @@ struct Matcher::State {
   // few more bits of its key's hash — so probing and backward-shift deletion skip or place entries
   // without reading their records (a cache miss each); only a full tag match reads the record.
   ZeroedArray<uint32_t> index;
-  size_t mask = 0;
+  size_t capacity = 0;
   unsigned slot_bits = 32, fp_shift = 32;
   uint32_t slot_mask = ~0u, disp_max = 0, fp_mask = 0;
   // Recycled slots, a LIFO stack kept in the free records themselves (slots from high_water on were never
@@ -205,7 +205,7 @@ struct Matcher::State {
   void allocate(uint32_t max_tracked) {
     pool.reset(max_tracked);
     index.reset(index_capacity(max_tracked));
-    mask = index.size() - 1;
+    capacity = index.size();
     slot_bits = 0;
     while (slot_bits < 32 && (uint64_t(1) << slot_bits) <= max_tracked) slot_bits++;  // holds slot + 1
     const unsigned spare = 32 - slot_bits;
@@ -241,7 +241,7 @@ struct Matcher::State {
   // Shifts in 64 bits: with maxTracked ≥ 2^31 the slot takes all 32 bits and the tag is empty.
   uint32_t entry_disp(uint32_t entry) const { return uint32_t(uint64_t(entry) >> slot_bits) & disp_max; }
   uint32_t entry_fingerprint(uint32_t entry) const { return uint32_t(uint64_t(entry) >> fp_shift); }
-  uint32_t fingerprint(uint64_t hash) const { return uint32_t(hash >> 40) & fp_mask; }
+  uint32_t fingerprint(uint64_t hash) const { return uint32_t(hash) & fp_mask; }
   uint32_t with_disp(uint32_t entry, size_t disp) const {
     const uint64_t field = uint64_t(disp_max) << slot_bits;
     return uint32_t((entry & ~field) | uint64_t(std::min<size_t>(disp, disp_max)) << slot_bits);
@@ -250,12 +250,16 @@ struct Matcher::State {
     return with_disp(uint32_t((slot + 1) | uint64_t(fingerprint(hash)) << fp_shift), disp);
   }
   static uint64_t record_hash(const Record& r) { return key_hash(r.family, r.src, r.group); }
+  // Position from the hash's high bits (multiply-shift onto [0, capacity)); the tag uses its low bits.
+  size_t home_of(uint64_t hash) const { return size_t((unsigned __int128)hash * capacity >> 64); }
+  size_t next(size_t i) const { return i + 1 == capacity ? 0 : i + 1; }
+  size_t distance(size_t from, size_t to) const { return to >= from ? to - from : to + capacity - from; }
 
   uint32_t find(uint8_t family, const uint8_t* src, uint8_t group) const {
     const uint64_t hash = key_hash(family, src, group);
     const uint32_t fp = fingerprint(hash);
     size_t disp = 0;
-    for (size_t i = hash & mask;; i = (i + 1) & mask, disp++) {
+    for (size_t i = home_of(hash);; i = next(i), disp++) {
       const uint32_t entry = index[i];
       if (entry == 0) return kNone;
       if (entry_fingerprint(entry) != fp) continue;
@@ -267,23 +271,24 @@ struct Matcher::State {
 
   void index_insert(uint32_t slot) {
     const uint64_t hash = record_hash(pool[slot]);
-    size_t i = hash & mask, disp = 0;
-    for (; index[i] != 0; i = (i + 1) & mask) disp++;
+    size_t i = home_of(hash), disp = 0;
+    for (; index[i] != 0; i = next(i)) disp++;
     index[i] = make_entry(slot, disp, hash);
   }
 
   void index_erase(uint32_t slot) {
-    size_t i = record_hash(pool[slot]) & mask;
-    while (entry_slot(index[i]) != slot) i = (i + 1) & mask;
+    size_t i = home_of(record_hash(pool[slot]));
+    while (entry_slot(index[i]) != slot) i = next(i);
     // Backward shift: pull later entries of the probe run into the hole unless their home lies
     // cyclically in (hole, j]; a moved entry is nearer its home, so its distance is re-encoded.
-    for (size_t j = (i + 1) & mask; index[j] != 0; j = (j + 1) & mask) {
+    for (size_t j = next(i); index[j] != 0; j = next(j)) {
       const uint32_t entry = index[j];
       const uint32_t d = entry_disp(entry);
-      const size_t home = (d < disp_max ? j - d : record_hash(pool[entry_slot(entry)])) & mask;  // saturated: ask the record
+      // A saturated distance does not tell the home: ask the record.
+      const size_t home = d < disp_max ? (j >= d ? j - d : j + capacity - d) : home_of(record_hash(pool[entry_slot(entry)]));
       const bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
       if (!stays) {
-        index[i] = with_disp(entry, (i - home) & mask);
+        index[i] = with_disp(entry, distance(home, i));
         i = j;
       }
     }
@@ -431,7 +436,7 @@ class MatchCall {
     if (!prog_.has_derived && !prog_.any_door_uses(p.proto, p.dport)) return kNoHome;
     uint8_t groups[kMaxTargets + 1];
     if (accepting(p, groups) == 0) return kNoHome;
-    const size_t home = key_hash(p.family, p.src, groups[0]) & st_.mask;
+    const size_t home = st_.home_of(key_hash(p.family, p.src, groups[0]));
     __builtin_prefetch(&st_.index[home]);
     return home;
   }
@@ -697,7 +702,7 @@ class MatchCall {
   [[gnu::always_inline]] void prefetch_next_victim() const {
     if (st_.s1_head == kNone) return;
     const Record& next = st_.pool[st_.s1_head];
-    __builtin_prefetch(&st_.index[Matcher::State::record_hash(next) & st_.mask]);
+    __builtin_prefetch(&st_.index[st_.home_of(Matcher::State::record_hash(next))]);
     if (next.s1_next != kNone) __builtin_prefetch(&st_.pool[next.s1_next]);
   }
 

@@ -128,7 +128,7 @@ std::shared_ptr<const Program> Program::decode(const uint32_t* words, size_t n, 
   p->flags = words[3];
   p->max_tracked = words[4];
   p->event_budget = words[5];
-  // The index needs 4/3 slots per record as a power of two within uint32_t, and slot ~0u means empty.
+  // The index needs 4/3 slots per record within uint32_t, and slot ~0u means empty.
   if (p->max_tracked < 1 || p->max_tracked > 0x7fffffffu) {
     return fail(error, "maxTracked " + std::to_string(p->max_tracked) + " is outside 1..2147483647" + at(4));
   }
