@@ -356,21 +356,43 @@ struct Matcher::State {
     __builtin_prefetch(r + sizeof(Record) - 1, 1);
   }
 
+  // How many takes ahead the record about to be overwritten is asked for: a flood or a burst of first
+  // knocks takes a slot per packet, and one take ahead is too short a time for a miss to memory.
+  static constexpr uint32_t kTakeAhead = 6;
+
+  // The slot the stack yields `ahead` takes from now (kNone if it holds fewer), without changing it. Nodes
+  // pop their held slots first (last pushed first), then themselves; the next node was asked for when
+  // its predecessor became the top, so reading it here does not wait.
+  uint32_t free_slot_ahead(uint32_t node, uint32_t ahead) const {
+    while (node != kNone) {
+      const uint32_t held = node_word(node, kNodeCount);
+      if (ahead < held) return node_word(node, kNodeSlots + held - 1 - ahead);
+      if (ahead == held) return node;
+      ahead -= held + 1;
+      node = node_word(node, kNodeNext);
+    }
+    return kNone;
+  }
+
   uint32_t take_slot() {
     count++;
     if (free_top == kNone) return high_water++;
     const uint32_t node = free_top;
     const uint32_t held = node_word(node, kNodeCount);
+    uint32_t slot;
     if (held == 0) {
       free_top = node_word(node, kNodeNext);
       if (free_top != kNone) __builtin_prefetch(&pool[free_top]);
-      return node;
+      slot = node;
+    } else {
+      set_node_word(node, kNodeCount, held - 1);
+      const uint32_t next_node = node_word(node, kNodeNext);
+      if (next_node != kNone) __builtin_prefetch(&pool[next_node]);
+      slot = node_word(node, kNodeSlots + held - 1);
     }
-    set_node_word(node, kNodeCount, held - 1);
-    const uint32_t next_node = node_word(node, kNodeNext);
-    if (next_node != kNone) __builtin_prefetch(&pool[next_node]);
-    prefetch_record_for_write(held > 1 ? node_word(node, kNodeSlots + held - 2) : node);
-    return node_word(node, kNodeSlots + held - 1);
+    const uint32_t ahead = free_slot_ahead(free_top, kTakeAhead - 1);
+    if (ahead != kNone) prefetch_record_for_write(ahead);
+    return slot;
   }
 
   void push_free(uint32_t slot) {
