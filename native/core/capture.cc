@@ -384,6 +384,10 @@ void Capture::run(Shard& shard) {
   const int64_t tick_us = int64_t(options_.tick_ms) * 1000;
   int64_t next_tick = monotonic_us() + tick_us;
   int64_t next_check = monotonic_us() + int64_t(options_.interface_check_ms) * 1000;
+  // Completions the matcher had made when the batch was last handed over: a batch holding a new one goes
+  // to JS as soon as the rings are drained instead of waiting out flush_us, since a knocker is waiting
+  // for that door; failures and stages keep the batching.
+  uint64_t completed_handed = 0;
   shard.batch = std::make_unique<CaptureBatch>();
 
   auto read_ring_stats = [&] {
@@ -515,11 +519,14 @@ void Capture::run(Shard& shard) {
       next_check = now + int64_t(options_.interface_check_ms) * 1000;
     }
     if (!options_.forward_frames) publish_matcher_stats();
+    const uint64_t completed = options_.forward_frames ? 0 : shard.matcher.stats()[kStatCompleted];
     if (shard.batch->records() > 0 && (shard.batch->records() >= options_.flush_records ||
-                                       now - shard.batch_started_us >= int64_t(options_.flush_us))) {
+                                       now - shard.batch_started_us >= int64_t(options_.flush_us) ||
+                                       completed != completed_handed)) {
       flush(shard);
       shard.batch = std::make_unique<CaptureBatch>();
     }
+    completed_handed = completed;  // an empty batch means every completion so far was handed over
   }
   // Stop: take what the rings already hold, then hand over the last batch.
   for (auto& sock : shard.sockets) {
