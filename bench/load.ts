@@ -517,7 +517,7 @@ function markdown(report: Report): string {
         ? `| ${p.system} | ${p.rateTarget ? fmtRate(p.rateTarget) : 'max'} | error: ${p.error.replace(/\|/g, '/')} |||||||||`
         : `| ${p.system} | ${p.rateTarget ? fmtRate(p.rateTarget) : sc.noise === 'none' ? '—' : 'max'} | ${fmtRate(p.offeredRate)} | ${det} | ` +
           `${fmtNum(percentile(lat, 50), 2)} / ${fmtNum(lat.at(-1), 2)} | ${p.cpuS.toFixed(2)} | ` +
-          `${p.cpuS >= MIN_CPU_S ? p.cpuNsPerOfferedPacket.toFixed(0) : '—'} | ` +
+          `${sc.noise !== 'none' && p.cpuS >= MIN_CPU_S ? p.cpuNsPerOfferedPacket.toFixed(0) : '—'} | ` + // knocks alone: idle CPU over a few frames
           `${p.packetsDelivered ?? '—'} | ${p.ringDrops ?? '—'} | ${p.vethRxDropped} | ${(p.peakRssKiB / 1024).toFixed(1)} |`);
     }
     if (sc.id === 'sustained') {
