@@ -87,7 +87,7 @@ test('live -v lines equal --replay of the captured traffic', { skip, timeout: 12
 `,
   );
   const capture = join(dir, 'live.pcap');
-  const dump = inNs('tcpdump', ['-i', 'lo', '-U', '-n', '-w', capture, 'tcp or udp']);
+  const dump = inNs('tcpdump', ['-i', 'lo', '--immediate-mode', '-U', '-n', '-w', capture, 'tcp or udp']);
   const dumpErr: string[] = [];
   dump.stderr!.on('data', (d: Buffer) => dumpErr.push(d.toString()));
   const daemon = inNs(process.execPath, [cliPath(), '-c', conf, '-i', 'lo', '-v', '--threads', '1', '-g', join(dir, 'knockd-fast.log'), '--state-file', join(dir, 'state.json')]);
