@@ -389,6 +389,21 @@ void counters() {
   CHECK(h.m.state_bytes() >= 1024 * 56);
 }
 
+// The memory bound the README states: a 56-byte record and an index slot at most 75% full (4 bytes ×
+// 4/3, rounded up to a cache line) per tracked source, plus the fixed timer wheel, reserved at load.
+void memory_bound() {
+  const size_t wheel = 2 * 4096 * sizeof(uint32_t);
+  for (uint32_t n : {1000u, 1048576u, 4000000u}) {
+    ProgramSpec spec = with_doors({kC1});
+    spec.max_tracked = n;
+    Matcher m;
+    m.load(make_program(spec));
+    const size_t per_source_budget = 56 * size_t(n) + 4 * ((size_t(n) * 4 + 2) / 3 + 15);
+    CHECK(m.state_bytes() <= per_source_budget + wheel);
+    CHECK(double(m.state_bytes() - wheel) / n < 61.4);
+  }
+}
+
 void program_decoding() {
   ProgramSpec spec = with_doors({kC1, {{udp(5000), tcp(6000)}}});
   spec.targets = {v4(192, 0, 2, 77)};
@@ -454,6 +469,7 @@ int main() {
   index_churn();
   counters();
   program_decoding();
+  memory_bound();
   if (failures) std::fprintf(stderr, "matcher_test: %d failures\n", failures);
   else std::printf("matcher_test: ok\n");
   return failures ? 1 : 0;
