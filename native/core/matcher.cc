@@ -361,8 +361,8 @@ struct Matcher::State {
   static constexpr uint32_t kTakeAhead = 6;
 
   // The slot the stack yields `ahead` takes from now (kNone if it holds fewer), without changing it. Nodes
-  // pop their held slots first (last pushed first), then themselves; the next node was asked for when
-  // its predecessor became the top, so reading it here does not wait.
+  // pop their held slots first (last pushed first), then themselves. Nodes usually hold kFreeChunk slots,
+  // so this reads the top node and at most the next, which was asked for when the top became the top.
   uint32_t free_slot_ahead(uint32_t node, uint32_t ahead) const {
     while (node != kNone) {
       const uint32_t held = node_word(node, kNodeCount);
