@@ -4,6 +4,8 @@
 // Sustained: grants issued on a schedule of `rate` per second (spread over 1 ms ticks) for `seconds`;
 // latency = from grant() to its promise resolving (the nft transaction holding it has committed).
 // Burst: `burst` grants at once, time until all are installed (the backend's ceiling).
+// Both element writers run, one after the other, each in a fresh namespace: netlink from the addon (the
+// default) and the nft -i fallback, so their figures come from the same run.
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NftBackend } from '../src/actions/nft.js';
@@ -33,7 +35,7 @@ function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 }
 
-async function main(): Promise<void> {
+async function run(writer: 'netlink' | 'nft'): Promise<void> {
   const lab = new Lab('nftbench');
   try {
     lab.ns('n');
@@ -42,7 +44,8 @@ async function main(): Promise<void> {
     const backend = new NftBackend({
       doors: [ssh],
       log: (m) => console.error(`log: ${m}`),
-      nft: ['ip', 'netns', 'exec', lab.name('n'), 'nft'],
+      netns: lab.name('n'),
+      writer,
       onBatch: (elements) => batches.push(elements),
     });
     await backend.start();
@@ -69,7 +72,7 @@ async function main(): Promise<void> {
     const elapsed = (performance.now() - t0) / 1000;
     const sorted = Array.from(latencies).sort((a, b) => a - b);
     const meanBatch = batches.reduce((a, b) => a + b, 0) / batches.length;
-    console.log(`sustained: ${total} grants at ${rate}/s target, ${(total / elapsed).toFixed(0)}/s achieved over ${elapsed.toFixed(2)} s`);
+    console.log(`${writer} sustained: ${total} grants at ${rate}/s target, ${(total / elapsed).toFixed(0)}/s achieved over ${elapsed.toFixed(2)} s`);
     console.log(
       `  latency ms: p50 ${quantile(sorted, 0.5).toFixed(2)}  p90 ${quantile(sorted, 0.9).toFixed(2)}  ` +
         `p99 ${quantile(sorted, 0.99).toFixed(2)}  max ${sorted[sorted.length - 1].toFixed(2)}`,
@@ -77,7 +80,7 @@ async function main(): Promise<void> {
     console.log(`  ${batches.length} batches, mean ${meanBatch.toFixed(1)} elements`);
     reportRow({
       bench: 'nft',
-      case: `sustained ${rate} grants/s for ${seconds} s`,
+      case: `${writer}: sustained ${rate} grants/s for ${seconds} s`,
       values: {
         'grants/s': total / elapsed,
         'p50 ms': quantile(sorted, 0.5),
@@ -94,12 +97,12 @@ async function main(): Promise<void> {
     const ok = await Promise.all(all);
     const bElapsed = (performance.now() - b0) / 1000;
     if (ok.some((x) => !x)) throw new Error('burst grant not installed');
-    console.log(`burst: ${burst} grants installed in ${bElapsed.toFixed(2)} s = ${(burst / bElapsed).toFixed(0)}/s, ${batches.length} batches`);
-    reportRow({ bench: 'nft', case: `burst of ${burst} grants`, values: { 'grants/s': burst / bElapsed, 'elements/batch': burst / batches.length } });
+    console.log(`${writer} burst: ${burst} grants installed in ${bElapsed.toFixed(2)} s = ${(burst / bElapsed).toFixed(0)}/s, ${batches.length} batches`);
+    reportRow({ bench: 'nft', case: `${writer}: burst of ${burst} grants`, values: { 'grants/s': burst / bElapsed, 'elements/batch': burst / batches.length } });
     await backend.close();
   } finally {
     lab.destroy();
   }
 }
 
-await main();
+for (const writer of ['netlink', 'nft'] as const) await run(writer);

@@ -14,8 +14,12 @@ import {
   type NftBackendOptions,
 } from '../src/actions/nft.js';
 import type { DoorConfig } from '../src/config/types.js';
+import { loadBinding } from '../src/native.js';
 import { Lab } from '../src/netns.js';
 import { door as doorConfig } from './helpers/doors.js';
+
+/** How set elements are written: netlink from the addon (the default) and the nft -i fallback. */
+const WRITERS = ['netlink', 'nft'] as const;
 
 const ssh = doorConfig('ssh', '7000', { open: [{ port: 22, proto: 'tcp' }], openTimeout: 30 });
 
@@ -78,7 +82,7 @@ describe('nft backend in a network namespace', { skip: root ? false : 'needs roo
     const opts: NftBackendOptions = {
       doors,
       log: (m) => logs.push(m),
-      nft: ['ip', 'netns', 'exec', lab!.name(short), 'nft'],
+      netns: lab!.name(short),
       ...extra,
     };
     const nftJson = (...args: string[]) => JSON.parse(lab!.exec(short, 'nft', ['-j', ...args])).nftables as Record<string, any>[];
@@ -89,28 +93,30 @@ describe('nft backend in a network namespace', { skip: root ? false : 'needs roo
     return { short, logs, opts, nftJson, elements, exec: (args: string[], input?: string) => lab!.exec(short, 'nft', args, input) };
   }
 
-  test('a grant installs the source with Open_Timeout; a re-grant refreshes it', async () => {
-    const t = setup([doorConfig('ssh', '7000', { open: [{ port: 22, proto: 'tcp' }], openTimeout: 5 })]);
-    const b = new NftBackend(t.opts);
-    await b.start();
-    try {
-      assert.equal(await b.grant({ door: t.opts.doors[0], source: '198.51.100.1', family: 4 }), true);
-      assert.equal(await b.grant({ door: t.opts.doors[0], source: '2001:db8::5', family: 6 }), true);
-      const [e4] = t.elements('d_ssh_v4');
-      assert.equal(e4.val, '198.51.100.1');
-      assert.equal(e4.timeout, 5);
-      assert.ok(e4.expires >= 3 && e4.expires <= 5, `expires ${e4.expires}`);
-      assert.deepEqual(t.elements('d_ssh_v6').map((e: any) => e.val), ['2001:db8::5']);
-      await sleep(2200);
-      const before = t.elements('d_ssh_v4')[0].expires;
-      assert.ok(before <= 3, `expires ${before} after 2.2 s`);
-      await b.grant({ door: t.opts.doors[0], source: '198.51.100.1', family: 4 });
-      const refreshed = t.elements('d_ssh_v4')[0].expires;
-      assert.ok(refreshed > before, `refreshed expiry ${refreshed} > ${before}`);
-    } finally {
-      await b.close();
-    }
-  });
+  for (const writer of WRITERS) {
+    test(`${writer}: a grant installs the source with Open_Timeout; a re-grant refreshes it`, async () => {
+      const t = setup([doorConfig('ssh', '7000', { open: [{ port: 22, proto: 'tcp' }], openTimeout: 5 })], { writer });
+      const b = new NftBackend(t.opts);
+      await b.start();
+      try {
+        assert.equal(await b.grant({ door: t.opts.doors[0], source: '198.51.100.1', family: 4 }), true);
+        assert.equal(await b.grant({ door: t.opts.doors[0], source: '2001:db8::5', family: 6 }), true);
+        const [e4] = t.elements('d_ssh_v4');
+        assert.equal(e4.val, '198.51.100.1');
+        assert.equal(e4.timeout, 5);
+        assert.ok(e4.expires >= 3 && e4.expires <= 5, `expires ${e4.expires}`);
+        assert.deepEqual(t.elements('d_ssh_v6').map((e: any) => e.val), ['2001:db8::5']);
+        await sleep(2200);
+        const before = t.elements('d_ssh_v4')[0].expires;
+        assert.ok(before <= 3, `expires ${before} after 2.2 s`);
+        await b.grant({ door: t.opts.doors[0], source: '198.51.100.1', family: 4 });
+        const refreshed = t.elements('d_ssh_v4')[0].expires;
+        assert.ok(refreshed > before, `refreshed expiry ${refreshed} > ${before}`);
+      } finally {
+        await b.close();
+      }
+    });
+  }
 
   test('the kernel removes the element when the window ends', async () => {
     const t = setup([doorConfig('ssh', '7000', { open: [{ port: 22, proto: 'tcp' }], openTimeout: 2 })]);
@@ -170,7 +176,7 @@ describe('nft backend in a network namespace', { skip: root ? false : 'needs roo
       assert.deepEqual(t.elements('d_ssh_v4').map((e: any) => e.val), ['198.51.100.2']);
       const rules = t.nftJson('list', 'chain', 'inet', 'knockd_fast', 'input').filter((i) => i.rule);
       assert.equal(rules.length, 4, 'the chain was replaced, not appended to');
-      const status = await nftStatus({ nft: t.opts.nft, doors: [ssh] });
+      const status = await nftStatus({ netns: t.opts.netns, doors: [ssh] });
       assert.equal(status.installed, true);
       const set = status.sets.find((s) => s.name === 'd_ssh_v4')!;
       assert.equal(set.elements[0].address, '198.51.100.2');
@@ -179,9 +185,9 @@ describe('nft backend in a network namespace', { skip: root ? false : 'needs roo
     } finally {
       await second.close();
     }
-    assert.equal(await nftUninstall({ nft: t.opts.nft }), true);
-    assert.equal((await nftStatus({ nft: t.opts.nft })).installed, false);
-    assert.equal(await nftUninstall({ nft: t.opts.nft }), false);
+    assert.equal(await nftUninstall({ netns: t.opts.netns }), true);
+    assert.equal((await nftStatus({ netns: t.opts.netns })).installed, false);
+    assert.equal(await nftUninstall({ netns: t.opts.netns }), false);
   });
 
   test('a door dropped from the config loses its sets on reload; kept doors keep their elements', async () => {
@@ -249,40 +255,44 @@ describe('nft backend in a network namespace', { skip: root ? false : 'needs roo
     }
   });
 
-  test('grants arriving together are applied in one batch', async () => {
-    const other = doorConfig('other', '7000', { open: [{ port: 25, proto: 'tcp' }] });
-    const batches: number[] = [];
-    const t = setup([ssh, other], { onBatch: (elements) => batches.push(elements) });
-    const b = new NftBackend(t.opts);
-    await b.start();
-    try {
-      const done: Promise<boolean>[] = [];
-      for (let i = 0; i < 40; i++) done.push(b.grant({ door: i % 2 ? ssh : other, source: `198.51.100.${i}`, family: 4 }));
-      done.push(b.grant({ door: ssh, source: '2001:db8::1', family: 6 }));
-      assert.deepEqual(await Promise.all(done), done.map(() => true));
-      assert.deepEqual(batches, [41]);
-      assert.equal(t.elements('d_ssh_v4').length + t.elements('d_other_v4').length + t.elements('d_ssh_v6').length, 41);
-    } finally {
-      await b.close();
-    }
-  });
+  for (const writer of WRITERS) {
+    test(`${writer}: grants arriving together are applied in one batch`, async () => {
+      const other = doorConfig('other', '7000', { open: [{ port: 25, proto: 'tcp' }] });
+      const batches: number[] = [];
+      const t = setup([ssh, other], { onBatch: (elements) => batches.push(elements), writer });
+      const b = new NftBackend(t.opts);
+      await b.start();
+      try {
+        const done: Promise<boolean>[] = [];
+        for (let i = 0; i < 40; i++) done.push(b.grant({ door: i % 2 ? ssh : other, source: `198.51.100.${i}`, family: 4 }));
+        done.push(b.grant({ door: ssh, source: '2001:db8::1', family: 6 }));
+        assert.deepEqual(await Promise.all(done), done.map(() => true));
+        assert.deepEqual(batches, [41]);
+        assert.equal(t.elements('d_ssh_v4').length + t.elements('d_other_v4').length + t.elements('d_ssh_v6').length, 41);
+      } finally {
+        await b.close();
+      }
+    });
+  }
 
-  test('a set removed at run time is logged, re-installed and the grant retried', async () => {
-    const t = setup([ssh]);
-    const b = new NftBackend(t.opts);
-    await b.start();
-    try {
-      t.exec(['delete', 'table', 'inet', 'knockd_fast']);
-      assert.equal(await b.grant({ door: ssh, source: '198.51.100.5', family: 4 }), true);
-      assert.deepEqual(t.elements('d_ssh_v4').map((e: any) => e.val), ['198.51.100.5']);
-      assert.match(t.logs.join('\n'), /nft: a set of knockd-fast is gone \(.*No such file or directory\); re-installing table inet knockd_fast/);
-    } finally {
-      await b.close();
-    }
-  });
+  for (const writer of WRITERS) {
+    test(`${writer}: a set removed at run time is logged, re-installed and the grant retried`, async () => {
+      const t = setup([ssh], { writer });
+      const b = new NftBackend(t.opts);
+      await b.start();
+      try {
+        t.exec(['delete', 'table', 'inet', 'knockd_fast']);
+        assert.equal(await b.grant({ door: ssh, source: '198.51.100.5', family: 4 }), true);
+        assert.deepEqual(t.elements('d_ssh_v4').map((e: any) => e.val), ['198.51.100.5']);
+        assert.match(t.logs.join('\n'), /nft: a set of knockd-fast is gone \(.*No such file or directory\); re-installing table inet knockd_fast/);
+      } finally {
+        await b.close();
+      }
+    });
+  }
 
-  test('a killed nft process is restarted and the pending grant retried', async () => {
-    const t = setup([ssh], { retryMs: 50 });
+  test('nft writer: a killed nft process is restarted and the pending grant retried', async () => {
+    const t = setup([ssh], { retryMs: 50, writer: 'nft' });
     const b = new NftBackend(t.opts);
     await b.start();
     try {
@@ -295,6 +305,37 @@ describe('nft backend in a network namespace', { skip: root ? false : 'needs roo
     } finally {
       await b.close();
     }
+  });
+
+  test('netlink writer: malformed batches, a missing set and a missing namespace are clear errors', async () => {
+    const t = setup([ssh]);
+    const { NftElements } = loadBinding();
+    assert.throws(() => new NftElements('/run/netns/knockd-fast-no-such-ns'), (err: NodeJS.ErrnoException) => {
+      assert.equal(err.code, 'ENOENT');
+      assert.match(err.message, /^cannot open network namespace \/run\/netns\/knockd-fast-no-such-ns: No such file or directory/);
+      return true;
+    });
+    const writer = new NftElements(`/run/netns/${t.opts.netns}`);
+    const one = (extra: object) => [{ family: 'inet', table: 'knockd_fast', set: 'd_ssh_v4', addresses: new Uint8Array(4), timeoutsMs: new Float64Array([1000]), ...extra }];
+    try {
+      assert.throws(() => writer.refresh('x' as never), TypeError);
+      assert.throws(() => writer.refresh(one({ family: 'inet6' }) as never), /unknown nft family inet6/);
+      assert.throws(() => writer.refresh(one({ addresses: new Uint8Array(5) }) as never), RangeError);
+      assert.throws(() => writer.refresh(one({ addresses: [1, 2, 3, 4] }) as never), TypeError);
+      assert.throws(() => writer.refresh(one({ timeoutsMs: new Float64Array([0]) }) as never), RangeError);
+      assert.throws(() => writer.refresh(one({ timeoutsMs: new Float64Array([1.5]) }) as never), RangeError);
+      assert.throws(() => writer.refresh(one({}) as never), (err: NodeJS.ErrnoException) => {
+        assert.equal(err.code, 'ENOENT'); // nothing is installed in this namespace yet
+        assert.match(err.message, /^set knockd_fast d_ssh_v4: No such file or directory$/);
+        return true;
+      });
+      t.exec(['-f', '-'], nftInstallScript(planNft([ssh])));
+      writer.refresh(one({ addresses: new Uint8Array([198, 51, 100, 9]) }) as never);
+      assert.deepEqual(t.elements('d_ssh_v4').map((e: any) => e.val), ['198.51.100.9']);
+    } finally {
+      writer.close();
+    }
+    assert.throws(() => writer.refresh(one({}) as never), /the netlink writer is closed/);
   });
 
   test('a refused rule is reported with nft error text and the ruleset', async () => {

@@ -4,6 +4,7 @@
 #include "engine.h"
 #include "event.h"
 #include "native_matcher.h"
+#include "nft_elements_binding.h"
 #include "unix_datagram.h"
 
 namespace knockd {
@@ -12,6 +13,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("EVENT_RECORD_SIZE", Napi::Number::New(env, sizeof(EventRecord)));
   exports.Set("Engine", Engine::Define(env));
   exports.Set("NativeMatcher", NativeMatcher::Define(env));
+  exports.Set("NftElements", NftElements::Define(env));
   exports.Set("UnixDatagram", UnixDatagram::Define(env));
   return exports;
 }

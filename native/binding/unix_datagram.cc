@@ -1,6 +1,8 @@
 // UnixDatagram: see unix_datagram.h.
 #include "unix_datagram.h"
 
+#include "errno_error.h"
+
 #include <cerrno>
 #include <cstring>
 #include <sys/socket.h>
@@ -11,12 +13,8 @@ namespace knockd {
 
 namespace {
 
-// An Error shaped like Node's ErrnoException: code, errno (negative, as libuv reports), syscall.
-Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const std::string& path) {
-  Napi::Error e = Napi::Error::New(env, std::string(syscall) + " " + path + ": " + std::strerror(err));
-  const char* name = strerrorname_np(err);
-  e.Set("code", Napi::String::New(env, name ? name : "EUNKNOWN"));
-  e.Set("errno", Napi::Number::New(env, -err));
+Napi::Error SyscallError(Napi::Env env, int err, const char* syscall, const std::string& path) {
+  Napi::Error e = ErrnoError(env, err, std::string(syscall) + " " + path + ": " + std::strerror(err));
   e.Set("syscall", Napi::String::New(env, syscall));
   return e;
 }
@@ -34,7 +32,7 @@ UnixDatagram::UnixDatagram(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Un
   if (path_.empty() || path_.size() >= sizeof(sockaddr_un{}.sun_path)) {
     throw Napi::RangeError::New(info.Env(), "UnixDatagram(path): path must be 1 to 107 bytes long");
   }
-  if (int err = Connect()) throw ErrnoError(info.Env(), err, "connect", path_);
+  if (int err = Connect()) throw SyscallError(info.Env(), err, "connect", path_);
 }
 
 UnixDatagram::~UnixDatagram() {
@@ -66,7 +64,7 @@ Napi::Value UnixDatagram::JsSend(const Napi::CallbackInfo& info) {
   // the log daemon may have restarted (its socket re-created): reconnect once, as glibc's syslog does
   for (int attempt = 0; attempt < 2; attempt++) {
     if (fd_ < 0) {
-      if (int err = Connect()) throw ErrnoError(env, err, "connect", path_);
+      if (int err = Connect()) throw SyscallError(env, err, "connect", path_);
     }
     if (send(fd_, data.Data(), data.ByteLength(), MSG_NOSIGNAL) >= 0) return Napi::Boolean::New(env, true);
     int err = errno;
@@ -77,7 +75,7 @@ Napi::Value UnixDatagram::JsSend(const Napi::CallbackInfo& info) {
       fd_ = -1;
       continue;
     }
-    throw ErrnoError(env, err, "send", path_);
+    throw SyscallError(env, err, "send", path_);
   }
   return Napi::Boolean::New(env, false);
 }

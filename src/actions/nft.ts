@@ -1,12 +1,16 @@
-// nftables backend: doors with `Open` get timeout sets and guard rules in a table owned by knockd-fast;
-// doors with `NftSet` only get elements added to the operator's set. Grants are coalesced into batches
-// applied by one long-lived `nft -i` process (see docs in README "nftables doors" and bench/nft.bench.ts).
+// Actions step, nftables: doors with `Open` get timeout sets and guard rules in a table owned by knockd-fast;
+// doors with `NftSet` only get elements added to the operator's set. `nft` installs the table (at start and
+// reload); grants are coalesced into batches written straight to the kernel over netlink by the addon
+// (native/core/nft_elements.h), or, when the addon cannot load, by one long-lived `nft -i` process (see
+// README "nftables doors" and bench/nft.bench.ts).
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
+import { parseAddress } from '../address.js';
 import type { DoorConfig, NftSetRef, Proto } from '../config/types.js';
+import { loadBinding, type NftElementsHandle } from '../native.js';
 import type { Grant, LogFn } from './types.js';
 
 export class NftError extends Error {
@@ -15,10 +19,15 @@ export class NftError extends Error {
 
 const INSTALL_HINT = 'knockd-fast needs the nft tool for doors with Open or NftSet: apt-get install nftables';
 
-/** How to run nft: argv prefix (e.g. ['ip', 'netns', 'exec', 'ns1', 'nft']) and the environment (PATH). */
+/** Where nftables is: the network namespace (a name under /run/netns; default: the daemon's own) and the
+ * environment whose PATH finds nft. */
 export interface NftRunner {
-  nft?: string[];
+  netns?: string;
   env?: NodeJS.ProcessEnv;
+}
+
+function nftArgv(runner: NftRunner): string[] {
+  return runner.netns ? ['ip', 'netns', 'exec', runner.netns, 'nft'] : ['nft'];
 }
 
 export interface NftTableOptions extends NftRunner {
@@ -145,7 +154,7 @@ interface RunResult {
 
 /** Runs nft once with `args`, feeding `input` on stdin; stdout and stderr are returned together. */
 function runNft(runner: NftRunner, args: string[], input?: string): Promise<RunResult> {
-  const argv = runner.nft ?? ['nft'];
+  const argv = nftArgv(runner);
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0], [...argv.slice(1), ...args], {
       env: runner.env ?? process.env,
@@ -171,7 +180,7 @@ function runNft(runner: NftRunner, args: string[], input?: string): Promise<RunR
 export async function checkNft(runner: NftRunner): Promise<string> {
   const { code, output } = await runNft(runner, ['--version']);
   if (code !== 0) {
-    throw new NftError(`cannot run ${(runner.nft ?? ['nft']).join(' ')} (exit status ${code}): ${output.trim()}; ${INSTALL_HINT}`);
+    throw new NftError(`cannot run ${nftArgv(runner).join(' ')} (exit status ${code}): ${output.trim()}; ${INSTALL_HINT}`);
   }
   return output.trim();
 }
@@ -193,7 +202,7 @@ class NftShell {
   private exited: Error | undefined;
 
   constructor(runner: NftRunner) {
-    const argv = runner.nft ?? ['nft'];
+    const argv = nftArgv(runner);
     this.child = spawn('/bin/sh', ['-c', 'exec "$@" -i 2>&1', 'sh', ...argv], {
       env: runner.env ?? process.env,
       stdio: ['pipe', 'pipe', 'ignore'],
@@ -246,6 +255,91 @@ class NftShell {
   close(): void {
     if (this.alive) this.child.stdin.end();
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------- element writers
+
+/** The elements of one batch that go to one set. */
+interface SetBatch {
+  ref: NftSetRef;
+  family: 4 | 6;
+  addresses: string[];
+  timeoutsMs: number[];
+}
+
+/** Why a batch was not applied; `missing`: a table or set is gone, so the table is installed again. */
+interface WriteFailure {
+  missing: boolean;
+  message: string;
+}
+
+/**
+ * Applies one batch as one transaction, all or nothing. `add element` does not restart the timeout of an
+ * element already there (checked on 6.18 with nft 1.0.6), so each element is added (so that it exists),
+ * deleted and added again in the same transaction: its timeout restarts and no packet sees it missing.
+ */
+interface ElementWriter {
+  write(sets: SetBatch[]): Promise<WriteFailure | undefined>;
+  close(): void;
+}
+
+/** The kernel's nftables API over NETLINK_NETFILTER, from the addon: microseconds per batch. */
+class NetlinkWriter implements ElementWriter {
+  constructor(private readonly handle: NftElementsHandle) {}
+
+  async write(sets: SetBatch[]): Promise<WriteFailure | undefined> {
+    const native = sets.map(({ ref, family, addresses, timeoutsMs }) => {
+      const width = family === 4 ? 4 : 16;
+      const bytes = new Uint8Array(width * addresses.length);
+      addresses.forEach((a, i) => bytes.set(parseAddress(a)!.bytes.subarray(0, width), i * width));
+      return { family: ref.family, table: ref.table, set: ref.set, addresses: bytes, timeoutsMs: Float64Array.from(timeoutsMs) };
+    });
+    try {
+      this.handle.refresh(native);
+      return undefined;
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      return { missing: e.code === 'ENOENT', message: `netlink: ${e.message}` };
+    }
+  }
+
+  close(): void {
+    this.handle.close();
+  }
+}
+
+/** `nft -i` fed the equivalent script: the fallback when the addon cannot load. */
+class NftShellWriter implements ElementWriter {
+  private shell: NftShell | undefined;
+
+  // started at once, so the first grant does not wait for nft to start
+  constructor(private readonly runner: NftRunner) {
+    this.shell = new NftShell(runner);
+  }
+
+  async write(sets: SetBatch[]): Promise<WriteFailure | undefined> {
+    let script = '';
+    for (const { ref, addresses, timeoutsMs } of sets) {
+      const set = `${ref.family} ${ref.table} ${ref.set}`;
+      const add = `add element ${set} { ${addresses.map((a, i) => `${a} timeout ${timeoutsMs[i]}ms`).join(', ')} }\n`;
+      script += `${add}delete element ${set} { ${addresses.join(', ')} }\n${add}`;
+    }
+    if (!this.shell?.alive) {
+      this.shell?.close();
+      this.shell = new NftShell(this.runner);
+    }
+    try {
+      const result = await this.shell.run(script);
+      return result.code === 0 ? undefined : { missing: /No such file or directory/.test(result.output), message: result.output };
+    } catch (err) {
+      return { missing: false, message: (err as Error).message };
+    }
+  }
+
+  close(): void {
+    this.shell?.close();
+    this.shell = undefined;
   }
 }
 
@@ -372,6 +466,8 @@ export interface NftBackendOptions extends NftTableOptions {
   now?: () => number;
   /** called after each applied batch: elements and ms from the oldest grant to installed */
   onBatch?: (elements: number, latencyMs: number) => void;
+  /** how set elements are written: netlink (default; falls back to nft when the addon cannot load) or nft -i */
+  writer?: 'netlink' | 'nft';
 }
 
 interface PendingElement {
@@ -395,7 +491,7 @@ export class NftBackend {
   private plan: NftPlan;
   private doorIndex = new Map<DoorConfig, number>();
   private external = new Map<string, ExternalSet>();
-  private shell: NftShell | undefined;
+  private writer: ElementWriter | undefined;
   private pending = new Map<string, PendingElement>();
   private timer: NodeJS.Timeout | undefined;
   private inFlight: Promise<void> | undefined;
@@ -420,7 +516,7 @@ export class NftBackend {
   /** Checks nft, starts the nft process and installs the table; throws NftError with nft's text on failure. */
   async start(): Promise<void> {
     await checkNft(this.opts);
-    this.shell = new NftShell(this.opts);
+    this.writer = this.openWriter();
     await this.install();
     this.started = true;
     this.schedule(0);
@@ -460,7 +556,7 @@ export class NftBackend {
       }
       for (const { set } of items) if (set && !sets.has(set.name)) script += `delete set ${t} ${set.name}\n`;
     }
-    const result = await this.shellRun(script);
+    const result = await runNft(this.opts, ['-f', '-'], script);
     if (result.code !== 0) {
       throw new NftError(`nft refused the knockd-fast ruleset:\n${result.output}\nruleset:\n${script}`);
     }
@@ -491,12 +587,22 @@ export class NftBackend {
     throw new NftError(`${name}: the set holds ${JSON.stringify(set.type)}; knockd-fast adds addresses (ipv4_addr or ipv6_addr)`);
   }
 
-  private async shellRun(script: string): Promise<RunResult> {
-    if (!this.shell || !this.shell.alive) {
-      this.shell?.close();
-      this.shell = new NftShell(this.opts);
+  private openWriter(): ElementWriter {
+    if ((this.opts.writer ?? 'netlink') === 'nft') return new NftShellWriter(this.opts);
+    let binding;
+    try {
+      binding = loadBinding();
+    } catch (err) {
+      this.opts.log(`nft: ${firstLine((err as Error).message)}; set elements go through nft -i instead (slower)`);
+      return new NftShellWriter(this.opts);
     }
-    return this.shell.run(script);
+    try {
+      return new NetlinkWriter(new binding.NftElements(this.opts.netns ? `/run/netns/${this.opts.netns}` : undefined));
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const fix = e.code === 'EPERM' ? '; knockd-fast needs CAP_NET_ADMIN (see examples/knockd-fast.service)' : '';
+      throw new NftError(`cannot open the netlink socket for nftables set elements: ${e.message}${fix}`);
+    }
   }
 
   /**
@@ -554,7 +660,7 @@ export class NftBackend {
       this.pending.delete(key);
     }
     const now = this.now();
-    const bySet = new Map<string, { ref: NftSetRef; items: string[]; addresses: string[] }>();
+    const bySet = new Map<string, SetBatch>();
     const live: PendingElement[] = [];
     let oldest = now;
     for (const e of batch) {
@@ -567,41 +673,27 @@ export class NftBackend {
       }
       live.push(e);
       oldest = Math.min(oldest, e.grantedAt);
-      const key = setKey(e.set.ref);
+      const key = `${setKey(e.set.ref)} ${e.set.family}`;
       let group = bySet.get(key);
-      if (!group) bySet.set(key, (group = { ref: e.set.ref, items: [], addresses: [] }));
-      group.items.push(`${e.address} timeout ${remaining}ms`);
+      if (!group) bySet.set(key, (group = { ref: e.set.ref, family: e.set.family, addresses: [], timeoutsMs: [] }));
       group.addresses.push(e.address);
+      group.timeoutsMs.push(remaining);
     }
     if (live.length === 0) return;
-    // `add element` does not refresh an existing element's expiry (checked on 6.18 with nft 1.0.6), so each
-    // element is added (so that it exists), deleted and added again, in one transaction: no gap is visible
-    let script = '';
-    for (const { ref, items, addresses } of bySet.values()) {
-      const set = `${ref.family} ${ref.table} ${ref.set}`;
-      const add = `add element ${set} { ${items.join(', ')} }\n`;
-      script += `${add}delete element ${set} { ${addresses.join(', ')} }\n${add}`;
-    }
-    let failure: string;
-    try {
-      const result = await this.shellRun(script);
-      if (result.code === 0) {
-        this.opts.onBatch?.(live.length, this.now() - oldest);
-        for (const e of live) for (const d of e.done) d(true);
-        return;
-      }
-      failure = result.output;
-    } catch (err) {
-      failure = (err as Error).message;
+    const failure = await this.writer!.write([...bySet.values()]);
+    if (!failure) {
+      this.opts.onBatch?.(live.length, this.now() - oldest);
+      for (const e of live) for (const d of e.done) d(true);
+      return;
     }
     if (this.closing) {
-      this.opts.log(`nft: ${live.length} grant(s) not applied at shutdown: ${failure}`);
+      this.opts.log(`nft: ${live.length} grant(s) not applied at shutdown: ${failure.message}`);
       for (const e of live) for (const d of e.done) d(false);
       return;
     }
     this.requeue(live);
-    if (/No such file or directory/.test(failure)) {
-      this.opts.log(`nft: a set of knockd-fast is gone (${firstLine(failure)}); re-installing table inet ${this.plan.table}`);
+    if (failure.missing) {
+      this.opts.log(`nft: a set of knockd-fast is gone (${firstLine(failure.message)}); re-installing table inet ${this.plan.table}`);
       try {
         await this.install();
         return; // retried at once by the caller
@@ -609,7 +701,7 @@ export class NftBackend {
         this.opts.log(`nft: re-install failed: ${(err as Error).message}`);
       }
     } else {
-      this.opts.log(`nft: applying ${live.length} grant(s) failed: ${failure}`);
+      this.opts.log(`nft: applying ${live.length} grant(s) failed: ${failure.message}`);
     }
     await new Promise((r) => setTimeout(r, this.opts.retryMs ?? 1000));
   }
@@ -636,8 +728,8 @@ export class NftBackend {
     this.closing = true;
     if (this.started) await this.flush();
     this.closed = true;
-    this.shell?.close();
-    this.shell = undefined;
+    this.writer?.close();
+    this.writer = undefined;
   }
 }
 
