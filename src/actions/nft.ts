@@ -280,12 +280,17 @@ interface WriteFailure {
  * deleted and added again in the same transaction: its timeout restarts and no packet sees it missing.
  */
 interface ElementWriter {
+  /** default wait for more grants before a batch is applied (0: the end of the event-loop turn) */
+  readonly coalesceMs: number;
   write(sets: SetBatch[]): Promise<WriteFailure | undefined>;
   close(): void;
 }
 
 /** The kernel's nftables API over NETLINK_NETFILTER, from the addon: microseconds per batch. */
 class NetlinkWriter implements ElementWriter {
+  // a transaction costs ~0.1 ms, so a batch is whatever arrived in the same turn: grants of one event batch
+  readonly coalesceMs = 0;
+
   constructor(private readonly handle: NftElementsHandle) {}
 
   async write(sets: SetBatch[]): Promise<WriteFailure | undefined> {
@@ -311,6 +316,8 @@ class NetlinkWriter implements ElementWriter {
 
 /** `nft -i` fed the equivalent script: the fallback when the addon cannot load. */
 class NftShellWriter implements ElementWriter {
+  // each transaction is a round trip through another process: wait a little for more grants
+  readonly coalesceMs = 2;
   private shell: NftShell | undefined;
 
   // started at once, so the first grant does not wait for nft to start
@@ -456,7 +463,8 @@ export async function nftUninstall(opts: NftTableOptions): Promise<boolean> {
 export interface NftBackendOptions extends NftTableOptions {
   doors: readonly DoorConfig[];
   log: LogFn;
-  /** longest wait for more grants before a batch is applied; default 2 ms */
+  /** longest wait for more grants before a batch is applied; default 0 with netlink (the end of the
+   * event-loop turn: the grants of one event batch go together), 2 ms with nft -i */
   coalesceMs?: number;
   /** a batch is applied at once when it reaches this many elements; default 1024 */
   maxBatch?: number;
@@ -493,7 +501,7 @@ export class NftBackend {
   private external = new Map<string, ExternalSet>();
   private writer: ElementWriter | undefined;
   private pending = new Map<string, PendingElement>();
-  private timer: NodeJS.Timeout | undefined;
+  private timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
   private inFlight: Promise<void> | undefined;
   private idleWaiters: (() => void)[] = [];
   private closed = false;
@@ -631,14 +639,14 @@ export class NftBackend {
         done: existing ? [...existing.done, resolve] : [resolve],
       };
       this.pending.set(key, element);
-      this.schedule(this.opts.coalesceMs ?? 2);
+      this.schedule(this.opts.coalesceMs ?? this.writer?.coalesceMs ?? 0);
     });
   }
 
   private schedule(delayMs: number): void {
     if (this.inFlight || this.timer || !this.started || this.pending.size === 0) return;
     if (this.pending.size >= (this.opts.maxBatch ?? 1024)) delayMs = 0;
-    this.timer = setTimeout(() => {
+    const apply = () => {
       this.timer = undefined;
       this.inFlight = this.applyBatch()
         .catch((err: Error) => this.opts.log(`nft: ${err.message}`))
@@ -647,7 +655,9 @@ export class NftBackend {
         if (this.pending.size > 0) this.schedule(0);
         else for (const w of this.idleWaiters.splice(0)) w();
       });
-    }, delayMs);
+    };
+    // setTimeout(0) waits a millisecond; setImmediate runs once this turn's grants are in
+    this.timer = delayMs > 0 ? setTimeout(apply, delayMs) : setImmediate(apply);
   }
 
   private async applyBatch(): Promise<void> {
