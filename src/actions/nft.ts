@@ -521,7 +521,7 @@ export class NftBackend {
     return nftInstallScript(this.plan);
   }
 
-  /** Checks nft, starts the nft process and installs the table; throws NftError with nft's text on failure. */
+  /** Checks nft, opens the element writer and installs the table; throws NftError with nft's text on failure. */
   async start(): Promise<void> {
     await checkNft(this.opts);
     this.writer = this.openWriter();
