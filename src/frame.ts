@@ -21,6 +21,9 @@ export class ParsedPacket {
   tcpFlags = 0; // byte 13 & 0x3f; 0 for UDP
   readonly src = new Uint8Array(16);
   readonly dst = new Uint8Array(16);
+  // the same bytes as four words each, for comparing and hashing addresses a word at a time
+  readonly srcWords = new Uint32Array(this.src.buffer);
+  readonly dstWords = new Uint32Array(this.dst.buffer);
 }
 
 const isVlanTag = (type: number): boolean => type === 0x8100 || type === 0x88a8 || type === 0x9100;
@@ -84,12 +87,15 @@ function parseIpv4(data: Uint8Array, at: number, end: number, out: ParsedPacket)
   if (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) return ParseResult.NOT_KNOCK;
   const src = out.src;
   const dst = out.dst;
-  src.fill(0);
-  dst.fill(0);
   for (let i = 0; i < 4; i++) {
     src[i] = data[at + 12 + i];
     dst[i] = data[at + 16 + i];
   }
+  // bytes 4-15 are zero for IPv4; three word stores each instead of fill(), a builtin call per frame
+  const srcWords = out.srcWords;
+  const dstWords = out.dstWords;
+  srcWords[1] = srcWords[2] = srcWords[3] = 0;
+  dstWords[1] = dstWords[2] = dstWords[3] = 0;
   out.family = 4;
   return parseTransport(data, at + headerLen, ipEnd, proto, out);
 }
