@@ -86,7 +86,8 @@ export class EventWriter {
   private view = new DataView(this.buf.buffer);
   private len = 0;
 
-  push(kind: number, reason: number, family: number, stage: number, door: number, generation: number, count: number, timeUs: number, src?: Uint8Array): void {
+  /** `src` holds the 16 address bytes at `srcAt`; without it the address is zero. */
+  push(kind: number, reason: number, family: number, stage: number, door: number, generation: number, count: number, timeUs: number, src?: Uint8Array, srcAt = 0): void {
     if (this.len + EVENT_RECORD_SIZE > this.buf.byteLength) {
       const next = new Uint8Array(this.buf.byteLength * 2);
       next.set(this.buf);
@@ -107,7 +108,7 @@ export class EventWriter {
     v.setUint32(o + 16, timeUs >>> 0, true);
     v.setInt32(o + 20, Math.floor(timeUs / 4294967296), true);
     const buf = this.buf;
-    if (src) for (let i = 0; i < 16; i++) buf[o + 24 + i] = src[i];
+    if (src) for (let i = 0; i < 16; i++) buf[o + 24 + i] = src[srcAt + i];
     else for (let i = 0; i < 16; i++) buf[o + 24 + i] = 0;
     this.len += EVENT_RECORD_SIZE;
   }
