@@ -28,6 +28,19 @@ export class ParsedPacket {
 
 const isVlanTag = (type: number): boolean => type === 0x8100 || type === 0x88a8 || type === 0x9100;
 
+const HOST_LITTLE_ENDIAN = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1;
+
+/**
+ * The 4 bytes at data[at] as a word whose bytes in memory are those bytes in that order. Addresses are
+ * stored a word at a time because the matcher reads them as words: a word load from four byte stores
+ * cannot be forwarded from the store buffer and waits for them to reach the cache.
+ */
+function addressWord(data: Uint8Array, at: number): number {
+  return HOST_LITTLE_ENDIAN
+    ? data[at] | (data[at + 1] << 8) | (data[at + 2] << 16) | (data[at + 3] << 24)
+    : (data[at] << 24) | (data[at + 1] << 16) | (data[at + 2] << 8) | data[at + 3];
+}
+
 /** Parses data[start, end) captured on a link of type linkType (pcap LINKTYPE_*). */
 export function parseFrame(data: Uint8Array, start: number, end: number, linkType: number, out: ParsedPacket): ParseResultCode {
   switch (linkType) {
@@ -85,17 +98,12 @@ function parseIpv4(data: Uint8Array, at: number, end: number, out: ParsedPacket)
   if ((frag & 0x3fff) !== 0) return ParseResult.NOT_KNOCK; // MF set or offset != 0
   const proto = data[at + 9];
   if (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) return ParseResult.NOT_KNOCK;
-  const src = out.src;
-  const dst = out.dst;
-  for (let i = 0; i < 4; i++) {
-    src[i] = data[at + 12 + i];
-    dst[i] = data[at + 16 + i];
-  }
-  // bytes 4-15 are zero for IPv4; three word stores each instead of fill(), a builtin call per frame
-  const srcWords = out.srcWords;
-  const dstWords = out.dstWords;
-  srcWords[1] = srcWords[2] = srcWords[3] = 0;
-  dstWords[1] = dstWords[2] = dstWords[3] = 0;
+  const src = out.srcWords;
+  const dst = out.dstWords;
+  src[0] = addressWord(data, at + 12);
+  dst[0] = addressWord(data, at + 16);
+  src[1] = src[2] = src[3] = 0;
+  dst[1] = dst[2] = dst[3] = 0;
   out.family = 4;
   return parseTransport(data, at + headerLen, ipEnd, proto, out);
 }
@@ -127,11 +135,11 @@ function parseIpv6(data: Uint8Array, at: number, end: number, out: ParsedPacket)
     next = data[h];
     h += len;
   }
-  const src = out.src;
-  const dst = out.dst;
-  for (let i = 0; i < 16; i++) {
-    src[i] = data[at + 8 + i];
-    dst[i] = data[at + 24 + i];
+  const src = out.srcWords;
+  const dst = out.dstWords;
+  for (let k = 0; k < 4; k++) {
+    src[k] = addressWord(data, at + 8 + 4 * k);
+    dst[k] = addressWord(data, at + 24 + 4 * k);
   }
   out.family = 6;
   return parseTransport(data, h, ipEnd, next, out);

@@ -683,7 +683,9 @@ export class TsMatcher implements Matcher {
     let nCand = 0;
     for (let i = 0; i < nAcc; i++) {
       const r = this.find(p, family, acc[i]);
-      if (r !== NONE && this.expire(p, r)) cand[nCand++] = r;
+      if (r === NONE) continue;
+      // before its deadline no member of r can have expired: skip the walk over them
+      if (this.recTimes[r * RECORD_DOUBLES + DEADLINE_DOUBLE] > this.now || this.expire(p, r)) cand[nCand++] = r;
     }
     if (nCand > 0) {
       for (let i = 0; i < nCand; i++) this.advance(p, cand[i], proto, flags, step);
