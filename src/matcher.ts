@@ -487,7 +487,9 @@ export class TsMatcher implements Matcher {
       this.wheelPos = Math.floor(t / BUCKET_US);
       return;
     }
-    if (t > this.now) this.now = t;
+    // the window and the wheel are where `now` puts them: they move only when it does
+    if (!(t > this.now)) return;
+    this.now = t;
     const window = Math.floor(this.now / 1e6);
     if (window !== this.window) {
       if (this.suppressed > 0) {
@@ -615,8 +617,8 @@ export class TsMatcher implements Matcher {
   }
 
   private emit(p: Program, kind: number, reason: number, r: number, stage: number, door: number, time: number): void {
-    const at = r * RECORD_BYTES;
-    this.writer.push(kind, reason, this.recBytes[at + FAMILY_BYTE], stage, door, p.generation, 0, time, this.recBytes, at + SRC_WORD * 4);
+    const family = this.recBytes[r * RECORD_BYTES + FAMILY_BYTE];
+    this.writer.push(kind, reason, family, stage, door, p.generation, 0, time, this.recSrc, r * RECORD_WORDS + SRC_WORD);
   }
 
   /** STAGE/COMPLETED for the packet's source, before a record may exist (single-step doors). */
@@ -631,7 +633,7 @@ export class TsMatcher implements Matcher {
       }
       this.used++;
     }
-    this.writer.push(kind, 0, this.packet.family, stage, door, p.generation, 0, this.now, this.packet.src);
+    this.writer.push(kind, 0, this.packet.family, stage, door, p.generation, 0, this.now, this.packetSrc32);
   }
 
   // ---- matching one packet (§4) ----
