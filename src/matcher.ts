@@ -425,7 +425,9 @@ export class TsMatcher implements Matcher {
   private s1Tail = NONE;
   private readonly bucketHead = new Int32Array(WHEEL_BUCKETS).fill(NONE);
   private readonly bucketTail = new Int32Array(WHEEL_BUCKETS).fill(NONE);
-  // index: open addressing over record numbers + 1 (0 = empty), linear probing, backward-shift deletion
+  // index: open addressing, linear probing, backward-shift deletion; an entry is the record number + 1
+  // (0 = empty) under indexMask and its key's hash above it, so a probe reads no record but the one that
+  // matches (record numbers stay under indexMask: the index has twice the slots the pool has records)
   private index = new Int32Array(0);
   private indexMask = 0;
 
@@ -986,24 +988,28 @@ export class TsMatcher implements Matcher {
 
   // ---- index ----
 
+  /** The 32-bit hash of a key: its bits under indexMask pick the home slot, the bits above tag the entry. */
   private hashKey(s: Uint32Array, o: number, family: number, g: number): number {
     let h = Math.imul(family ^ (g << 8), 0x9e3779b1);
     h = Math.imul(h ^ s[o], 0x85ebca6b);
     h = Math.imul(h ^ s[o + 1], 0xc2b2ae35);
     h = Math.imul(h ^ s[o + 2], 0x27d4eb2f);
     h = Math.imul(h ^ s[o + 3], 0x165667b1);
-    return (h ^ (h >>> 15)) & this.indexMask;
+    return h ^ (h >>> 15);
   }
 
   /** The record of (family, packet source, group g), or NONE. */
   private find(p: Program, family: number, g: number): number {
     const ps = this.packetSrc32;
     const src = this.recSrc;
-    let i = this.hashKey(ps, 0, family, g);
-    for (;;) {
+    const mask = this.indexMask;
+    const h = this.hashKey(ps, 0, family, g);
+    const tag = h & ~mask;
+    for (let i = h & mask; ; i = (i + 1) & mask) {
       const e = this.index[i];
       if (e === 0) return NONE;
-      const r = e - 1;
+      if ((e & ~mask) !== tag) continue;
+      const r = (e & mask) - 1;
       const w = r * RECORD_WORDS;
       if (
         src[w + SRC_WORD] === ps[0] &&
@@ -1015,33 +1021,34 @@ export class TsMatcher implements Matcher {
       ) {
         return r;
       }
-      i = (i + 1) & this.indexMask;
     }
   }
 
-  /** The home slot of record r's key (family, source, group) under program p. */
-  private recordHome(p: Program, r: number): number {
+  /** The hash of record r's key (family, source, group) under program p. */
+  private recordHash(p: Program, r: number): number {
     const group = p.cohortGroup[this.recWords[r * RECORD_WORDS + COHORT_WORD]];
     return this.hashKey(this.recSrc, r * RECORD_WORDS + SRC_WORD, this.recBytes[r * RECORD_BYTES + FAMILY_BYTE], group);
   }
 
   private indexInsert(p: Program, r: number): void {
-    let i = this.recordHome(p, r);
-    while (this.index[i] !== 0) i = (i + 1) & this.indexMask;
-    this.index[i] = r + 1;
+    const mask = this.indexMask;
+    const h = this.recordHash(p, r);
+    let i = h & mask;
+    while (this.index[i] !== 0) i = (i + 1) & mask;
+    this.index[i] = (h & ~mask) | (r + 1);
   }
 
   private indexRemove(p: Program, r: number): void {
     const mask = this.indexMask;
-    let i = this.recordHome(p, r);
-    while (this.index[i] !== r + 1) i = (i + 1) & mask;
+    let i = this.recordHash(p, r) & mask;
+    while ((this.index[i] & mask) !== r + 1) i = (i + 1) & mask;
     // backward-shift deletion keeps every probe chain unbroken without tombstones
     let j = i;
     for (;;) {
       j = (j + 1) & mask;
       const e = this.index[j];
       if (e === 0) break;
-      const home = this.recordHome(p, e - 1);
+      const home = this.recordHash(p, (e & mask) - 1) & mask;
       // move e back to i unless its home lies cyclically in (i, j]
       if (i <= j ? home <= i || home > j : home <= i && home > j) {
         this.index[i] = e;
