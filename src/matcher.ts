@@ -779,6 +779,7 @@ export class TsMatcher implements Matcher {
       }
     }
     let r = NONE;
+    let minTimeout = Infinity;
     for (let j = 0; j < size; j++) {
       const d = p.cohortDoors[c * COHORT + j];
       if (!p.flagsOk(d, proto, flags)) continue;
@@ -791,10 +792,11 @@ export class TsMatcher implements Matcher {
       } else {
         if (r === NONE) r = this.allocate(p, c);
         this.recBytes[r * RECORD_BYTES + STAGE_BYTE + j] = 1;
+        if (p.doorTimeoutUs[d] < minTimeout) minTimeout = p.doorTimeoutUs[d];
       }
     }
     if (r === NONE) return false;
-    this.track(p, r, this.liveTimeout(p, r));
+    this.track(p, r, minTimeout);
     return true;
   }
 
