@@ -482,6 +482,13 @@ export class TsMatcher implements Matcher {
   // ---- time (§2) ----
 
   private setTime(p: Program, t: number): void {
+    // the window and the wheel are where `now` puts them: they move only when it does (a test small
+    // enough to be inlined into the frame loop)
+    if (this.started && !(t > this.now)) return;
+    this.moveTime(p, t);
+  }
+
+  private moveTime(p: Program, t: number): void {
     if (!this.started) {
       this.started = true;
       this.now = t;
@@ -489,8 +496,6 @@ export class TsMatcher implements Matcher {
       this.wheelPos = Math.floor(t / BUCKET_US);
       return;
     }
-    // the window and the wheel are where `now` puts them: they move only when it does
-    if (!(t > this.now)) return;
     this.now = t;
     const window = Math.floor(this.now / 1e6);
     if (window !== this.window) {
