@@ -75,7 +75,7 @@ const RECORD_HALVES = RECORD_BYTES / 2; // Uint16Array view
 const SRC_WORD = 0; // 4 words: the source address, bytes as the packet has them (Uint32Array view)
 const T_FIRST_DOUBLE = 2;
 const DEADLINE_DOUBLE = 3;
-const STAGE_BYTE = 32; // COHORT bytes, a stage per cohort member, 0 = dead
+const STAGE_BYTE = 32; // COHORT (8) bytes, a stage per cohort member, 0 = dead
 const WHEEL_NEXT_WORD = 10;
 const WHEEL_PREV_WORD = 11;
 const S1_NEXT_WORD = 12;
@@ -935,9 +935,7 @@ export class TsMatcher implements Matcher {
     this.recSrc[w + SRC_WORD + 3] = src[3];
     this.recBytes[at + FAMILY_BYTE] = this.packet.family;
     this.recWords[w + COHORT_WORD] = c;
-    // the COHORT stage bytes as two words
-    this.recWords[w + STAGE_BYTE / 4] = 0;
-    this.recWords[w + STAGE_BYTE / 4 + 1] = 0;
+    this.recTimes[r * RECORD_DOUBLES + STAGE_BYTE / 8] = 0; // the COHORT (8) stage bytes, in one store of all-zero bits
     this.recHalves[r * RECORD_HALVES + BUCKET_HALF] = DETACHED;
     this.recWords[w + S1_PREV_WORD] = UNLISTED;
     return r;
