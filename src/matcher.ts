@@ -408,7 +408,7 @@ export class TsMatcher implements Matcher {
   private used = 0;
   private suppressed = 0;
 
-  // records: views of one buffer (layout at RECORD_BYTES); capacity grows by doubling up to maxTracked
+  // records: views of one buffer (layout at RECORD_BYTES); capacity doubles, up to maxTracked exactly
   private capacity = 0;
   private highWater = 0;
   private tracked = 0;
@@ -922,7 +922,8 @@ export class TsMatcher implements Matcher {
     let r: number;
     if (this.freeTop > 0) r = this.freeStack[--this.freeTop];
     else {
-      if (this.highWater === this.capacity) this.grow(p, this.capacity * 2);
+      // no free slot means fewer than maxTracked records (the caller evicted otherwise): room to grow
+      if (this.highWater === this.capacity) this.grow(p, Math.min(this.capacity * 2, p.maxTracked));
       r = this.highWater++;
     }
     this.tracked++;
