@@ -84,14 +84,17 @@ export function decodeEvents(batch: Uint8Array): KnockEvent[] {
 export class EventWriter {
   private buf = new Uint8Array(EVENT_RECORD_SIZE * 64);
   private view = new DataView(this.buf.buffer);
+  private words = new Uint32Array(this.buf.buffer); // the address is copied as words: no byte order
   private len = 0;
 
-  push(kind: number, reason: number, family: number, stage: number, door: number, generation: number, count: number, timeUs: number, src?: Uint8Array): void {
+  /** `src` holds the address as 4 words from `srcWord` on; without it the address is zero. */
+  push(kind: number, reason: number, family: number, stage: number, door: number, generation: number, count: number, timeUs: number, src?: Uint32Array, srcWord = 0): void {
     if (this.len + EVENT_RECORD_SIZE > this.buf.byteLength) {
       const next = new Uint8Array(this.buf.byteLength * 2);
       next.set(this.buf);
       this.buf = next;
       this.view = new DataView(next.buffer);
+      this.words = new Uint32Array(next.buffer);
     }
     const o = this.len;
     const v = this.view;
@@ -106,9 +109,10 @@ export class EventWriter {
     // two 32-bit halves: exact for |timeUs| < 2^53 and no BigInt per event
     v.setUint32(o + 16, timeUs >>> 0, true);
     v.setInt32(o + 20, Math.floor(timeUs / 4294967296), true);
-    const buf = this.buf;
-    if (src) for (let i = 0; i < 16; i++) buf[o + 24 + i] = src[i];
-    else for (let i = 0; i < 16; i++) buf[o + 24 + i] = 0;
+    const words = this.words;
+    const at = (o + 24) >> 2;
+    if (src) for (let k = 0; k < 4; k++) words[at + k] = src[srcWord + k];
+    else for (let k = 0; k < 4; k++) words[at + k] = 0;
     this.len += EVENT_RECORD_SIZE;
   }
 

@@ -1,6 +1,7 @@
 // The pure-TypeScript matcher: docs/MATCHER.md to the letter, the twin of native/core/matcher.cc.
-// State is struct-of-arrays in typed arrays (records, an open-addressing index, an intrusive timer wheel
-// and the stage-1 list with int32 links); the per-frame path allocates no objects and builds no strings.
+// State is in typed arrays: a 64-byte record per tracked source in one buffer, an open-addressing index,
+// an intrusive timer wheel and the stage-1 list with int32 links; the per-frame path allocates no objects
+// and builds no strings.
 //
 // Readings of the page where it leaves room (also listed in the report to the team):
 // - With STAGE_EVENTS off, stage events are "neither written nor counted" (§2.2): `stats.stages` stays
@@ -54,10 +55,37 @@ const parse = parseFrame;
 
 const BUCKET_US = 16_384; // G
 const WHEEL_BUCKETS = 4_096; // W
+// Bucket numbers are beyond int32 (µs since the epoch / G), so `%` on them is a floating-point fmod
+// call; their bucket in the wheel is their low bits instead: `& BUCKET_MASK` converts an integral double
+// exactly modulo 2^32 (a multiple of W), also for negative ones.
+const BUCKET_MASK = WHEEL_BUCKETS - 1;
 const NONE = -1;
 const INITIAL_RECORDS = 1_024;
 const DERIVED_WORDS = 4; // timeStep, protocols, bindSource, keyBytes (MATCHER.md §10)
 const USED_WINDOWS = 65_536; // the used-table's entries (MATCHER.md §10)
+
+// A record is one RECORD_BYTES slot of one buffer, read through views of several widths, so finding a
+// source and matching its packet touch one cache line: with a typed array per field, each field of a
+// source was a cache miss of its own once 100k sources outgrow the caches. Offsets are in the unit of
+// the view they are named for.
+const RECORD_BYTES = 64;
+const RECORD_WORDS = RECORD_BYTES / 4; // Int32Array and Uint32Array views
+const RECORD_DOUBLES = RECORD_BYTES / 8; // Float64Array view
+const RECORD_HALVES = RECORD_BYTES / 2; // Uint16Array view
+const SRC_WORD = 0; // 4 words: the source address, bytes as the packet has them (Uint32Array view)
+const T_FIRST_DOUBLE = 2;
+const DEADLINE_DOUBLE = 3;
+const STAGE_BYTE = 32; // COHORT (8) bytes, a stage per cohort member, 0 = dead
+const WHEEL_NEXT_WORD = 10;
+const WHEEL_PREV_WORD = 11;
+const S1_NEXT_WORD = 12;
+const S1_PREV_WORD = 13; // UNLISTED while the record is not in the stage-1 list
+const COHORT_WORD = 14; // NONE while the slot is free; the record's group is its cohort's
+const BUCKET_HALF = 30; // the wheel bucket holding the record, DETACHED while it is in none
+const FAMILY_BYTE = 62;
+const WINDOW_OFFSET_BYTE = 63; // derived record: its window − the window of t_first + 1
+const UNLISTED = -2;
+const DETACHED = 0xffff;
 
 /** Counter indices, in STAT_NAMES order (MATCHER.md §8); `tracked` is read from the pool. */
 const enum Stat {
@@ -362,10 +390,8 @@ export class TsMatcher implements Matcher {
   private program: Program | undefined;
   private readonly writer = new EventWriter();
   private readonly packet = new ParsedPacket();
-  private readonly packetSrc32 = new Uint32Array(this.packet.src.buffer);
-  private readonly packetDst32 = new Uint32Array(this.packet.dst.buffer);
-  private readonly eventSrc = new Uint8Array(16);
-  private readonly eventSrc32 = new Uint32Array(this.eventSrc.buffer);
+  private readonly packetSrc32 = this.packet.srcWords;
+  private readonly packetDst32 = this.packet.dstWords;
   private readonly counters = new Float64Array(STAT_NAMES.length);
   private readonly accepting = new Int32Array(256);
   private readonly candidates = new Int32Array(256);
@@ -382,32 +408,26 @@ export class TsMatcher implements Matcher {
   private used = 0;
   private suppressed = 0;
 
-  // records (struct of arrays); capacity grows by doubling up to maxTracked
+  // records: views of one buffer (layout at RECORD_BYTES); capacity doubles, up to maxTracked exactly
   private capacity = 0;
   private highWater = 0;
   private tracked = 0;
+  // freed slots, last freed first; an array of its own, as taking the next one from a list threaded
+  // through the free records would wait for a cache miss on each
   private freeTop = 0;
   private freeStack = new Int32Array(0);
-  private family = new Uint8Array(0);
-  private src = new Uint8Array(0);
-  private src32 = new Uint32Array(0);
-  private group = new Int32Array(0);
-  private cohort = new Int32Array(0);
-  private stage = new Uint8Array(0); // COHORT per record, 0 = dead member
-  private windowOffset = new Uint8Array(0); // derived record: its window − the window of t_first + 1
-  private tFirst = new Float64Array(0);
-  private deadline = new Float64Array(0);
-  private bucketOf = new Int32Array(0); // NONE while detached from the wheel
-  private wheelNext = new Int32Array(0);
-  private wheelPrev = new Int32Array(0);
-  private inStage1 = new Uint8Array(0);
-  private s1Next = new Int32Array(0);
-  private s1Prev = new Int32Array(0);
+  private recBytes = new Uint8Array(0);
+  private recHalves = new Uint16Array(0);
+  private recWords = new Int32Array(0);
+  private recSrc = new Uint32Array(0);
+  private recTimes = new Float64Array(0);
   private s1Head = NONE;
   private s1Tail = NONE;
   private readonly bucketHead = new Int32Array(WHEEL_BUCKETS).fill(NONE);
   private readonly bucketTail = new Int32Array(WHEEL_BUCKETS).fill(NONE);
-  // index: open addressing over record numbers + 1 (0 = empty), linear probing, backward-shift deletion
+  // index: open addressing, linear probing, backward-shift deletion; an entry is the record number + 1
+  // (0 = empty) under indexMask and its key's hash above it, so a probe reads no record but the one that
+  // matches (record numbers stay under indexMask: the index has twice the slots the pool has records)
   private index = new Int32Array(0);
   private indexMask = 0;
 
@@ -415,7 +435,7 @@ export class TsMatcher implements Matcher {
     const next = new Program(words);
     const previous = this.program;
     this.program = next;
-    if (this.capacity === 0) this.grow(Math.min(INITIAL_RECORDS, next.maxTracked));
+    if (this.capacity === 0) this.grow(next, Math.min(INITIAL_RECORDS, next.maxTracked));
     if (previous && this.tracked > 0) this.carryOver(previous, next);
   }
 
@@ -462,6 +482,13 @@ export class TsMatcher implements Matcher {
   // ---- time (§2) ----
 
   private setTime(p: Program, t: number): void {
+    // the window and the wheel are where `now` puts them: they move only when it does (a test small
+    // enough to be inlined into the frame loop)
+    if (this.started && !(t > this.now)) return;
+    this.moveTime(p, t);
+  }
+
+  private moveTime(p: Program, t: number): void {
     if (!this.started) {
       this.started = true;
       this.now = t;
@@ -469,7 +496,7 @@ export class TsMatcher implements Matcher {
       this.wheelPos = Math.floor(t / BUCKET_US);
       return;
     }
-    if (t > this.now) this.now = t;
+    this.now = t;
     const window = Math.floor(this.now / 1e6);
     if (window !== this.window) {
       if (this.suppressed > 0) {
@@ -482,11 +509,11 @@ export class TsMatcher implements Matcher {
     const target = Math.floor(this.now / BUCKET_US);
     if (target - this.wheelPos > WHEEL_BUCKETS) {
       // a gap longer than the wheel: visit each bucket once, re-inserting relative to the old position
-      for (let k = 0; k < WHEEL_BUCKETS; k++) this.processBucket(p, (this.wheelPos + k) % WHEEL_BUCKETS);
+      for (let k = 0; k < WHEEL_BUCKETS; k++) this.processBucket(p, (this.wheelPos + k) & BUCKET_MASK);
       this.wheelPos = target;
     } else {
       while (this.wheelPos < target) {
-        this.processBucket(p, this.wheelPos % WHEEL_BUCKETS);
+        this.processBucket(p, this.wheelPos & BUCKET_MASK);
         this.wheelPos++;
       }
     }
@@ -497,9 +524,9 @@ export class TsMatcher implements Matcher {
     this.bucketHead[b] = NONE;
     this.bucketTail[b] = NONE;
     while (r !== NONE) {
-      const next = this.wheelNext[r];
-      this.bucketOf[r] = NONE;
-      if (this.deadline[r] <= this.now) this.expire(p, r);
+      const next = this.recWords[r * RECORD_WORDS + WHEEL_NEXT_WORD];
+      this.recHalves[r * RECORD_HALVES + BUCKET_HALF] = DETACHED;
+      if (this.recTimes[r * RECORD_DOUBLES + DEADLINE_DOUBLE] <= this.now) this.expire(p, r);
       else this.wheelAppend(r);
       r = next;
     }
@@ -507,19 +534,20 @@ export class TsMatcher implements Matcher {
 
   /** Times out r's expired members; frees r if none lives, else moves it if its deadline changed. */
   private expire(p: Program, r: number): boolean {
-    const c = this.cohort[r];
+    const c = this.recWords[r * RECORD_WORDS + COHORT_WORD];
     const size = p.cohortSize[c];
-    const base = r * COHORT;
-    const t0 = this.tFirst[r];
+    const stages = this.recBytes;
+    const base = r * RECORD_BYTES + STAGE_BYTE;
+    const t0 = this.recTimes[r * RECORD_DOUBLES + T_FIRST_DOUBLE];
     for (let j = 0; j < size; j++) {
-      const s = this.stage[base + j];
+      const s = stages[base + j];
       if (s === 0) continue;
       const d = p.cohortDoors[c * COHORT + j];
       const due = t0 + p.doorTimeoutUs[d];
       if (due <= this.now) {
         this.counters[Stat.failedTimeout]++;
         this.emitLimited(p, EV_FAILED, FAIL_TIMEOUT, r, s, d, due);
-        this.stage[base + j] = 0;
+        stages[base + j] = 0;
       }
     }
     return this.settle(p, r);
@@ -527,52 +555,60 @@ export class TsMatcher implements Matcher {
 
   /** After members died: free r if none lives, else re-file it in the wheel if its deadline changed. */
   private settle(p: Program, r: number): boolean {
-    const c = this.cohort[r];
-    const size = p.cohortSize[c];
-    const base = r * COHORT;
-    let minTimeout = Infinity;
-    for (let j = 0; j < size; j++) {
-      if (this.stage[base + j] === 0) continue;
-      const t = p.doorTimeoutUs[p.cohortDoors[c * COHORT + j]];
-      if (t < minTimeout) minTimeout = t;
-    }
+    const minTimeout = this.liveTimeout(p, r);
     if (minTimeout === Infinity) {
-      this.free(r);
+      this.free(p, r);
       return false;
     }
-    const deadline = this.tFirst[r] + minTimeout;
+    const deadline = this.recTimes[r * RECORD_DOUBLES + T_FIRST_DOUBLE] + minTimeout;
     // a record detached by processBucket always needs re-filing
-    if (deadline !== this.deadline[r] || this.bucketOf[r] === NONE) {
-      this.deadline[r] = deadline;
+    if (deadline !== this.recTimes[r * RECORD_DOUBLES + DEADLINE_DOUBLE] || this.recHalves[r * RECORD_HALVES + BUCKET_HALF] === DETACHED) {
+      this.recTimes[r * RECORD_DOUBLES + DEADLINE_DOUBLE] = deadline;
       this.wheelUnlink(r);
       this.wheelAppend(r);
     }
     return true;
   }
 
+  /** The shortest timeout of r's live members under program p; Infinity if none lives. */
+  private liveTimeout(p: Program, r: number): number {
+    const c = this.recWords[r * RECORD_WORDS + COHORT_WORD];
+    const size = p.cohortSize[c];
+    const base = r * RECORD_BYTES + STAGE_BYTE;
+    let minTimeout = Infinity;
+    for (let j = 0; j < size; j++) {
+      if (this.recBytes[base + j] === 0) continue;
+      const t = p.doorTimeoutUs[p.cohortDoors[c * COHORT + j]];
+      if (t < minTimeout) minTimeout = t;
+    }
+    return minTimeout;
+  }
+
   private wheelAppend(r: number): void {
-    const abs = Math.floor(this.deadline[r] / BUCKET_US);
+    const w = r * RECORD_WORDS;
+    const abs = Math.floor(this.recTimes[r * RECORD_DOUBLES + DEADLINE_DOUBLE] / BUCKET_US);
     const pos = abs > this.wheelPos ? abs : this.wheelPos;
-    const b = ((pos % WHEEL_BUCKETS) + WHEEL_BUCKETS) % WHEEL_BUCKETS;
-    this.bucketOf[r] = b;
-    this.wheelNext[r] = NONE;
+    const b = pos & BUCKET_MASK;
+    this.recHalves[r * RECORD_HALVES + BUCKET_HALF] = b;
+    this.recWords[w + WHEEL_NEXT_WORD] = NONE;
     const tail = this.bucketTail[b];
-    this.wheelPrev[r] = tail;
+    this.recWords[w + WHEEL_PREV_WORD] = tail;
     if (tail === NONE) this.bucketHead[b] = r;
-    else this.wheelNext[tail] = r;
+    else this.recWords[tail * RECORD_WORDS + WHEEL_NEXT_WORD] = r;
     this.bucketTail[b] = r;
   }
 
   private wheelUnlink(r: number): void {
-    const b = this.bucketOf[r];
-    if (b === NONE) return;
-    const prev = this.wheelPrev[r];
-    const next = this.wheelNext[r];
+    const b = this.recHalves[r * RECORD_HALVES + BUCKET_HALF];
+    if (b === DETACHED) return;
+    const words = this.recWords;
+    const prev = words[r * RECORD_WORDS + WHEEL_PREV_WORD];
+    const next = words[r * RECORD_WORDS + WHEEL_NEXT_WORD];
     if (prev === NONE) this.bucketHead[b] = next;
-    else this.wheelNext[prev] = next;
+    else words[prev * RECORD_WORDS + WHEEL_NEXT_WORD] = next;
     if (next === NONE) this.bucketTail[b] = prev;
-    else this.wheelPrev[next] = prev;
-    this.bucketOf[r] = NONE;
+    else words[next * RECORD_WORDS + WHEEL_PREV_WORD] = prev;
+    this.recHalves[r * RECORD_HALVES + BUCKET_HALF] = DETACHED;
   }
 
   // ---- events (§2.2, §7) ----
@@ -588,12 +624,8 @@ export class TsMatcher implements Matcher {
   }
 
   private emit(p: Program, kind: number, reason: number, r: number, stage: number, door: number, time: number): void {
-    const s = r * 4;
-    this.eventSrc32[0] = this.src32[s];
-    this.eventSrc32[1] = this.src32[s + 1];
-    this.eventSrc32[2] = this.src32[s + 2];
-    this.eventSrc32[3] = this.src32[s + 3];
-    this.writer.push(kind, reason, this.family[r], stage, door, p.generation, 0, time, this.eventSrc);
+    const family = this.recBytes[r * RECORD_BYTES + FAMILY_BYTE];
+    this.writer.push(kind, reason, family, stage, door, p.generation, 0, time, this.recSrc, r * RECORD_WORDS + SRC_WORD);
   }
 
   /** STAGE/COMPLETED for the packet's source, before a record may exist (single-step doors). */
@@ -608,7 +640,7 @@ export class TsMatcher implements Matcher {
       }
       this.used++;
     }
-    this.writer.push(kind, 0, this.packet.family, stage, door, p.generation, 0, this.now, this.packet.src);
+    this.writer.push(kind, 0, this.packet.family, stage, door, p.generation, 0, this.now, this.packetSrc32);
   }
 
   // ---- matching one packet (§4) ----
@@ -659,8 +691,10 @@ export class TsMatcher implements Matcher {
     const cand = this.candidates;
     let nCand = 0;
     for (let i = 0; i < nAcc; i++) {
-      const r = this.find(family, acc[i]);
-      if (r !== NONE && this.expire(p, r)) cand[nCand++] = r;
+      const r = this.find(p, family, acc[i]);
+      if (r === NONE) continue;
+      // before its deadline no member of r can have expired: skip the walk over them
+      if (this.recTimes[r * RECORD_DOUBLES + DEADLINE_DOUBLE] > this.now || this.expire(p, r)) cand[nCand++] = r;
     }
     if (nCand > 0) {
       for (let i = 0; i < nCand; i++) this.advance(p, cand[i], proto, flags, step);
@@ -683,14 +717,15 @@ export class TsMatcher implements Matcher {
   }
 
   private advance(p: Program, r: number, proto: number, flags: number, step: number): void {
-    const c = this.cohort[r];
+    const c = this.recWords[r * RECORD_WORDS + COHORT_WORD];
     const size = p.cohortSize[c];
-    const base = r * COHORT;
+    const stages = this.recBytes;
+    const base = r * RECORD_BYTES + STAGE_BYTE;
     const stageEvents = (p.flags & FLAG_STAGE_EVENTS) !== 0;
     let reachedTwo = false;
     let died = false;
     for (let j = 0; j < size; j++) {
-      const s = this.stage[base + j];
+      const s = stages[base + j];
       if (s === 0) continue;
       const d = p.cohortDoors[c * COHORT + j];
       if (proto === TCP && !p.flagsOk(d, proto, flags)) continue;
@@ -707,10 +742,10 @@ export class TsMatcher implements Matcher {
           this.counters[Stat.completed]++;
           this.emit(p, EV_COMPLETED, 0, r, next, d, this.now);
           if (derived) this.markUsed(p, d, this.recordWindow(p, d, r));
-          this.stage[base + j] = 0;
+          stages[base + j] = 0;
           died = true;
         } else {
-          this.stage[base + j] = next;
+          stages[base + j] = next;
         }
       } else if (
         (p.doorOptions[d] & OPT_ALLOW_DUPLICATES) !== 0 &&
@@ -720,7 +755,7 @@ export class TsMatcher implements Matcher {
       } else {
         this.counters[Stat.failedWrongPort]++;
         this.emitLimited(p, EV_FAILED, FAIL_WRONG_PORT, r, s, d, this.now);
-        this.stage[base + j] = 0;
+        stages[base + j] = 0;
         died = true;
       }
     }
@@ -749,6 +784,7 @@ export class TsMatcher implements Matcher {
       }
     }
     let r = NONE;
+    let minTimeout = Infinity;
     for (let j = 0; j < size; j++) {
       const d = p.cohortDoors[c * COHORT + j];
       if (!p.flagsOk(d, proto, flags)) continue;
@@ -759,26 +795,21 @@ export class TsMatcher implements Matcher {
         this.counters[Stat.completed]++;
         this.emitForPacket(p, EV_COMPLETED, 1, d);
       } else {
-        if (r === NONE) r = this.allocate(g, c);
-        this.stage[r * COHORT + j] = 1;
+        if (r === NONE) r = this.allocate(p, c);
+        this.recBytes[r * RECORD_BYTES + STAGE_BYTE + j] = 1;
+        if (p.doorTimeoutUs[d] < minTimeout) minTimeout = p.doorTimeoutUs[d];
       }
     }
     if (r === NONE) return false;
-    let minTimeout = Infinity;
-    for (let j = 0; j < size; j++) {
-      if (this.stage[r * COHORT + j] === 0) continue;
-      const t = p.doorTimeoutUs[p.cohortDoors[c * COHORT + j]];
-      if (t < minTimeout) minTimeout = t;
-    }
-    this.track(r, minTimeout);
+    this.track(p, r, minTimeout);
     return true;
   }
 
   /** A new record with live members enters the index, the stage-1 list and the wheel. */
-  private track(r: number, timeoutUs: number): void {
-    this.tFirst[r] = this.now;
-    this.deadline[r] = this.now + timeoutUs;
-    this.indexInsert(r);
+  private track(p: Program, r: number, timeoutUs: number): void {
+    this.recTimes[r * RECORD_DOUBLES + T_FIRST_DOUBLE] = this.now;
+    this.recTimes[r * RECORD_DOUBLES + DEADLINE_DOUBLE] = this.now + timeoutUs;
+    this.indexInsert(p, r);
     this.stage1Append(r);
     this.wheelAppend(r);
   }
@@ -819,17 +850,18 @@ export class TsMatcher implements Matcher {
         this.evict(p, this.s1Head);
       }
       this.emitForPacket(p, EV_STAGE, 1, d);
-      const r = this.allocate(g, p.doorCohort[d]);
-      this.stage[r * COHORT] = 1;
-      this.windowOffset[r] = offset;
-      this.track(r, p.doorTimeoutUs[d]);
+      const r = this.allocate(p, p.doorCohort[d]);
+      this.recBytes[r * RECORD_BYTES + STAGE_BYTE] = 1;
+      this.recBytes[r * RECORD_BYTES + WINDOW_OFFSET_BYTE] = offset;
+      this.track(p, r, p.doorTimeoutUs[d]);
       tracked = true;
     }
   }
 
   /** The window a derived record started in (MATCHER.md §10). */
   private recordWindow(p: Program, d: number, r: number): number {
-    return Math.floor(this.tFirst[r] / p.derivedStepUs[d]) + this.windowOffset[r] - 1;
+    const tFirst = this.recTimes[r * RECORD_DOUBLES + T_FIRST_DOUBLE];
+    return Math.floor(tFirst / p.derivedStepUs[d]) + this.recBytes[r * RECORD_BYTES + WINDOW_OFFSET_BYTE] - 1;
   }
 
   /** Step i of derived record r; the record is the packet source's. */
@@ -872,44 +904,46 @@ export class TsMatcher implements Matcher {
   }
 
   private evict(p: Program, r: number): void {
-    const c = this.cohort[r];
+    const c = this.recWords[r * RECORD_WORDS + COHORT_WORD];
     const size = p.cohortSize[c];
     for (let j = 0; j < size; j++) {
-      const s = this.stage[r * COHORT + j];
+      const s = this.recBytes[r * RECORD_BYTES + STAGE_BYTE + j];
       if (s === 0) continue;
       this.counters[Stat.evicted]++;
       this.emitLimited(p, EV_FAILED, FAIL_EVICTED, r, s, p.cohortDoors[c * COHORT + j], this.now);
     }
-    this.free(r);
+    this.free(p, r);
   }
 
   // ---- records ----
 
-  /** A fresh record for the packet's source in group g (not yet indexed or listed). */
-  private allocate(g: number, c: number): number {
+  /** A fresh record of cohort c for the packet's source (not yet indexed or listed). */
+  private allocate(p: Program, c: number): number {
     let r: number;
     if (this.freeTop > 0) r = this.freeStack[--this.freeTop];
     else {
-      if (this.highWater === this.capacity) this.grow(this.capacity * 2);
+      // no free slot means fewer than maxTracked records (the caller evicted otherwise): room to grow
+      if (this.highWater === this.capacity) this.grow(p, Math.min(this.capacity * 2, p.maxTracked));
       r = this.highWater++;
     }
     this.tracked++;
-    this.family[r] = this.packet.family;
-    const s = r * 4;
-    this.src32[s] = this.packetSrc32[0];
-    this.src32[s + 1] = this.packetSrc32[1];
-    this.src32[s + 2] = this.packetSrc32[2];
-    this.src32[s + 3] = this.packetSrc32[3];
-    this.group[r] = g;
-    this.cohort[r] = c;
-    this.stage.fill(0, r * COHORT, r * COHORT + COHORT);
-    this.bucketOf[r] = NONE;
-    this.inStage1[r] = 0;
+    const w = r * RECORD_WORDS;
+    const at = r * RECORD_BYTES;
+    const src = this.packetSrc32;
+    this.recSrc[w + SRC_WORD] = src[0];
+    this.recSrc[w + SRC_WORD + 1] = src[1];
+    this.recSrc[w + SRC_WORD + 2] = src[2];
+    this.recSrc[w + SRC_WORD + 3] = src[3];
+    this.recBytes[at + FAMILY_BYTE] = this.packet.family;
+    this.recWords[w + COHORT_WORD] = c;
+    this.recTimes[r * RECORD_DOUBLES + STAGE_BYTE / 8] = 0; // the COHORT (8) stage bytes, in one store of all-zero bits
+    this.recHalves[r * RECORD_HALVES + BUCKET_HALF] = DETACHED;
+    this.recWords[w + S1_PREV_WORD] = UNLISTED;
     return r;
   }
 
-  private free(r: number): void {
-    this.indexRemove(r);
+  private free(p: Program, r: number): void {
+    this.indexRemove(p, r);
     this.release(r);
   }
 
@@ -917,109 +951,110 @@ export class TsMatcher implements Matcher {
   private release(r: number): void {
     this.wheelUnlink(r);
     this.stage1Remove(r);
-    this.cohort[r] = NONE;
+    this.recWords[r * RECORD_WORDS + COHORT_WORD] = NONE;
     this.freeStack[this.freeTop++] = r;
     this.tracked--;
   }
 
   private stage1Append(r: number): void {
-    this.inStage1[r] = 1;
-    this.s1Next[r] = NONE;
-    this.s1Prev[r] = this.s1Tail;
+    const w = r * RECORD_WORDS;
+    this.recWords[w + S1_NEXT_WORD] = NONE;
+    this.recWords[w + S1_PREV_WORD] = this.s1Tail;
     if (this.s1Tail === NONE) this.s1Head = r;
-    else this.s1Next[this.s1Tail] = r;
+    else this.recWords[this.s1Tail * RECORD_WORDS + S1_NEXT_WORD] = r;
     this.s1Tail = r;
   }
 
   private stage1Remove(r: number): void {
-    if (this.inStage1[r] === 0) return;
-    this.inStage1[r] = 0;
-    const prev = this.s1Prev[r];
-    const next = this.s1Next[r];
+    const words = this.recWords;
+    const prev = words[r * RECORD_WORDS + S1_PREV_WORD];
+    if (prev === UNLISTED) return;
+    const next = words[r * RECORD_WORDS + S1_NEXT_WORD];
+    words[r * RECORD_WORDS + S1_PREV_WORD] = UNLISTED;
     if (prev === NONE) this.s1Head = next;
-    else this.s1Next[prev] = next;
+    else words[prev * RECORD_WORDS + S1_NEXT_WORD] = next;
     if (next === NONE) this.s1Tail = prev;
-    else this.s1Prev[next] = prev;
+    else words[next * RECORD_WORDS + S1_PREV_WORD] = prev;
   }
 
-  private grow(capacity: number): void {
-    const old = this.capacity;
-    const copy = <T extends Uint8Array | Int32Array | Float64Array>(a: T, make: (n: number) => T, per = 1): T => {
-      const next = make(capacity * per);
-      next.set(a.subarray(0, old * per) as never);
-      return next;
-    };
-    this.family = copy(this.family, (n) => new Uint8Array(n));
-    this.src = copy(this.src, (n) => new Uint8Array(n), 16);
-    this.src32 = new Uint32Array(this.src.buffer);
-    this.group = copy(this.group, (n) => new Int32Array(n));
-    this.cohort = copy(this.cohort, (n) => new Int32Array(n));
-    this.stage = copy(this.stage, (n) => new Uint8Array(n), COHORT);
-    this.windowOffset = copy(this.windowOffset, (n) => new Uint8Array(n));
-    this.tFirst = copy(this.tFirst, (n) => new Float64Array(n));
-    this.deadline = copy(this.deadline, (n) => new Float64Array(n));
-    this.bucketOf = copy(this.bucketOf, (n) => new Int32Array(n));
-    this.wheelNext = copy(this.wheelNext, (n) => new Int32Array(n));
-    this.wheelPrev = copy(this.wheelPrev, (n) => new Int32Array(n));
-    this.inStage1 = copy(this.inStage1, (n) => new Uint8Array(n));
-    this.s1Next = copy(this.s1Next, (n) => new Int32Array(n));
-    this.s1Prev = copy(this.s1Prev, (n) => new Int32Array(n));
-    this.freeStack = copy(this.freeStack, (n) => new Int32Array(n));
+  private grow(p: Program, capacity: number): void {
+    const bytes = new Uint8Array(capacity * RECORD_BYTES);
+    bytes.set(this.recBytes);
+    this.recBytes = bytes;
+    this.recHalves = new Uint16Array(bytes.buffer);
+    this.recWords = new Int32Array(bytes.buffer);
+    this.recSrc = new Uint32Array(bytes.buffer);
+    this.recTimes = new Float64Array(bytes.buffer);
+    const freeStack = new Int32Array(capacity);
+    freeStack.set(this.freeStack);
+    this.freeStack = freeStack;
     this.capacity = capacity;
-    this.rebuildIndex();
+    this.rebuildIndex(p);
   }
 
   // ---- index ----
 
+  /** The 32-bit hash of a key: its bits under indexMask pick the home slot, the bits above tag the entry. */
   private hashKey(s: Uint32Array, o: number, family: number, g: number): number {
     let h = Math.imul(family ^ (g << 8), 0x9e3779b1);
     h = Math.imul(h ^ s[o], 0x85ebca6b);
     h = Math.imul(h ^ s[o + 1], 0xc2b2ae35);
     h = Math.imul(h ^ s[o + 2], 0x27d4eb2f);
     h = Math.imul(h ^ s[o + 3], 0x165667b1);
-    return (h ^ (h >>> 15)) & this.indexMask;
+    return h ^ (h >>> 15);
   }
 
   /** The record of (family, packet source, group g), or NONE. */
-  private find(family: number, g: number): number {
+  private find(p: Program, family: number, g: number): number {
     const ps = this.packetSrc32;
-    let i = this.hashKey(ps, 0, family, g);
-    for (;;) {
+    const src = this.recSrc;
+    const mask = this.indexMask;
+    const h = this.hashKey(ps, 0, family, g);
+    const tag = h & ~mask;
+    for (let i = h & mask; ; i = (i + 1) & mask) {
       const e = this.index[i];
       if (e === 0) return NONE;
-      const r = e - 1;
-      const s = r * 4;
+      if ((e & ~mask) !== tag) continue;
+      const r = (e & mask) - 1;
+      const w = r * RECORD_WORDS;
       if (
-        this.group[r] === g &&
-        this.family[r] === family &&
-        this.src32[s] === ps[0] &&
-        this.src32[s + 1] === ps[1] &&
-        this.src32[s + 2] === ps[2] &&
-        this.src32[s + 3] === ps[3]
+        src[w + SRC_WORD] === ps[0] &&
+        src[w + SRC_WORD + 1] === ps[1] &&
+        src[w + SRC_WORD + 2] === ps[2] &&
+        src[w + SRC_WORD + 3] === ps[3] &&
+        this.recBytes[r * RECORD_BYTES + FAMILY_BYTE] === family &&
+        p.cohortGroup[this.recWords[w + COHORT_WORD]] === g
       ) {
         return r;
       }
-      i = (i + 1) & this.indexMask;
     }
   }
 
-  private indexInsert(r: number): void {
-    let i = this.hashKey(this.src32, r * 4, this.family[r], this.group[r]);
-    while (this.index[i] !== 0) i = (i + 1) & this.indexMask;
-    this.index[i] = r + 1;
+  /** The hash of record r's key (family, source, group) under program p. */
+  private recordHash(p: Program, r: number): number {
+    const group = p.cohortGroup[this.recWords[r * RECORD_WORDS + COHORT_WORD]];
+    return this.hashKey(this.recSrc, r * RECORD_WORDS + SRC_WORD, this.recBytes[r * RECORD_BYTES + FAMILY_BYTE], group);
   }
 
-  private indexRemove(r: number): void {
+  private indexInsert(p: Program, r: number): void {
     const mask = this.indexMask;
-    let i = this.hashKey(this.src32, r * 4, this.family[r], this.group[r]);
-    while (this.index[i] !== r + 1) i = (i + 1) & mask;
+    const h = this.recordHash(p, r);
+    let i = h & mask;
+    while (this.index[i] !== 0) i = (i + 1) & mask;
+    this.index[i] = (h & ~mask) | (r + 1);
+  }
+
+  private indexRemove(p: Program, r: number): void {
+    const mask = this.indexMask;
+    let i = this.recordHash(p, r) & mask;
+    while ((this.index[i] & mask) !== r + 1) i = (i + 1) & mask;
     // backward-shift deletion keeps every probe chain unbroken without tombstones
     let j = i;
     for (;;) {
       j = (j + 1) & mask;
       const e = this.index[j];
       if (e === 0) break;
-      const home = this.hashKey(this.src32, (e - 1) * 4, this.family[e - 1], this.group[e - 1]);
+      const home = this.recordHash(p, (e & mask) - 1) & mask;
       // move e back to i unless its home lies cyclically in (i, j]
       if (i <= j ? home <= i || home > j : home <= i && home > j) {
         this.index[i] = e;
@@ -1029,24 +1064,28 @@ export class TsMatcher implements Matcher {
     this.index[i] = 0;
   }
 
-  private rebuildIndex(): void {
+  private rebuildIndex(p: Program): void {
     let size = 16;
     while (size < this.capacity * 2) size *= 2;
     this.index = new Int32Array(size);
     this.indexMask = size - 1;
-    for (let r = 0; r < this.highWater; r++) if (this.cohort[r] !== NONE) this.indexInsert(r);
+    for (let r = 0; r < this.highWater; r++) if (this.recWords[r * RECORD_WORDS + COHORT_WORD] !== NONE) this.indexInsert(p, r);
   }
 
   // ---- reload (§5) ----
 
   /** Key order (family, source bytes, group): the tie-break for records of the same age (MATCHER.md §5). */
-  private compareKeys(a: number, b: number): number {
-    if (this.family[a] !== this.family[b]) return this.family[a] - this.family[b];
+  private compareKeys(p: Program, a: number, b: number): number {
+    const bytes = this.recBytes;
+    const at = a * RECORD_BYTES;
+    const bt = b * RECORD_BYTES;
+    if (bytes[at + FAMILY_BYTE] !== bytes[bt + FAMILY_BYTE]) return bytes[at + FAMILY_BYTE] - bytes[bt + FAMILY_BYTE];
     for (let i = 0; i < 16; i++) {
-      const d = this.src[a * 16 + i] - this.src[b * 16 + i];
+      const d = bytes[at + SRC_WORD * 4 + i] - bytes[bt + SRC_WORD * 4 + i];
       if (d !== 0) return d;
     }
-    return this.group[a] - this.group[b];
+    const words = this.recWords;
+    return p.cohortGroup[words[a * RECORD_WORDS + COHORT_WORD]] - p.cohortGroup[words[b * RECORD_WORDS + COHORT_WORD]];
   }
 
   private carryOver(old: Program, next: Program): void {
@@ -1067,17 +1106,17 @@ export class TsMatcher implements Matcher {
     const mapped = new Int32Array(old.nDoors).fill(NONE);
     for (let d = 0; d < old.nDoors; d++) mapped[d] = newDoors.get(old.doorFingerprint[d])?.[rank[d]] ?? NONE;
 
-    // the index is keyed by the old groups: empty it, re-key the survivors afterwards
-    this.index.fill(0);
+    // the index is keyed by the old groups: it is rebuilt for the survivors afterwards
     const stages = new Uint8Array(COHORT);
+    const words = this.recWords;
     for (let r = 0; r < this.highWater; r++) {
-      if (this.cohort[r] === NONE) continue;
-      const c = this.cohort[r];
+      const c = words[r * RECORD_WORDS + COHORT_WORD];
+      if (c === NONE) continue;
       let newCohort = NONE;
       let oneCohort = true;
       stages.fill(0);
       for (let j = 0; j < old.cohortSize[c]; j++) {
-        const s = this.stage[r * COHORT + j];
+        const s = this.recBytes[r * RECORD_BYTES + STAGE_BYTE + j];
         if (s === 0) continue;
         const d = mapped[old.cohortDoors[c * COHORT + j]];
         if (d === NONE) continue;
@@ -1089,26 +1128,22 @@ export class TsMatcher implements Matcher {
         this.release(r);
         continue;
       }
-      this.cohort[r] = newCohort;
-      this.group[r] = next.cohortGroup[newCohort];
-      this.stage.set(stages, r * COHORT);
-      let minTimeout = Infinity;
-      for (let j = 0; j < next.cohortSize[newCohort]; j++) {
-        if (stages[j] !== 0) minTimeout = Math.min(minTimeout, next.doorTimeoutUs[next.cohortDoors[newCohort * COHORT + j]]);
-      }
+      words[r * RECORD_WORDS + COHORT_WORD] = newCohort; // and so the group of newCohort
+      this.recBytes.set(stages, r * RECORD_BYTES + STAGE_BYTE);
       // the deadline can only grow (dropped members); the wheel keeps its order and re-files on visit
-      this.deadline[r] = this.tFirst[r] + minTimeout;
+      this.recTimes[r * RECORD_DOUBLES + DEADLINE_DOUBLE] = this.recTimes[r * RECORD_DOUBLES + T_FIRST_DOUBLE] + this.liveTimeout(next, r);
     }
     // a target address maps to one group in each program, so the new keys are distinct
-    for (let r = 0; r < this.highWater; r++) if (this.cohort[r] !== NONE) this.indexInsert(r);
+    this.rebuildIndex(next);
 
     if (this.tracked > next.maxTracked) {
-      while (this.tracked > next.maxTracked && this.s1Head !== NONE) this.free(this.s1Head);
+      while (this.tracked > next.maxTracked && this.s1Head !== NONE) this.free(next, this.s1Head);
       if (this.tracked > next.maxTracked) {
         const rest: number[] = [];
-        for (let r = 0; r < this.highWater; r++) if (this.cohort[r] !== NONE) rest.push(r);
-        rest.sort((a, b) => this.tFirst[a] - this.tFirst[b] || this.compareKeys(a, b));
-        for (let k = 0; this.tracked > next.maxTracked; k++) this.free(rest[k]);
+        for (let r = 0; r < this.highWater; r++) if (words[r * RECORD_WORDS + COHORT_WORD] !== NONE) rest.push(r);
+        const tFirst = (r: number): number => this.recTimes[r * RECORD_DOUBLES + T_FIRST_DOUBLE];
+        rest.sort((a, b) => tFirst(a) - tFirst(b) || this.compareKeys(next, a, b));
+        for (let k = 0; this.tracked > next.maxTracked; k++) this.free(next, rest[k]);
       }
     }
   }

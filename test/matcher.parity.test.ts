@@ -6,14 +6,14 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { DoorConfig, KnockdConfig } from '../src/config/types.js';
 import { decodeEvents, EVENT_RECORD_SIZE } from '../src/events.js';
-import { batchFromFrames } from '../src/frame.js';
-import type { Matcher } from '../src/matcher-api.js';
+import { batchFromFrames, type CapturedFrame } from '../src/frame.js';
+import { LinkType, type Matcher } from '../src/matcher-api.js';
 import { TsMatcher } from '../src/matcher.js';
 import { NativeMatcher } from '../src/native-matcher.js';
 import type { CompileOptions } from '../src/program.js';
 import { derivedDoor, derivedTrace, range } from './helpers/derived.js';
 import { CONFIGS, compile, config, door } from './helpers/doors.js';
-import { randomTrace, rng } from './helpers/packets.js';
+import { knockFrame, randomTrace, rng, TCP } from './helpers/packets.js';
 
 const TRACES = Number(process.env.KNOCKD_PARITY_TRACES ?? 2000);
 const DERIVED_TRACES = Number(process.env.KNOCKD_PARITY_DERIVED_TRACES ?? 500);
@@ -161,4 +161,55 @@ test(`TsMatcher and NativeMatcher agree on ${DERIVED_TRACES} seeded random trace
   let events = 0;
   for (let seed = FIRST_SEED; seed < FIRST_SEED + DERIVED_TRACES; seed++) events += runSeed(seed, true);
   assert.ok(events > DERIVED_TRACES, `the traces produced too few events (${events}) to compare anything`);
+});
+
+/** Thousands of sources with attempts in flight at once, as on a busy gateway: the TS matcher's record
+ * pool grows past its first allocation and its index fills, under evictions, timeouts and a shrinking
+ * reload. The random traces above stay under a hundred sources. */
+function runCrowd(seed: number, maxTracked: number, shrinkTo: number): number {
+  const rand = rng(seed);
+  const sources = 5000;
+  const address = (s: number): string => (s % 7 === 0 ? `2001:db8::${s.toString(16)}` : `10.${(s >> 16) & 255}.${(s >> 8) & 255}.${s & 255}`);
+  const cfg = config([door('A', '7000,8000,9000', { seqTimeout: 1 }), door('B', '7000,8000', { seqTimeout: 3 }), door('C', '5000,6000', { seqTimeout: 2 })]);
+  const frames: CapturedFrame[] = [];
+  let timeUs = 1_700_000_000_000_000;
+  for (const ports of [
+    [7000, 5000],
+    [8000, 6000],
+    [9000, 9000],
+  ]) {
+    const order = Array.from({ length: sources }, (_, s) => s);
+    for (let i = sources - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    for (const s of order) {
+      const src = address(s);
+      const dport = rand() < 0.05 ? 4000 : ports[s % 2];
+      timeUs += Math.floor(rand() * 250);
+      frames.push({ data: knockFrame({ src, dst: src.includes(':') ? 'fd00::2' : '192.0.2.2', dport, flags: TCP.SYN }), timeUs, linkType: LinkType.ETHERNET });
+    }
+  }
+  const matchers: [Matcher, Matcher] = [new TsMatcher(), new NativeMatcher()];
+  for (const m of matchers) m.load(compile(cfg, { maxTracked, generation: 1 }).words);
+  let events = 0;
+  for (let at = 0; at < frames.length; ) {
+    const size = 1 + Math.floor(rand() * 4096);
+    const batch = batchFromFrames(frames.slice(at, at + size));
+    const [a, b] = matchers.map((m) => m.feed(batch));
+    compareBatch(seed, `frames ${at}..${at + size}`, a, b);
+    events += a.byteLength / EVENT_RECORD_SIZE;
+    at += size;
+    if (at >= frames.length / 2 && shrinkTo > 0) {
+      for (const m of matchers) m.load(compile(cfg, { maxTracked: shrinkTo, generation: 2 }).words);
+      shrinkTo = 0;
+    }
+  }
+  assert.deepEqual(matchers[1].stats(), matchers[0].stats(), `seed ${seed}: counters differ`);
+  return events;
+}
+
+test('TsMatcher and NativeMatcher agree with 5,000 sources in flight: a growing pool, evictions, a shrinking reload', () => {
+  assert.ok(runCrowd(1, 8192, 3000) > 10_000);
+  assert.ok(runCrowd(2, 2500, 0) > 10_000);
 });
