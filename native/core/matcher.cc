@@ -889,9 +889,10 @@ Matcher::~Matcher() = default;
 size_t Matcher::state_bytes() const { return state_->bytes(); }
 
 // Frames are matched strictly in order, each after its own set_time, exactly as one by one. What runs
-// ahead is parsing (which reads only the frame) and prefetching: the index slot of frame i + kIndexAhead,
-// and the record named by the (by then loaded) slot of frame i + kRecordAhead. With a few hundred
-// nanoseconds of misses per lookup otherwise, this overlaps them with the matching of earlier frames.
+// ahead is parsing and the packet's target (which read only the frame and the program) and prefetching:
+// the index slot of frame i + kIndexAhead, the record named by the (by then loaded) slot of frame
+// i + kRecordAhead and the list neighbours of frame i + kLinksAhead. With a few hundred nanoseconds of
+// misses per lookup otherwise, this overlaps them with the matching of earlier frames.
 void Matcher::feed_batch(const FrameView* frames, size_t n, std::vector<EventRecord>& out) {
   // Distances measured with bench/matcher.bench.ts (a): a miss costs 100-150 ns here, a frame ~50-100 ns.
   constexpr size_t kIndexAhead = 20, kRecordAhead = 12, kLinksAhead = 4, kRing = 32;  // kRing > kIndexAhead, a power of two
