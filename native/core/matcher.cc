@@ -286,12 +286,12 @@ struct Matcher::State {
       // A saturated distance does not tell the home: ask the record.
       const size_t home = d < disp_max ? (j >= d ? j - d : j + capacity - d) : home_of(record_hash(pool[entry_slot(entry)]));
       const bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-      // Without a branch, by masks (the compiler turns ?: back into one): whether an entry stays is a coin
-      // toss in the long runs of a nearly full index, so a branch would be mispredicted about every other
-      // entry. A staying entry rewrites the hole with what the hole holds.
-      const uint32_t moved = with_disp(entry, distance(home, i));
-      const uint32_t keep = 0u - uint32_t(stays);
-      index[i] = (index[i] & keep) | (moved & ~keep);
+      // Without a branch (whether an entry stays is a coin toss in the long runs of a nearly full index, so
+      // a branch would be mispredicted about every other entry): the hole takes every entry tentatively,
+      // and a staying one is overwritten later, by the next entry that moves or by the final zero (the scan
+      // never comes back to the hole: the index always has an empty slot). The hole moves by a mask, as
+      // the compiler turns ?: back into a branch.
+      index[i] = with_disp(entry, distance(home, i));
       i = j + ((i - j) & (size_t(0) - size_t(stays)));
     }
     index[i] = 0;
