@@ -222,10 +222,11 @@ struct Matcher::State {
     s1_head = s1_tail = kNone;
   }
 
-  // The list links of a record about to be written (wheel and stage-1 links share a cache line).
+  // The links of one list (stage-1 or wheel) in a record about to be written. Each pair is 8-byte
+  // aligned, so in one cache line, but the two pairs fall in different lines for one record in eight.
   // always_inline: see MatchCall::prefetch_record.
-  [[gnu::always_inline]] void prefetch_links(uint32_t slot) const {
-    if (slot != kNone) __builtin_prefetch(&pool[slot].wheel_next, 1);
+  [[gnu::always_inline]] void prefetch_links(uint32_t slot, bool stage1) const {
+    if (slot != kNone) __builtin_prefetch(stage1 ? &pool[slot].s1_next : &pool[slot].wheel_next, 1);
   }
 
   size_t bytes() const {
@@ -255,8 +256,8 @@ struct Matcher::State {
   size_t next(size_t i) const { return i + 1 == capacity ? 0 : i + 1; }
   size_t distance(size_t from, size_t to) const { return to >= from ? to - from : to + capacity - from; }
 
-  uint32_t find(uint8_t family, const uint8_t* src, uint8_t group) const {
-    const uint64_t hash = key_hash(family, src, group);
+  // `hash` is key_hash of the key (computed once per packet by the caller).
+  uint32_t find(uint8_t family, const uint8_t* src, uint8_t group, uint64_t hash) const {
     const uint32_t fp = fingerprint(hash);
     size_t disp = 0;
     for (size_t i = home_of(hash);; i = next(i), disp++) {
@@ -269,15 +270,14 @@ struct Matcher::State {
     }
   }
 
-  void index_insert(uint32_t slot) {
-    const uint64_t hash = record_hash(pool[slot]);
+  void index_insert(uint32_t slot, uint64_t hash) {
     size_t i = home_of(hash), disp = 0;
     for (; index[i] != 0; i = next(i)) disp++;
     index[i] = make_entry(slot, disp, hash);
   }
 
-  void index_erase(uint32_t slot) {
-    size_t i = home_of(record_hash(pool[slot]));
+  void index_erase(uint32_t slot, uint64_t hash) {
+    size_t i = home_of(hash);
     while (entry_slot(index[i]) != slot) i = next(i);
     // Backward shift: pull later entries of the probe run into the hole unless their home lies
     // cyclically in (hole, j]; a moved entry is nearer its home, so its distance is re-encoded.
@@ -287,10 +287,13 @@ struct Matcher::State {
       // A saturated distance does not tell the home: ask the record.
       const size_t home = d < disp_max ? (j >= d ? j - d : j + capacity - d) : home_of(record_hash(pool[entry_slot(entry)]));
       const bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-      if (!stays) {
-        index[i] = with_disp(entry, distance(home, i));
-        i = j;
-      }
+      // Without a branch (whether an entry stays is a coin toss in the long runs of a nearly full index, so
+      // a branch would be mispredicted about every other entry): the hole takes every entry tentatively,
+      // and a staying one is overwritten later, by the next entry that moves or by the final zero (the scan
+      // never comes back to the hole: the index always has an empty slot). The hole moves by a mask, as
+      // the compiler turns ?: back into a branch.
+      index[i] = with_disp(entry, distance(home, i));
+      i = j + ((i - j) & (size_t(0) - size_t(stays)));
     }
     index[i] = 0;
   }
@@ -409,10 +412,11 @@ struct Matcher::State {
     free_top = slot;
   }
 
-  void free_record(uint32_t slot) {
+  // `hash`: record_hash of the record.
+  void free_record(uint32_t slot, uint64_t hash) {
     wheel_unlink(slot);
     s1_unlink(slot);
-    index_erase(slot);
+    index_erase(slot, hash);
     push_free(slot);
     count--;
   }
@@ -450,15 +454,29 @@ class MatchCall {
     advance_wheel();
   }
 
+  // What matching a parsed packet needs before it reads any state, worked out once per packet (feed_batch:
+  // a few frames ahead): its accepting groups (§4; none if the packet can be neither visible nor tracked)
+  // and the hash of its key in the first of them.
+  struct Target {
+    size_t n_groups;
+    uint8_t groups[kMaxTargets + 1];
+    uint64_t first_hash;
+  };
+
+  void target(const Packet& p, Target& t) const {
+    t.n_groups = 0;
+    if (p.family == 6 && (prog_.flags & kFlagIgnoreIpv6)) return;
+    if (!prog_.has_derived && !prog_.any_door_uses(p.proto, p.dport)) return;
+    t.n_groups = accepting(p, t.groups);
+    if (t.n_groups > 0) t.first_hash = key_hash(p.family, p.src, t.groups[0]);
+  }
+
   // Prefetch hints for a packet matched a few frames from now (nothing here changes any state): the index
   // slot its record (family, source, first accepting group) would start probing at, then the record that
   // slot names once it has arrived. Returns the slot, or kNoHome when the packet cannot need a record.
-  size_t prefetch_index(const Packet& p) const {
-    if (p.family == 6 && (prog_.flags & kFlagIgnoreIpv6)) return kNoHome;
-    if (!prog_.has_derived && !prog_.any_door_uses(p.proto, p.dport)) return kNoHome;
-    uint8_t groups[kMaxTargets + 1];
-    if (accepting(p, groups) == 0) return kNoHome;
-    const size_t home = st_.home_of(key_hash(p.family, p.src, groups[0]));
+  size_t prefetch_index(const Target& t) const {
+    if (t.n_groups == 0) return kNoHome;
+    const size_t home = st_.home_of(t.first_hash);
     __builtin_prefetch(&st_.index[home]);
     return home;
   }
@@ -484,8 +502,8 @@ class MatchCall {
     if (entry == 0) return;
     const Record& r = st_.pool[st_.entry_slot(entry)];
     if (r.flags & kInStage1) {
-      st_.prefetch_links(r.s1_prev);
-      st_.prefetch_links(r.s1_next);
+      st_.prefetch_links(r.s1_prev, true);
+      st_.prefetch_links(r.s1_next, true);
     }
     if (r.cohort >= prog_.cohorts.size()) return;
     const Cohort& c = prog_.cohorts[r.cohort];
@@ -496,21 +514,17 @@ class MatchCall {
       stays = s == 0 || (!d.is_derived() && s + 1u < d.length && d.steps[s] == step);
     }
     if (!stays) {
-      st_.prefetch_links(r.wheel_prev);
-      st_.prefetch_links(r.wheel_next);
+      st_.prefetch_links(r.wheel_prev, false);
+      st_.prefetch_links(r.wheel_next, false);
     }
   }
 
   static constexpr size_t kNoHome = SIZE_MAX;
 
-  // §4 steps 3-6 for one parsed packet.
-  void match(const Packet& p) {
-    if (p.family == 6 && (prog_.flags & kFlagIgnoreIpv6)) {
-      stats_[kStatInvisible]++;
-      return;
-    }
-    uint8_t groups[kMaxTargets + 1];
-    size_t n_groups = accepting(p, groups);
+  // §4 steps 3-6 for one parsed packet and its target().
+  void match(const Packet& p, const Target& t) {
+    const size_t n_groups = t.n_groups;
+    const uint8_t* groups = t.groups;
     const uint32_t step = step_word(p.proto, p.dport);
     bool visible = false;
     if (n_groups > 0 && prog_.any_door_uses(p.proto, p.dport)) {
@@ -523,19 +537,24 @@ class MatchCall {
     }
     stats_[kStatVisible]++;
 
-    uint32_t candidates[kMaxTargets + 1];
+    uint64_t hashes[kMaxTargets + 1];  // of the packet's key in each accepting group
+    struct {
+      uint32_t slot;
+      uint64_t hash;
+    } candidates[kMaxTargets + 1];
     size_t n_candidates = 0;
     for (size_t i = 0; i < n_groups; i++) {
-      uint32_t slot = st_.find(p.family, p.src, groups[i]);
-      if (slot != kNone && expire(slot)) candidates[n_candidates++] = slot;
+      hashes[i] = i == 0 ? t.first_hash : key_hash(p.family, p.src, groups[i]);
+      const uint32_t slot = st_.find(p.family, p.src, groups[i], hashes[i]);
+      if (slot != kNone && expire(slot, hashes[i])) candidates[n_candidates++] = {slot, hashes[i]};
     }
     if (n_candidates > 0) {
-      for (size_t i = 0; i < n_candidates; i++) advance(candidates[i], p, step);
+      for (size_t i = 0; i < n_candidates; i++) advance(candidates[i].slot, candidates[i].hash, p, step);
       return;
     }
     for (size_t i = 0; i < n_groups; i++) {
-      const bool tracked = start(groups[i], p, step);
-      if (prog_.has_derived) start_derived(groups[i], p, step, tracked);
+      const bool tracked = start(groups[i], hashes[i], p, step);
+      if (prog_.has_derived) start_derived(groups[i], hashes[i], p, step, tracked);
     }
   }
 
@@ -608,12 +627,6 @@ class MatchCall {
     return r.t_first + min_timeout;
   }
 
-  bool any_live(const Record& r) const {
-    uint64_t stages;
-    std::memcpy(&stages, r.stage, sizeof stages);
-    return stages != 0;
-  }
-
   uint16_t bucket_for(int64_t deadline_us) const {
     int64_t b = std::max(floor_div(deadline_us, kBucketUs), st_.wheel_pos);
     return uint16_t(b & (kWheelSize - 1));
@@ -625,21 +638,27 @@ class MatchCall {
     st_.wheel_link(slot, bucket_for(deadline(st_.pool[slot])));
   }
 
-  // §2.1 expire(r). Returns whether the record still exists.
-  bool expire(uint32_t slot) {
+  // §2.1 expire(r); `hash`: its record_hash. Returns whether the record still exists.
+  bool expire(uint32_t slot, uint64_t hash) {
     Record& r = st_.pool[slot];
     const int64_t before = deadline(r);
     if (before > st_.now) return true;
     const Cohort& c = prog_.cohorts[r.cohort];
+    // Liveness is tracked here rather than read back from the stage bytes just written: a wide read of
+    // them would wait for those byte stores to reach the cache (no store forwarding).
+    bool live = false;
     for (uint8_t j = 0; j < c.size; j++) {
       const Door& d = prog_.doors[c.doors[j]];
-      if (r.stage[j] && r.t_first + d.timeout_us <= st_.now) {
+      if (!r.stage[j]) continue;
+      if (r.t_first + d.timeout_us <= st_.now) {
         failed_event(kFailTimeout, r, r.stage[j], c.doors[j], r.t_first + d.timeout_us);
         r.stage[j] = 0;
+      } else {
+        live = true;
       }
     }
-    if (!any_live(r)) {
-      st_.free_record(slot);
+    if (!live) {
+      st_.free_record(slot, hash);
       return false;
     }
     move(slot);  // a member died, so the deadline moved later
@@ -654,7 +673,7 @@ class MatchCall {
       uint32_t next = r.wheel_next;
       r.bucket = kNoBucket;
       int64_t d = deadline(r);
-      if (d <= st_.now) expire(slot);
+      if (d <= st_.now) expire(slot, Matcher::State::record_hash(r));
       else st_.wheel_link(slot, bucket_for(d));
       slot = next;
     }
@@ -674,19 +693,20 @@ class MatchCall {
   }
 
   // §4 step 5 for one candidate record.
-  void advance(uint32_t slot, const Packet& p, uint32_t step) {
+  void advance(uint32_t slot, uint64_t hash, const Packet& p, uint32_t step) {
     Record& r = st_.pool[slot];
     const int64_t before = deadline(r);
     const Cohort& c = prog_.cohorts[r.cohort];
-    bool passed_stage1 = false;
+    bool passed_stage1 = false, live = false;  // live: as in expire
     for (uint8_t j = 0; j < c.size; j++) {
       const uint8_t s = r.stage[j];
       if (!s) continue;
       const uint16_t door = c.doors[j];
       const Door& d = prog_.doors[door];
-      if (p.proto == kProtoTcp && !d.flags_ok(p.proto, p.tcp_flags)) continue;
       const bool derived = d.is_derived();
-      if ((derived ? record_step(r, d, s) : d.steps[s]) == step) {
+      if (p.proto == kProtoTcp && !d.flags_ok(p.proto, p.tcp_flags)) {
+        live = true;
+      } else if ((derived ? record_step(r, d, s) : d.steps[s]) == step) {
         const uint8_t next = uint8_t(s + 1);
         stage_event(r, next, door);
         if (next == d.length) {
@@ -695,17 +715,18 @@ class MatchCall {
           r.stage[j] = 0;
         } else {
           r.stage[j] = next;
+          live = true;
         }
         passed_stage1 |= next >= 2;
       } else if ((d.options & kOptAllowDuplicates) && (derived ? record_step(r, d, s - 1) : d.steps[s - 1]) == step) {
-        continue;
+        live = true;
       } else {
         failed_event(kFailWrongPort, r, s, door, st_.now);
         r.stage[j] = 0;
       }
     }
     if (passed_stage1) st_.s1_unlink(slot);
-    if (!any_live(r)) st_.free_record(slot);
+    if (!live) st_.free_record(slot, hash);
     else if (deadline(r) != before) move(slot);
   }
 
@@ -715,7 +736,7 @@ class MatchCall {
     for (uint8_t j = 0; j < c.size; j++) {
       if (r.stage[j]) failed_event(kFailEvicted, r, r.stage[j], c.doors[j], st_.now);
     }
-    st_.free_record(slot);
+    st_.free_record(slot, Matcher::State::record_hash(r));
     prefetch_next_victim();
   }
 
@@ -729,7 +750,7 @@ class MatchCall {
   }
 
   // §4 step 6 for the fixed doors of one accepting group; returns whether a record now exists for the key.
-  bool start(uint32_t group, const Packet& p, uint32_t step) {
+  bool start(uint32_t group, uint64_t hash, const Packet& p, uint32_t step) {
     const Cohort* c = prog_.find_cohort(group, step);
     if (!c) return false;
     uint8_t starters = 0;
@@ -749,37 +770,47 @@ class MatchCall {
         evict(st_.s1_head);
       }
     }
-    // The event records carry the source from a record; build it first, commit it only if it is needed.
-    Record fresh{};
-    fresh.family = p.family;
-    fresh.group = uint8_t(group);
-    std::memcpy(fresh.src, p.src, 16);
-    fresh.cohort = uint16_t(c - prog_.cohorts.data());
-    fresh.t_first = st_.now;
-    fresh.bucket = kNoBucket;
+    // The event records carry the source from a record: the new one, or a scratch one if none is kept.
+    Record scratch;
+    const uint32_t slot = needs_record ? st_.take_slot() : kNone;
+    Record& r = needs_record ? st_.pool[slot] : scratch;
+    init_record(r, p, group, uint16_t(c - prog_.cohorts.data()), 0);
     for (uint8_t j = 0; j < c->size; j++) {
       if (!(starters >> j & 1)) continue;
       const uint16_t door = c->doors[j];
       if (prog_.doors[door].length == 1) {
-        stage_event(fresh, 1, door);
-        completed_event(fresh, 1, door);
+        stage_event(r, 1, door);
+        completed_event(r, 1, door);
       } else if (needs_record) {
-        stage_event(fresh, 1, door);
-        fresh.stage[j] = 1;
+        stage_event(r, 1, door);
+        r.stage[j] = 1;
       }
     }
     if (!needs_record) return false;
-    commit(fresh);
+    commit(slot, hash);
     return true;
   }
 
-  // A new record with live members enters the pool, the index, the stage-1 list and the wheel.
-  void commit(const Record& fresh) {
-    uint32_t slot = st_.take_slot();
-    st_.pool[slot] = fresh;
-    st_.index_insert(slot);
+  // Every field of a record about to be written, members dead, list links unset. Field by field, in place:
+  // a record built elsewhere and copied whole would be read back in wide loads that span its narrow
+  // field stores, and such loads wait for the stores to reach the cache.
+  void init_record(Record& r, const Packet& p, uint32_t group, uint16_t cohort, uint8_t window_offset) const {
+    std::memcpy(r.src, p.src, 16);
+    r.t_first = st_.now;
+    r.cohort = cohort;
+    r.bucket = kNoBucket;
+    r.family = p.family;
+    r.group = uint8_t(group);
+    r.flags = 0;
+    r.window_offset = window_offset;
+    std::memset(r.stage, 0, sizeof r.stage);
+  }
+
+  // A new record (taken slot, initialised, with live members) enters the index, the stage-1 list and the wheel.
+  void commit(uint32_t slot, uint64_t hash) {
+    st_.index_insert(slot, hash);
     st_.s1_append(slot);
-    st_.wheel_link(slot, bucket_for(deadline(fresh)));
+    st_.wheel_link(slot, bucket_for(deadline(st_.pool[slot])));
   }
 
   // ---- derived doors (§10) ----
@@ -796,7 +827,7 @@ class MatchCall {
   // Start for the derived doors of one group, in program order: the first of windows w−1, w, w+1 not used
   // by (door, source) whose step 0 is this packet. A length-1 door completes at once; a longer one needs
   // the record of (family, source, group) unless the fixed doors or an earlier derived door took it.
-  void start_derived(uint32_t group, const Packet& p, uint32_t step, bool tracked) {
+  void start_derived(uint32_t group, uint64_t hash, const Packet& p, uint32_t step, bool tracked) {
     for (uint16_t door : prog_.derived_by_group[group]) {
       const Door& d = prog_.doors[door];
       if (!d.derived_sees(p.proto, p.dport, p.tcp_flags)) continue;
@@ -808,17 +839,11 @@ class MatchCall {
         if (d.derived_step(window, p.family, p.src, 0) == step) break;
       }
       if (offset == 3) continue;
-      Record fresh{};
-      fresh.family = p.family;
-      fresh.group = uint8_t(group);
-      std::memcpy(fresh.src, p.src, 16);
-      fresh.cohort = uint16_t(d.cohort);
-      fresh.t_first = st_.now;
-      fresh.bucket = kNoBucket;
-      fresh.window_offset = offset;
       if (d.length == 1) {
-        stage_event(fresh, 1, door);
-        completed_event(fresh, 1, door);
+        Record scratch;
+        init_record(scratch, p, group, uint16_t(d.cohort), offset);
+        stage_event(scratch, 1, door);
+        completed_event(scratch, 1, door);
         mark_used(d, w + offset - 1, p.family, p.src);
         continue;
       }
@@ -830,9 +855,12 @@ class MatchCall {
         }
         evict(st_.s1_head);
       }
-      stage_event(fresh, 1, door);
-      fresh.stage[0] = 1;
-      commit(fresh);
+      const uint32_t slot = st_.take_slot();
+      Record& r = st_.pool[slot];
+      init_record(r, p, group, uint16_t(d.cohort), offset);
+      stage_event(r, 1, door);
+      r.stage[0] = 1;
+      commit(slot, hash);
       tracked = true;
     }
   }
@@ -865,15 +893,19 @@ Matcher::~Matcher() = default;
 size_t Matcher::state_bytes() const { return state_->bytes(); }
 
 // Frames are matched strictly in order, each after its own set_time, exactly as one by one. What runs
-// ahead is parsing (which reads only the frame) and prefetching: the index slot of frame i + kIndexAhead,
-// and the record named by the (by then loaded) slot of frame i + kRecordAhead. With a few hundred
-// nanoseconds of misses per lookup otherwise, this overlaps them with the matching of earlier frames.
+// ahead is parsing and the packet's target (which read only the frame and the program) and prefetching:
+// the index slot of frame i + kIndexAhead, the record named by the (by then loaded) slot of frame
+// i + kRecordAhead and the list neighbours of frame i + kLinksAhead. With a few hundred nanoseconds of
+// misses per lookup otherwise, this overlaps them with the matching of earlier frames.
 void Matcher::feed_batch(const FrameView* frames, size_t n, std::vector<EventRecord>& out) {
-  // Distances measured with bench/matcher.bench.ts (a): a miss costs 100-150 ns here, a frame ~50-100 ns.
+  // Distances for bench/matcher.bench.ts (a), whose ~11 MB of index and records stay in L3 (a miss there
+  // costs ~16 ns on the development VM, one to DRAM ~150 ns; a frame takes ~40 ns): any set from 12/8/3
+  // to 40/20/6 runs the same within noise; these leave room for misses to DRAM.
   constexpr size_t kIndexAhead = 20, kRecordAhead = 12, kLinksAhead = 4, kRing = 32;  // kRing > kIndexAhead, a power of two
   struct Parsed {
     Packet packet;
     ParseResult result;
+    MatchCall::Target target;
     size_t home;
   };
   MatchCall call(*state_, *program_, stats_, shard_, out);
@@ -881,7 +913,12 @@ void Matcher::feed_batch(const FrameView* frames, size_t n, std::vector<EventRec
   auto parse_ahead = [&](size_t k) {
     Parsed& a = ahead[k & (kRing - 1)];
     a.result = parse_frame(frames[k].data, frames[k].len, frames[k].link_type, a.packet);
-    a.home = a.result == ParseResult::kKnock ? call.prefetch_index(a.packet) : MatchCall::kNoHome;
+    if (a.result != ParseResult::kKnock) {
+      a.home = MatchCall::kNoHome;
+      return;
+    }
+    call.target(a.packet, a.target);
+    a.home = call.prefetch_index(a.target);
   };
   for (size_t k = 0; k < std::min(n, kIndexAhead); k++) parse_ahead(k);
   for (size_t i = 0; i < n; i++) {
@@ -902,7 +939,7 @@ void Matcher::feed_batch(const FrameView* frames, size_t n, std::vector<EventRec
         stats_[kStatNotKnock]++;
         break;
       case ParseResult::kKnock:
-        call.match(a.packet);
+        call.match(a.packet, a.target);
         break;
     }
   }
@@ -918,7 +955,9 @@ void Matcher::feed_packet(const Packet& packet, int64_t ts_us, std::vector<Event
   MatchCall step(*state_, *program_, stats_, shard_, out);
   step.set_time(ts_us);
   stats_[kStatFrames]++;
-  step.match(packet);
+  MatchCall::Target target;
+  step.target(packet, target);
+  step.match(packet, target);
   stats_[kStatTracked] = state_->count;
 }
 
@@ -968,8 +1007,9 @@ void Matcher::load(std::shared_ptr<const Program> program) {
     r.cohort = uint16_t(cohort);
     r.group = uint8_t(next.cohorts[cohort].group);
     std::memcpy(r.stage, stages, sizeof stages);
-    if (old.find(r.family, r.src, r.group) != kNone) continue;
-    old.index_insert(slot);
+    const uint64_t hash = Matcher::State::record_hash(r);
+    if (old.find(r.family, r.src, r.group, hash) != kNone) continue;
+    old.index_insert(slot, hash);
     survives[slot] = 1;
     n_survivors++;
   }
@@ -1002,7 +1042,7 @@ void Matcher::load(std::shared_ptr<const Program> program) {
     moved_to[slot] = to;
     fresh->pool[to] = old.pool[slot];
     fresh->pool[to].flags = 0;
-    fresh->index_insert(to);
+    fresh->index_insert(to, Matcher::State::record_hash(fresh->pool[to]));
   }
   for (uint32_t b = 0; b < kWheelSize; b++) {
     for (uint32_t slot = old.wheel_head[b]; slot != kNone; slot = old.pool[slot].wheel_next) {

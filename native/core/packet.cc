@@ -11,6 +11,17 @@ constexpr size_t kMaxVlanTags = 2, kMaxExtensionHeaders = 8;
 
 inline uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
 
+// An IPv4 address in a 16-byte field, zero-padded, written as two 8-byte words: the matcher reads the
+// field as two 8-byte words right away, and a read that spans several narrower stores still in flight
+// cannot be forwarded from them (it waits for them to reach the cache).
+inline void set_ipv4(uint8_t field[16], const uint8_t* addr) {
+  uint64_t lo = 0;
+  const uint64_t hi = 0;
+  std::memcpy(&lo, addr, 4);
+  std::memcpy(field, &lo, 8);
+  std::memcpy(field + 8, &hi, 8);
+}
+
 inline bool is_vlan(uint16_t ethertype) { return ethertype == 0x8100 || ethertype == 0x88A8 || ethertype == 0x9100; }
 
 ParseResult parse_l4(const uint8_t* l4, size_t avail, uint8_t proto, Packet& out) {
@@ -37,10 +48,8 @@ ParseResult parse_ipv4(const uint8_t* ip, size_t cap, Packet& out) {
   size_t end = total < cap ? total : cap;
   if (be16(ip + 6) & 0x3fff) return ParseResult::kNotKnock;  // MF or a fragment offset
   out.family = 4;
-  std::memset(out.src, 0, sizeof out.src);
-  std::memset(out.dst, 0, sizeof out.dst);
-  std::memcpy(out.src, ip + 12, 4);
-  std::memcpy(out.dst, ip + 16, 4);
+  set_ipv4(out.src, ip + 12);
+  set_ipv4(out.dst, ip + 16);
   return parse_l4(ip + ihl, end - ihl, ip[9], out);
 }
 
