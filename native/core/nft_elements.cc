@@ -216,9 +216,13 @@ NftResult NftElementWriter::refresh(const std::vector<NftSetElements>& sets) {
       return {err, err == EAGAIN ? "no reply from the kernel within " + std::to_string(kReplyTimeoutSeconds) + " s"
                                  : std::string("netlink receive failed: ") + std::strerror(err)};
     }
-    int left = int(n);
-    for (auto* h = reinterpret_cast<nlmsghdr*>(reply); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
-      if (h->nlmsg_type != NLMSG_ERROR || h->nlmsg_seq < first || h->nlmsg_seq > last) continue;  // not ours
+    // NLMSG_OK/NLMSG_NEXT compare signed with unsigned lengths; the same walk, spelled out
+    for (size_t at = 0; at + NLMSG_HDRLEN <= size_t(n);) {
+      const auto* h = reinterpret_cast<const nlmsghdr*>(reply + at);
+      if (h->nlmsg_len < NLMSG_HDRLEN || at + h->nlmsg_len > size_t(n)) break;
+      at += NLMSG_ALIGN(h->nlmsg_len);
+      if (h->nlmsg_type != NLMSG_ERROR || h->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) continue;
+      if (h->nlmsg_seq < first || h->nlmsg_seq > last) continue;  // a late reply to an abandoned batch
       nlmsgerr e;
       std::memcpy(&e, NLMSG_DATA(h), sizeof e);
       if (e.error != 0 && result.error == 0) {
