@@ -1,5 +1,5 @@
 // NftElements: the JS face of native/core/nft_elements.h. `refresh(sets)` runs one netlink transaction
-// synchronously: the kernel answers in ~0.3 ms for tens of elements, less than the two thread hops (and,
+// synchronously: the kernel answers in ~0.1 ms for tens of elements, less than the two thread hops (and,
 // on a loaded host, two scheduler waits) that handing it to a worker thread would add to every grant.
 // JS shape: src/native.ts NftElementsHandle.
 #pragma once

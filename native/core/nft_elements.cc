@@ -12,8 +12,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstddef>
 #include <cstring>
 #include <thread>
@@ -23,9 +23,9 @@ namespace knockd {
 namespace {
 
 constexpr int kSocketBufferBytes = 4 << 20;  // a batch of 1,024 IPv6 elements is ~110 KB
-constexpr int kReplyTimeoutSeconds = 5;
+constexpr int kReplyTimeoutSeconds = 5;      // the kernel answers in microseconds; this only bounds a hang
 // an attribute's length is 16 bits: 1,024 elements of at most 40 bytes keep the element list under 64 KiB
-constexpr size_t kElementsPerMessage = 1024;      // the kernel answers in microseconds; this only bounds a hang
+constexpr size_t kElementsPerMessage = 1024;
 
 // Appends netlink messages and attributes to a byte buffer, 4-byte aligned as netlink requires.
 class MessageBuilder {
@@ -222,19 +222,22 @@ NftResult NftElementWriter::refresh(const std::vector<NftSetElements>& sets) {
       if (h->nlmsg_len < NLMSG_HDRLEN || at + h->nlmsg_len > size_t(n)) break;
       at += NLMSG_ALIGN(h->nlmsg_len);
       if (h->nlmsg_type != NLMSG_ERROR || h->nlmsg_len < NLMSG_LENGTH(sizeof(nlmsgerr))) continue;
-      if (h->nlmsg_seq < first || h->nlmsg_seq > last) continue;  // a late reply to an abandoned batch
+      // position in this batch, modulo 2^32: sequence numbers wrap after a few days of busy grants
+      const uint32_t position = h->nlmsg_seq - first;
+      if (position > last - first) continue;  // a late reply to an abandoned batch
+      const bool about_batch = position == 0 || position == last - first;
       nlmsgerr e;
       std::memcpy(&e, NLMSG_DATA(h), sizeof e);
       if (e.error != 0 && result.error == 0) {
         result.error = -e.error;
         const std::string detail = ack_message(h);
         result.message = std::string(std::strerror(-e.error)) + (detail.empty() ? "" : ": " + detail);
-        if (h->nlmsg_seq != first && h->nlmsg_seq != last) {
-          const NftSetElements& s = *message_sets_[h->nlmsg_seq - first - 1];
+        if (!about_batch) {
+          const NftSetElements& s = *message_sets_[position - 1];
           result.message = "set " + s.table + " " + s.set + ": " + result.message;
         }
       }
-      if (h->nlmsg_seq == first || h->nlmsg_seq == last) return result;
+      if (about_batch) return result;
       expected_acks--;
     }
   }

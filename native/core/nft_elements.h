@@ -29,7 +29,8 @@ struct NftResult {
 
 class NftElementWriter {
  public:
-  NftElementWriter() = default;
+  // `last_seq`: the sequence number before the first message's (tests start near 2^32 to cross the wrap)
+  explicit NftElementWriter(uint32_t last_seq = 0) : seq_(last_seq) {}
   NftElementWriter(const NftElementWriter&) = delete;
   NftElementWriter& operator=(const NftElementWriter&) = delete;
   ~NftElementWriter();
@@ -48,7 +49,7 @@ class NftElementWriter {
 
  private:
   int fd_ = -1;
-  uint32_t seq_ = 0;
+  uint32_t seq_;
   std::vector<uint8_t> buffer_;
   std::vector<const NftSetElements*> message_sets_;
 };

@@ -112,6 +112,15 @@ int main() {
   writer.close();
   CHECK(writer.refresh({v4}).error == EBADF);
 
+  // sequence numbers wrap within a batch: acks are still counted and errors still named by their set
+  NftElementWriter wrapping(0xFFFFFFFEu);
+  CHECK(wrapping.open("").error == 0);
+  r = wrapping.refresh({set_of("d_v4", 4, 1, 1000), set_of("nope", 4, 1, 1000)});
+  CHECK(r.error == ENOENT);
+  CHECK(r.message == "set knockd_fast nope: No such file or directory");
+  CHECK(wrapping.refresh({set_of("d_v4", 4, 4, 1000)}).error == 0);
+  CHECK(count(nft_output("-j list set inet knockd_fast d_v4"), "\"val\"") == 4);
+
   if (test::failures) std::fprintf(stderr, "nft_elements_test: %d failure(s)\n", test::failures);
   else std::printf("nft_elements_test: ok\n");
   return test::failures ? 1 : 0;
