@@ -1,16 +1,19 @@
 // Packaging: `npm pack` gives a tarball with the prebuilt linux-x64 addon, the compiled TypeScript and the
 // native sources for the build-from-source fallback; installed into an empty directory with no network
 // (`npm ci --offline` against a lock that pins the tarball: only the tarball and npm's local cache), it
-// runs --version, --test and a replay without compiling anything.
+// runs --version, --test and a replay without compiling anything. With its addon removed, the replay and the
+// nftables backend fall back to TypeScript and `nft -i`, each saying so once.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { after, before, test } from 'node:test';
 import { writePcap } from '../src/pcap.js';
 import { packageRoot } from '../src/native.js';
+import { Lab } from '../src/netns.js';
 import { knockFrame, TCP } from './helpers/packets.js';
 
 const run = (cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env): string =>
@@ -18,6 +21,10 @@ const run = (cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = 
 
 let work: string;
 let tarball: string;
+/** the app the offline install test installed the tarball into */
+let app: string;
+let conf: string;
+let capture: string;
 
 before(() => {
   work = mkdtempSync(join(tmpdir(), 'knockd-fast-pack-'));
@@ -79,8 +86,10 @@ function writeAppManifests(app: string): void {
   writeFileSync(join(app, 'package-lock.json'), `${JSON.stringify({ name: 'app', version: '1.0.0', lockfileVersion: 3, requires: true, packages }, null, 2)}\n`);
 }
 
+const REPLAY_LINES = ['198.51.100.1: openSSH: Stage 1', '198.51.100.1: openSSH: Stage 2', '198.51.100.1: openSSH: Stage 3', '198.51.100.1: openSSH: OPEN SESAME', ''].join('\n');
+
 test('installs offline into an empty directory and runs --version, --test and a replay', () => {
-  const app = join(work, 'app');
+  app = join(work, 'app');
   mkdirSync(app);
   writeAppManifests(app);
   run('npm', ['ci', '--offline', '--no-audit', '--no-fund'], app, { ...process.env, npm_config_offline: 'true' });
@@ -89,13 +98,13 @@ test('installs offline into an empty directory and runs --version, --test and a 
 
   assert.match(run(bin, ['-V'], app), /knockd-fast \S+/);
 
-  const conf = join(work, 'knockd.conf');
+  conf = join(work, 'knockd.conf');
   writeFileSync(conf, '[openSSH]\n    sequence = 7000,8000,9000\n    seq_timeout = 5\n    tcpflags = syn\n    Open = 22/tcp\n');
   const tested = run(bin, ['-c', conf, '--test'], app);
   assert.match(tested, /openSSH/);
   assert.match(tested, /table inet knockd_fast/);
 
-  const capture = join(work, 'knock.pcap');
+  capture = join(work, 'knock.pcap');
   const t0 = 1_700_000_000_000_000;
   const frames = [7000, 8000, 9000].map((dport, i) => ({
     data: knockFrame({ src: '198.51.100.1', dst: '192.0.2.2', dport, proto: 'tcp', flags: TCP.SYN }),
@@ -108,8 +117,40 @@ test('installs offline into an empty directory and runs --version, --test and a 
   });
   assert.equal(replay.status, 0, replay.stderr);
   assert.equal(replay.stderr, '', 'the prebuilt native matcher loaded (no fallback warning)');
-  assert.equal(
-    replay.stdout,
-    ['198.51.100.1: openSSH: Stage 1', '198.51.100.1: openSSH: Stage 2', '198.51.100.1: openSSH: Stage 3', '198.51.100.1: openSSH: OPEN SESAME', ''].join('\n'),
-  );
+  assert.equal(replay.stdout, REPLAY_LINES);
+});
+
+const root = process.getuid?.() === 0;
+
+test('without a loadable addon: replay falls back to the TS matcher and nftables to nft -i, each with one warning', () => {
+  rmSync(join(app, 'node_modules', 'knockd-fast', 'prebuilds'), { recursive: true });
+  const bin = join(app, 'node_modules', '.bin', 'knockd-fast');
+  const replay = spawnSync(bin, ['-c', conf, '--replay', capture, '--local-address', '192.0.2.2', '-v'], { cwd: app, encoding: 'utf8' });
+  assert.equal(replay.status, 0, replay.stderr);
+  assert.equal(replay.stdout, REPLAY_LINES);
+  assert.match(replay.stderr, /^warning: the native matcher is not available, replaying with the TypeScript matcher: could not load the knockd-fast native addon[^\n]*\n$/);
+
+  if (!root) return; // the nft half needs a network namespace
+  const lab = new Lab('pkg');
+  try {
+    lab.ns('n');
+    // the installed package, inside the namespace: start the backend, grant one source, report the log
+    const script = `
+      const { NftBackend, parseConfigText } = await import(${JSON.stringify(pathToFileURL(join(app, 'node_modules', 'knockd-fast', 'dist', 'index.js')).href)});
+      const { doors } = parseConfigText(${JSON.stringify(readFileSync(conf, 'utf8'))});
+      const logs = [];
+      const backend = new NftBackend({ doors, log: (m) => logs.push(m) });
+      await backend.start();
+      const installed = await backend.grant({ door: doors[0], source: '198.51.100.1', family: 4 });
+      await backend.close();
+      process.stdout.write(JSON.stringify({ installed, logs }));
+    `;
+    const out = JSON.parse(lab.exec('n', process.execPath, ['--input-type=module', '-e', script]).toString()) as { installed: boolean; logs: string[] };
+    assert.equal(out.installed, true);
+    assert.equal(out.logs.length, 1, out.logs.join('\n'));
+    assert.match(out.logs[0], /^nft: could not load the knockd-fast native addon.*; set elements go through nft -i instead \(slower\)$/);
+    assert.match(lab.exec('n', 'nft', ['list', 'set', 'inet', 'knockd_fast', 'd_openSSH_v4']), /198\.51\.100\.1 timeout 30s/);
+  } finally {
+    lab.destroy();
+  }
 });
