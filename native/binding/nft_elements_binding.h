@@ -1,6 +1,6 @@
 // NftElements: the JS face of native/core/nft_elements.h. `refresh(sets)` runs one netlink transaction
-// synchronously: the kernel answers in ~0.1 ms for tens of elements, less than the two thread hops (and,
-// on a loaded host, two scheduler waits) that handing it to a worker thread would add to every grant.
+// synchronously: the kernel answers within the send, in ~0.1 ms for tens of elements, so a worker thread
+// would only add two thread hops (and, on a loaded host, two scheduler waits) to every grant.
 // JS shape: src/native.ts NftElementsHandle.
 #pragma once
 #include <napi.h>
