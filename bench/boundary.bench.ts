@@ -2,9 +2,9 @@
 // the same frames (one first knock from each of 64k sources, then their completions), i.e. the cost of a
 // feed() call and its event copy against the per-frame work.
 import { Bench } from 'tinybench';
-import { batchFromFrames } from '../src/frame.js';
-import { LinkType, type FrameBatch } from '../src/matcher-api.js';
-import { NativeMatcher } from '../src/native-matcher.js';
+import { batchFromFrames } from '../src/match/frame.js';
+import { LinkType, type FrameBatch } from '../src/match/matcher-api.js';
+import { NativeMatcher } from '../src/match/native-matcher.js';
 import { CONFIGS, compile } from '../test/helpers/doors.js';
 import { knockFrame } from '../test/helpers/packets.js';
 import { reportRow } from './report.js';

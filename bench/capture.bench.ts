@@ -7,9 +7,9 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { CaptureEngine } from '../src/engine.js';
-import { decodeEvents } from '../src/events.js';
-import { compileProgram } from '../src/program.js';
+import { CaptureEngine } from '../src/capture/engine.js';
+import { decodeEvents } from '../src/capture/events.js';
+import { compileProgram } from '../src/config/program.js';
 import { config, door } from '../test/helpers/doors.js';
 import { reportRow } from './report.js';
 

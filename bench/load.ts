@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Lab } from '../src/netns.js';
+import { Lab } from '../src/tools/netns.js';
 import { packageRoot } from '../src/native.js';
 
 // Not under build/: that folder belongs to cmake-js, which may wipe it while the run goes on.

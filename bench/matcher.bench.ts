@@ -7,10 +7,10 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Bench } from 'tinybench';
-import { batchFromFrames } from '../src/frame.js';
-import { LinkType, type FrameBatch, type Matcher } from '../src/matcher-api.js';
-import { TsMatcher } from '../src/matcher.js';
-import { NativeMatcher } from '../src/native-matcher.js';
+import { batchFromFrames } from '../src/match/frame.js';
+import { LinkType, type FrameBatch, type Matcher } from '../src/match/matcher-api.js';
+import { TsMatcher } from '../src/match/matcher.js';
+import { NativeMatcher } from '../src/match/native-matcher.js';
 import { packageRoot } from '../src/native.js';
 import { CONFIGS, compile } from '../test/helpers/doors.js';
 import { knockFrame, rng, TCP } from '../test/helpers/packets.js';

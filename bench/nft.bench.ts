@@ -9,7 +9,7 @@
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NftBackend } from '../src/actions/nft.js';
-import { Lab } from '../src/netns.js';
+import { Lab } from '../src/tools/netns.js';
 import { door } from '../test/helpers/doors.js';
 import { reportRow } from './report.js';
 

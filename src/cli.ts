@@ -8,16 +8,16 @@ import { nftInstallScript, nftStatus, nftUninstall, formatNftStatus, planNft } f
 import { ConfigError, parseConfig } from './config/parse.js';
 import { DEFAULTS, TCP_FLAG, type DoorConfig, type KnockdConfig } from './config/types.js';
 import { openCapture, runDaemon, type DaemonArgs } from './daemon.js';
-import { runDemo } from './demo.js';
-import { runDoctor } from './doctor.js';
-import { runKnockCli } from './knock.js';
-import type { Matcher } from './matcher-api.js';
-import { TsMatcher } from './matcher.js';
-import { NativeMatcher } from './native-matcher.js';
+import { runDemo } from './tools/demo.js';
+import { runDoctor } from './tools/doctor.js';
+import { runKnockCli } from './tools/knock.js';
+import type { Matcher } from './match/matcher-api.js';
+import { TsMatcher } from './match/matcher.js';
+import { NativeMatcher } from './match/native-matcher.js';
 import { packageRoot } from './native.js';
-import { CaptureFileError, readCaptureFile } from './pcap.js';
-import { compileProgram, ProgramError } from './program.js';
-import { chooseLocalAddresses, describeStats, replayBatches, ReplayError } from './replay.js';
+import { CaptureFileError, readCaptureFile } from './capture/pcap.js';
+import { compileProgram, ProgramError } from './config/program.js';
+import { chooseLocalAddresses, describeStats, replayBatches, ReplayError } from './tools/replay.js';
 
 /** knockd's flags (as the daemon takes them) plus the one-shot modes. */
 export interface CliOptions extends DaemonArgs {
@@ -407,7 +407,7 @@ export async function main(argv: string[], io: CliIo = defaultIo): Promise<numbe
   if (argv[0] === 'doctor') return runDoctor({ interfaces: interfacesOf(argv.slice(1)), out: io.stdout });
   if (argv[0] === 'demo') return runDemo({ out: (l) => io.stdout(`${l}\n`) });
   if (argv[0] === 'secret') {
-    // a derived door's key: 256 bits from the OS CSPRNG, as hex text (src/derive.ts readSecretFile)
+    // a derived door's key: 256 bits from the OS CSPRNG, as hex text (src/match/derive.ts readSecretFile)
     io.stdout(`${randomBytes(32).toString('hex')}\n`);
     return 0;
   }

@@ -11,14 +11,14 @@ import { strerror } from './config/lexical.js';
 import { markOneTimeSequenceUsed, oneTimeWriteFailedMessage, readNextOneTimeSequence } from './config/onetime.js';
 import { parseConfig } from './config/parse.js';
 import { DEFAULTS, type DoorConfig, type KnockdConfig } from './config/types.js';
-import { DoorController } from './controller.js';
-import { decodeEvents } from './events.js';
+import { DoorController } from './control/controller.js';
+import { decodeEvents } from './capture/events.js';
 import { formatAddress, type Address } from './address.js';
-import { Logger, SYSLOG_SOCKET, unixDatagramTransport, type LogFormat, type SyslogTransport } from './log.js';
-import { Metrics, type EngineCounters } from './metrics.js';
-import { CaptureEngine, type CaptureOptions } from './engine.js';
-import { compileProgram } from './program.js';
-import { DEFAULT_STATE_FILE } from './state.js';
+import { Logger, SYSLOG_SOCKET, unixDatagramTransport, type LogFormat, type SyslogTransport } from './report/log.js';
+import { Metrics, type EngineCounters } from './report/metrics.js';
+import { CaptureEngine, type CaptureOptions } from './capture/engine.js';
+import { compileProgram } from './config/program.js';
+import { DEFAULT_STATE_FILE } from './control/state.js';
 
 // ------------------------------------------------------------------------------------------ pid file
 
@@ -126,7 +126,7 @@ export function settingsFrom(args: DaemonArgs, config: KnockdConfig, cwd = proce
 
 // ------------------------------------------------------------------------------------------ capture
 
-/** What the daemon needs from a capture engine (src/engine.ts CaptureEngine). */
+/** What the daemon needs from a capture engine (src/capture/engine.ts CaptureEngine). */
 export interface CaptureEngineLike {
   /** recompiles through the compile option (current local addresses) and swaps the program in */
   reload(): void;

@@ -1,6 +1,6 @@
 // KnockdError: a refused syscall or a capture failure, with Node's ErrnoException fields (code,
 // syscall, errno) and a hint saying how to fix it. Native errors (native/binding/engine.cc) and the
-// engine's error records (src/engine.ts) are mapped here so every message names the cause and the fix.
+// engine's error records (src/capture/engine.ts) are mapped here so every message names the cause and the fix.
 
 export class KnockdError extends Error {
   readonly code: string;

@@ -14,7 +14,7 @@ export interface NativeMatcherHandle {
   stats(out: Float64Array): void;
 }
 
-/** Options of the live capture engine (native/binding/engine.cc; validated in src/engine.ts). */
+/** Options of the live capture engine (native/binding/engine.cc; validated in src/capture/engine.ts). */
 export interface EngineNativeOptions {
   interfaces: string[];
   threads: number;
@@ -28,7 +28,7 @@ export interface EngineNativeOptions {
   interfaceCheckMs?: number;
 }
 
-/** Filtered frames of one capture thread (--matcher ts), in the FrameBatch layout of src/matcher-api.ts. */
+/** Filtered frames of one capture thread (--matcher ts), in the FrameBatch layout of src/match/matcher-api.ts. */
 export interface EngineFrames {
   data: Uint8Array;
   offsets: Uint32Array;
@@ -36,10 +36,10 @@ export interface EngineFrames {
   linkTypes: Uint16Array;
 }
 
-/** Live AF_PACKET capture (native/binding/engine.cc); src/engine.ts is its only user. */
+/** Live AF_PACKET capture (native/binding/engine.cc); src/capture/engine.ts is its only user. */
 export interface EngineHandle {
   load(program: Uint32Array): void;
-  /** fills threads × SHARD_STATS counters: MATCHER.md §8's 13, then src/engine.ts CAPTURE_STAT_NAMES */
+  /** fills threads × SHARD_STATS counters: MATCHER.md §8's 13, then src/capture/engine.ts CAPTURE_STAT_NAMES */
   stats(out: Float64Array): void;
   close(): void;
 }

@@ -2,11 +2,11 @@
 // empty and large batches, and corrupt programs.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { EVENT_RECORD_SIZE } from '../src/events.js';
-import { batchFromFrames } from '../src/frame.js';
-import { LinkType } from '../src/matcher-api.js';
+import { EVENT_RECORD_SIZE } from '../src/capture/events.js';
+import { batchFromFrames } from '../src/match/frame.js';
+import { LinkType } from '../src/match/matcher-api.js';
 import { loadBinding } from '../src/native.js';
-import { NativeMatcher } from '../src/native-matcher.js';
+import { NativeMatcher } from '../src/match/native-matcher.js';
 import { CONFIGS, compile } from './helpers/doors.js';
 import { knockFrame } from './helpers/packets.js';
 

@@ -5,16 +5,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseAddress } from '../src/address.js';
-import { TsMatcher } from '../src/matcher.js';
-import { LinkType } from '../src/matcher-api.js';
+import { TsMatcher } from '../src/match/matcher.js';
+import { LinkType } from '../src/match/matcher-api.js';
 import { loadBinding } from '../src/native.js';
 import type { KnockdConfig } from '../src/config/types.js';
 import { checkFilter, decodeFilter, runFilter, type Insn, type PacketMeta } from './helpers/cbpf.js';
-import { portRanges } from '../src/program.js';
+import { portRanges } from '../src/config/program.js';
 import { derivedDoor, range } from './helpers/derived.js';
 import { CONFIGS, compile, config, door } from './helpers/doors.js';
 import { knockFrame, randomTrace, TCP, type IpShape, type Knock, type LinkShape } from './helpers/packets.js';
-import type { CapturedFrame } from '../src/frame.js';
+import type { CapturedFrame } from '../src/match/frame.js';
 
 const binding = loadBinding();
 const LIVE = 0; // Engine.compileFilter's live socket layout

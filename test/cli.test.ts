@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { main, MANUAL, parseArgs, USAGE, VERSION } from '../src/cli.js';
 import { packageRoot } from '../src/native.js';
-import { Lab } from '../src/netns.js';
-import { writePcap } from '../src/pcap.js';
+import { Lab } from '../src/tools/netns.js';
+import { writePcap } from '../src/capture/pcap.js';
 import { knockFrame } from './helpers/packets.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kf-cli-'));

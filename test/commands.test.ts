@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { COMMAND_LIMIT_BYTES, CommandBackend, expandCommand } from '../src/actions/commands.js';
-import { DoorController } from '../src/controller.js';
-import { writeState } from '../src/state.js';
+import { DoorController } from '../src/control/controller.js';
+import { writeState } from '../src/control/state.js';
 import { door } from './helpers/doors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kf-commands-'));

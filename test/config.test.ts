@@ -21,7 +21,7 @@ import { after, describe, test } from 'node:test';
 import { ConfigError, defaultDoor, parseConfig, parseConfigText } from '../src/config/parse.js';
 import { markOneTimeSequenceUsed, readNextOneTimeSequence } from '../src/config/onetime.js';
 import { DEFAULTS, TCP_FLAG, type KnockdConfig, type Step } from '../src/config/types.js';
-import { compileProgram, DOOR_HEADER_WORDS, Header, HEADER_WORDS, ADDRESS_WORDS, ProgramError, stepWord } from '../src/program.js';
+import { compileProgram, DOOR_HEADER_WORDS, Header, HEADER_WORDS, ADDRESS_WORDS, ProgramError, stepWord } from '../src/config/program.js';
 import { parseAddress } from '../src/address.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kf-config-'));

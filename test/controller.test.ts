@@ -6,9 +6,9 @@ import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Grant, PendingStop } from '../src/actions/types.js';
 import type { DoorConfig } from '../src/config/types.js';
-import { DoorController, type CommandActions, type NftActions } from '../src/controller.js';
-import type { KnockEvent } from '../src/events.js';
-import { readState, writeState } from '../src/state.js';
+import { DoorController, type CommandActions, type NftActions } from '../src/control/controller.js';
+import type { KnockEvent } from '../src/capture/events.js';
+import { readState, writeState } from '../src/control/state.js';
 
 function door(name: string, extra: Partial<DoorConfig> = {}): DoorConfig {
   return {

@@ -8,12 +8,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseConfig } from '../src/config/parse.js';
 import { formatAddress, parseAddress, type Address } from '../src/address.js';
 import { acquirePidFile, Daemon, PidFileError, releasePidFile, settingsFrom, type CaptureEngineLike, type DaemonArgs } from '../src/daemon.js';
-import type { CaptureOptions } from '../src/engine.js';
-import { batchFromFrames } from '../src/frame.js';
-import { TsMatcher } from '../src/matcher.js';
+import type { CaptureOptions } from '../src/capture/engine.js';
+import { batchFromFrames } from '../src/match/frame.js';
+import { TsMatcher } from '../src/match/matcher.js';
 import { packageRoot } from '../src/native.js';
-import { Lab } from '../src/netns.js';
-import { readState, writeState } from '../src/state.js';
+import { Lab } from '../src/tools/netns.js';
+import { readState, writeState } from '../src/control/state.js';
 import { knockFrame } from './helpers/packets.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kf-daemon-'));
@@ -390,7 +390,7 @@ test('metrics: the Prometheus endpoint serves the counters (scraped inside a pri
   try {
     lab.ns('m');
     const script = `
-      import { Metrics } from ${JSON.stringify(join(packageRoot, 'src', 'metrics.ts'))};
+      import { Metrics } from ${JSON.stringify(join(packageRoot, 'src', 'report', 'metrics.ts'))};
       const m = new Metrics(() => ({ frames: 42, visible: 7, stages: 5, completed: 2, failedTimeout: 1, failedWrongPort: 3, evicted: 4, tracked: 9, ringDrops: 6, suppressed: 8, commandRuns: 2, commandFailures: 1 }));
       m.grants.inc({ door: 'A', outcome: 'granted' });
       m.nftBatchSeconds.observe(0.003);
@@ -433,7 +433,7 @@ test('metrics: the Prometheus endpoint serves the counters (scraped inside a pri
 });
 
 test('metrics: a bad listen address is an error saying what to write', async () => {
-  const { Metrics, parseListen } = await import('../src/metrics.js');
+  const { Metrics, parseListen } = await import('../src/report/metrics.js');
   assert.deepEqual(parseListen('[::1]:9101'), { host: '::1', port: 9101 });
   assert.deepEqual(parseListen('127.0.0.1:9101'), { host: '127.0.0.1', port: 9101 });
   for (const bad of ['9101', '127.0.0.1:0', 'host:99999', '[nope]:1']) {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { doctorChecks, formatCheck, type DoctorCheck } from '../src/doctor.js';
+import { doctorChecks, formatCheck, type DoctorCheck } from '../src/tools/doctor.js';
 import { loadBinding } from '../src/native.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -61,7 +61,7 @@ describe('doctor checks in this process', () => {
 
 test('run the way bin/knockd-fast.js runs a checkout (tsx tsImport), the addon still loads', { skip: addonSkip }, () => {
   const script = `const { tsImport } = await import('tsx/esm/api');
-const { runDoctor } = await tsImport(${JSON.stringify(join(ROOT, 'src', 'doctor.ts'))}, ${JSON.stringify(new URL('../bin/', import.meta.url).href)});
+const { runDoctor } = await tsImport(${JSON.stringify(join(ROOT, 'src', 'tools', 'doctor.ts'))}, ${JSON.stringify(new URL('../bin/', import.meta.url).href)});
 process.exitCode = await runDoctor({ interfaces: ['lo'], env: { ...process.env, PATH: '/nonexistent-kf' } });`;
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
   assert.match(r.stdout.split('\n')[0]!, /^pass  addon: loads \(.*(knockd_fast|knockd-fast\.glibc)\.node\)$/, r.stdout + r.stderr);
@@ -81,7 +81,7 @@ describe('a broken addon build', { skip: addonSkip }, () => {
   after(() => copy && rmSync(copy, { recursive: true, force: true }));
 
   test('fails the addon line with the rebuild fix and skips the ring', () => {
-    const script = `const { runDoctor } = await import(${JSON.stringify(join(copy, 'src', 'doctor.ts'))}); process.exitCode = await runDoctor({ interfaces: ['lo'] });`;
+    const script = `const { runDoctor } = await import(${JSON.stringify(join(copy, 'src', 'tools', 'doctor.ts'))}); process.exitCode = await runDoctor({ interfaces: ['lo'] });`;
     const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
     assert.equal(r.status, 1, r.stderr);
     const lines = r.stdout.split('\n');
@@ -94,7 +94,7 @@ describe('a broken addon build', { skip: addonSkip }, () => {
 
 /** Runs `knockd-fast doctor` (runDoctor) inside a namespace, optionally under a wrapper such as setpriv. */
 function doctorIn(ns: string, interfaces: string[], opts: { path?: string; wrapper?: string[] } = {}) {
-  const script = `const { runDoctor } = await import(${JSON.stringify(join(ROOT, 'src', 'doctor.ts'))}); process.exitCode = await runDoctor({ interfaces: ${JSON.stringify(interfaces)} });`;
+  const script = `const { runDoctor } = await import(${JSON.stringify(join(ROOT, 'src', 'tools', 'doctor.ts'))}); process.exitCode = await runDoctor({ interfaces: ${JSON.stringify(interfaces)} });`;
   const argv = [...(opts.wrapper ?? []), process.execPath, '--import', 'tsx', '--input-type=module', '-e', script];
   const env = { ...process.env, PATH: opts.path ?? process.env.PATH };
   const r = spawnSync('/usr/sbin/ip', ['netns', 'exec', ns, ...argv], { cwd: ROOT, env, encoding: 'utf8', timeout: 60_000 });

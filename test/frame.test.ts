@@ -2,8 +2,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { formatAddress } from '../src/address.js';
-import { batchFromFrames, ParsedPacket, ParseResult, parseFrame, type ParseResultCode } from '../src/frame.js';
-import { LinkType } from '../src/matcher-api.js';
+import { batchFromFrames, ParsedPacket, ParseResult, parseFrame, type ParseResultCode } from '../src/match/frame.js';
+import { LinkType } from '../src/match/matcher-api.js';
 import { knockFrame, TCP, type IpShape, type Knock, type LinkShape } from './helpers/packets.js';
 
 const out = new ParsedPacket();

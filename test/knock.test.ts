@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { knockUsage, parseKnockArgs, parseServices, resolvePortArg, type KnockCommand } from '../src/knock.js';
+import { knockUsage, parseKnockArgs, parseServices, resolvePortArg, type KnockCommand } from '../src/tools/knock.js';
 
 const BIN = fileURLToPath(new URL('../bin/knock-fast.js', import.meta.url));
 const isRoot = process.getuid?.() === 0;

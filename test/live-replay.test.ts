@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cliPath, knockClientPath } from '../src/demo.js';
+import { cliPath, knockClientPath } from '../src/tools/demo.js';
 
 const root = process.getuid?.() === 0;
 const tcpdump = existsSync('/usr/bin/tcpdump') || existsSync('/usr/sbin/tcpdump');

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { eventText, knockdTimestamp, knockerLabel, Logger, syslogDatagram, truncateMessage, unixDatagramTransport } from '../src/log.js';
+import { eventText, knockdTimestamp, knockerLabel, Logger, syslogDatagram, truncateMessage, unixDatagramTransport } from '../src/report/log.js';
 
 const fixed = new Date(2024, 0, 5, 7, 3, 9); // local time 2024-01-05 07:03:09
 

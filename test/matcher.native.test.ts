@@ -1,5 +1,5 @@
 // The shared conformance suite on the C++ matcher through the addon.
-import { NativeMatcher } from '../src/native-matcher.js';
+import { NativeMatcher } from '../src/match/native-matcher.js';
 import { runMatcherSuite } from './matcher.suite.js';
 
 runMatcherSuite('NativeMatcher', () => new NativeMatcher());

@@ -5,12 +5,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { DoorConfig, KnockdConfig } from '../src/config/types.js';
-import { decodeEvents, EVENT_RECORD_SIZE } from '../src/events.js';
-import { batchFromFrames, type CapturedFrame } from '../src/frame.js';
-import { LinkType, type Matcher } from '../src/matcher-api.js';
-import { TsMatcher } from '../src/matcher.js';
-import { NativeMatcher } from '../src/native-matcher.js';
-import type { CompileOptions } from '../src/program.js';
+import { decodeEvents, EVENT_RECORD_SIZE } from '../src/capture/events.js';
+import { batchFromFrames, type CapturedFrame } from '../src/match/frame.js';
+import { LinkType, type Matcher } from '../src/match/matcher-api.js';
+import { TsMatcher } from '../src/match/matcher.js';
+import { NativeMatcher } from '../src/match/native-matcher.js';
+import type { CompileOptions } from '../src/config/program.js';
 import { derivedDoor, derivedTrace, range } from './helpers/derived.js';
 import { CONFIGS, compile, config, door } from './helpers/doors.js';
 import { knockFrame, randomTrace, rng, TCP } from './helpers/packets.js';

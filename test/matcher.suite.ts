@@ -3,11 +3,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { DoorConfig, KnockdConfig } from '../src/config/types.js';
-import { decodeEvents, type KnockEvent } from '../src/events.js';
-import { batchFromFrames, type CapturedFrame } from '../src/frame.js';
-import { LinkType, type Matcher, type MatcherStats } from '../src/matcher-api.js';
-import type { CompiledProgram, CompileOptions } from '../src/program.js';
-import { windowOf } from '../src/derive.js';
+import { decodeEvents, type KnockEvent } from '../src/capture/events.js';
+import { batchFromFrames, type CapturedFrame } from '../src/match/frame.js';
+import { LinkType, type Matcher, type MatcherStats } from '../src/match/matcher-api.js';
+import type { CompiledProgram, CompileOptions } from '../src/config/program.js';
+import { windowOf } from '../src/match/derive.js';
 import { derivedDoor, OTHER_KEY, portSpecs, range, sequenceFor } from './helpers/derived.js';
 import { CONFIGS, compile, config, door } from './helpers/doors.js';
 import { knockFrame, TCP, type IpShape, type LinkShape } from './helpers/packets.js';

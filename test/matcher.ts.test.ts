@@ -1,5 +1,5 @@
 // The shared conformance suite on the pure-TypeScript matcher.
-import { TsMatcher } from '../src/matcher.js';
+import { TsMatcher } from '../src/match/matcher.js';
 import { runMatcherSuite } from './matcher.suite.js';
 
 runMatcherSuite('TsMatcher', () => new TsMatcher());

@@ -15,7 +15,7 @@ import {
 } from '../src/actions/nft.js';
 import type { DoorConfig } from '../src/config/types.js';
 import { loadBinding } from '../src/native.js';
-import { Lab } from '../src/netns.js';
+import { Lab } from '../src/tools/netns.js';
 import { door as doorConfig } from './helpers/doors.js';
 
 /** How set elements are written: netlink from the addon (the default) and the nft -i fallback. */

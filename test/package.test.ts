@@ -11,9 +11,9 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, test } from 'node:test';
-import { writePcap } from '../src/pcap.js';
+import { writePcap } from '../src/capture/pcap.js';
 import { packageRoot } from '../src/native.js';
-import { Lab } from '../src/netns.js';
+import { Lab } from '../src/tools/netns.js';
 import { knockFrame, TCP } from './helpers/packets.js';
 
 const run = (cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env): string =>

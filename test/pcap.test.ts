@@ -5,9 +5,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import type { FrameBatch } from '../src/matcher-api.js';
-import { LinkType } from '../src/matcher-api.js';
-import { CaptureFileError, readCapture, readCaptureFile, writePcap } from '../src/pcap.js';
+import type { FrameBatch } from '../src/match/matcher-api.js';
+import { LinkType } from '../src/match/matcher-api.js';
+import { CaptureFileError, readCapture, readCaptureFile, writePcap } from '../src/capture/pcap.js';
 import { knockFrame } from './helpers/packets.js';
 
 const T = 1_700_000_123_456_789; // µs

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { KnockdConfig } from '../src/config/types.js';
-import { batchFromFrames, type CapturedFrame } from '../src/frame.js';
-import type { Matcher } from '../src/matcher-api.js';
-import { TsMatcher } from '../src/matcher.js';
-import { NativeMatcher } from '../src/native-matcher.js';
-import { chooseLocalAddresses, replayBatches, ReplayError } from '../src/replay.js';
+import { batchFromFrames, type CapturedFrame } from '../src/match/frame.js';
+import type { Matcher } from '../src/match/matcher-api.js';
+import { TsMatcher } from '../src/match/matcher.js';
+import { NativeMatcher } from '../src/match/native-matcher.js';
+import { chooseLocalAddresses, replayBatches, ReplayError } from '../src/tools/replay.js';
 import { CONFIGS, config, door } from './helpers/doors.js';
 import { knockFrame, TCP } from './helpers/packets.js';
 

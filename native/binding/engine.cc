@@ -12,7 +12,7 @@ constexpr size_t kTsfnQueue = 1024;  // batches waiting for the JS thread before
 std::shared_ptr<const Program> program_arg(const Napi::Value& value) {
   Napi::Env env = value.Env();
   if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
-    throw Napi::TypeError::New(env, "program must be a Uint32Array (src/program.ts compileProgram().words)");
+    throw Napi::TypeError::New(env, "program must be a Uint32Array (src/config/program.ts compileProgram().words)");
   }
   Napi::Uint32Array words = value.As<Napi::Uint32Array>();
   std::string error;

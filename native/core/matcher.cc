@@ -100,7 +100,7 @@ constexpr uint32_t kUsedWindows = 65536;
 
 // The used-table of MATCHER.md §10: (door fingerprint, family, source, window) of derived sequences that
 // opened their door. A ring in insertion order plus a linear-probing index; adding first drops expired
-// entries from the head, then the oldest entry when the ring is full (FIFO), exactly as src/matcher.ts
+// entries from the head, then the oldest entry when the ring is full (FIFO), exactly as src/match/matcher.ts
 // does. An expired entry counts as absent even while it is still in the ring.
 class UsedWindows {
  public:

@@ -113,7 +113,7 @@ bool Program::group_sees(uint32_t group, uint32_t step, uint8_t proto, uint8_t t
 std::shared_ptr<const Program> Program::decode(const uint32_t* words, size_t n, std::string* error) {
   if (n < kHeaderWords) {
     return fail(error, "it has " + std::to_string(n) + " words, fewer than the " + std::to_string(kHeaderWords) +
-                           "-word header; compile it with src/program.ts");
+                           "-word header; compile it with src/config/program.ts");
   }
   if (words[0] != kProgramMagic) return fail(error, "bad magic, not a KFP1 program" + at(0));
   if (words[1] != kProgramVersion) {

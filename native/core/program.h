@@ -1,6 +1,6 @@
 // The compiled door program (layout: docs/MATCHER.md §6), decoded once per load into an immutable
 // structure shared by the matcher shards and the kernel filter builder. Native checks lengths and
-// indices only: the TS compiler (src/program.ts) validated the meaning.
+// indices only: the TS compiler (src/config/program.ts) validated the meaning.
 #pragma once
 #include <cstdint>
 #include <memory>

@@ -1,5 +1,5 @@
 // SHA-256 / HMAC-SHA256 against published vectors, and the derivation against vectors computed by
-// src/derive.ts (node:crypto), so both implementations of docs/MATCHER.md §10 agree.
+// src/match/derive.ts (node:crypto), so both implementations of docs/MATCHER.md §10 agree.
 #include "derive.h"
 
 #include <cstdio>

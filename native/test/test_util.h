@@ -1,5 +1,5 @@
 // Shared helpers for the core tests: a CHECK that counts failures, program words built like
-// src/program.ts does, and frame builders for Ethernet / IPv4 / IPv6 / TCP / UDP.
+// src/config/program.ts does, and frame builders for Ethernet / IPv4 / IPv6 / TCP / UDP.
 #pragma once
 #include <cstdint>
 #include <cstdio>

@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import type { DoorConfig } from '../config/types.js';
-import type { CommandActions } from '../controller.js';
+import type { CommandActions } from '../control/controller.js';
 import type { Grant, LogFn, PendingStop } from './types.js';
 
 /** knockd's command buffer: an expanded command of this many bytes or more is not run. */

@@ -2,7 +2,7 @@
 // (src/actions/nft.ts and src/actions/commands.ts).
 import type { DoorConfig } from '../config/types.js';
 
-/** Where log lines go; src/log.ts supplies the real sink (file, syslog, -v, JSON). */
+/** Where log lines go; src/report/log.ts supplies the real sink (file, syslog, -v, JSON). */
 export type LogFn = (message: string) => void;
 
 /** One opened door for one source, as the controller hands it to a backend. */

@@ -4,7 +4,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { formatAddress, parseAddress } from '../address.js';
-import { readSecretFile, SecretFileError } from '../derive.js';
+import { readSecretFile, SecretFileError } from '../match/derive.js';
 import { ConfigError, atoi, chunks, fromBytes, parseSequence, perror, toBytes, trimC, upperC } from './lexical.js';
 import { oneTimeExhaustedMessage, readNextOneTimeSequence } from './onetime.js';
 import {

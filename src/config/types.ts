@@ -1,4 +1,4 @@
-// The validated knockd.conf model: what src/config/parse.ts produces and src/program.ts compiles.
+// The validated knockd.conf model: what src/config/parse.ts produces and src/config/program.ts compiles.
 // Field names follow the directives; defaults are knockd 0.8's (knockd-0.8.md §2) and SEMANTICS.md §3's.
 
 export type Proto = 'tcp' | 'udp';
@@ -30,7 +30,7 @@ export interface GuardedPort {
 /** Derived (replay-resistant) door settings; see issue 7 / README "Derived doors". */
 export interface DerivedDoor {
   secretFile: string;
-  /** the key read from secretFile (src/derive.ts readSecretFile): 16..64 bytes */
+  /** the key read from secretFile (src/match/derive.ts readSecretFile): 16..64 bytes */
   key: Uint8Array;
   sequenceLength: number;
   ports: number[]; // the port range, expanded and sorted

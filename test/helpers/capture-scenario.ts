@@ -8,10 +8,10 @@ import net from 'node:net';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { parseAddress } from '../../src/address.js';
-import { CaptureEngine, type CaptureOptions, type InterfaceNotice } from '../../src/engine.js';
-import { decodeEvents, type KnockEvent } from '../../src/events.js';
+import { CaptureEngine, type CaptureOptions, type InterfaceNotice } from '../../src/capture/engine.js';
+import { decodeEvents, type KnockEvent } from '../../src/capture/events.js';
 import { packageRoot } from '../../src/native.js';
-import { compileProgram } from '../../src/program.js';
+import { compileProgram } from '../../src/config/program.js';
 import { config, door } from './doors.js';
 
 const DOORS = config([door('T', '7000,8000,9000'), door('U', '7001:udp,8001:udp,9001:udp')]);

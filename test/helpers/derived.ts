@@ -1,11 +1,11 @@
 // Derived doors for tests (docs/MATCHER.md §10): a door config with a fixed test key, and the sequence a
-// source must knock in a window, computed by src/derive.ts (node:crypto), independent of both matchers.
+// source must knock in a window, computed by src/match/derive.ts (node:crypto), independent of both matchers.
 import { parseAddress } from '../../src/address.js';
 import type { DerivedDoor, DoorConfig } from '../../src/config/types.js';
-import { deriveSequence, windowOf, type DerivedStep } from '../../src/derive.js';
-import type { CapturedFrame } from '../../src/frame.js';
-import { LinkType } from '../../src/matcher-api.js';
-import { portRanges } from '../../src/program.js';
+import { deriveSequence, windowOf, type DerivedStep } from '../../src/match/derive.js';
+import type { CapturedFrame } from '../../src/match/frame.js';
+import { LinkType } from '../../src/match/matcher-api.js';
+import { portRanges } from '../../src/config/program.js';
 import { door, type DoorShape } from './doors.js';
 import { knockFrame, rng, TCP } from './packets.js';
 

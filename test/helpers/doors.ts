@@ -2,7 +2,7 @@
 import { parseAddress, type Address } from '../../src/address.js';
 import { defaultDoor, parseConfigText } from '../../src/config/parse.js';
 import { DEFAULTS, TCP_FLAG, type DoorConfig, type KnockdConfig, type OptionsConfig, type Proto, type Step } from '../../src/config/types.js';
-import { compileProgram, type CompiledProgram, type CompileOptions } from '../../src/program.js';
+import { compileProgram, type CompiledProgram, type CompileOptions } from '../../src/config/program.js';
 
 /** `7000,8000:udp,9000` -> steps (the knockd sequence syntax, without its atoi leniency); '' -> none
  * (an exhausted one-time sequences file). */

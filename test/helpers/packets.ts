@@ -3,8 +3,8 @@
 // differential test.
 import { parseAddress } from '../../src/address.js';
 import type { DoorConfig } from '../../src/config/types.js';
-import type { CapturedFrame } from '../../src/frame.js';
-import { LinkType } from '../../src/matcher-api.js';
+import type { CapturedFrame } from '../../src/match/frame.js';
+import { LinkType } from '../../src/match/matcher-api.js';
 
 export const TCP = { FIN: 1, SYN: 2, RST: 4, PSH: 8, ACK: 16, URG: 32 } as const;
 

@@ -2,8 +2,8 @@
 // timestamps; pcapng with SHB in either byte order, IDB link types and if_tsresol, EPB and SPB), and a
 // small classic-pcap writer for tests and replays. Timestamps become integer microseconds.
 import { readFileSync } from 'node:fs';
-import { batchFromFrames, type CapturedFrame } from './frame.js';
-import type { FrameBatch } from './matcher-api.js';
+import { batchFromFrames, type CapturedFrame } from '../match/frame.js';
+import type { FrameBatch } from '../match/matcher-api.js';
 
 /** A capture file that cannot be read: the message names the file and the byte offset. */
 export class CaptureFileError extends Error {

@@ -10,7 +10,7 @@
 // - "oldest records of any kind" (§5, maxTracked shrink) = smallest t_first, ties in creation order.
 // - Reload maps duplicate fingerprints (identical doors) by rank: the k-th old door with a fingerprint
 //   maps to the k-th new door with it.
-import { EventKind, EventWriter, FailReason } from './events.js';
+import { EventKind, EventWriter, FailReason } from '../capture/events.js';
 import { ParsedPacket, ParseResult, parseFrame } from './frame.js';
 import { HmacSha256Key } from './hmac.js';
 import { STAT_NAMES, type FrameBatch, type Matcher, type MatcherStats } from './matcher-api.js';
@@ -27,7 +27,7 @@ import {
   PROTO_TCP,
   PROTO_UDP,
   ProgramFlag,
-} from './program.js';
+} from '../config/program.js';
 
 export { batchFromFrames } from './frame.js';
 
@@ -151,7 +151,7 @@ class Program {
 
   constructor(w: Uint32Array) {
     const fail = (what: string): never => {
-      throw new TypeError(`invalid matcher program: ${what} (compile it with compileProgram from src/program.ts)`);
+      throw new TypeError(`invalid matcher program: ${what} (compile it with compileProgram from src/config/program.ts)`);
     };
     if (!(w instanceof Uint32Array)) fail('expected a Uint32Array');
     if (w.length < HEADER_WORDS) fail(`${w.length} words is shorter than the ${HEADER_WORDS}-word header`);

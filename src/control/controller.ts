@@ -3,13 +3,13 @@
 // program swap, and the command backend's stop timers, which live here and in the state file so a restart
 // (even after kill -9) still runs every stop command (SEMANTICS.md deviation 8).
 import { Resolver } from 'node:dns/promises';
-import type { Grant, PendingStop } from './actions/types.js';
-import { oneTimeExhaustedMessage } from './config/onetime.js';
-import type { DoorConfig } from './config/types.js';
-import { decodeEvents, type KnockEvent } from './events.js';
-import { eventText, knockerLabel, type LogFields } from './log.js';
-import type { Metrics } from './metrics.js';
-import type { CompiledProgram } from './program.js';
+import type { Grant, PendingStop } from '../actions/types.js';
+import { oneTimeExhaustedMessage } from '../config/onetime.js';
+import type { DoorConfig } from '../config/types.js';
+import { decodeEvents, type KnockEvent } from '../capture/events.js';
+import { eventText, knockerLabel, type LogFields } from '../report/log.js';
+import type { Metrics } from '../report/metrics.js';
+import type { CompiledProgram } from '../config/program.js';
 import { readState, writeState } from './state.js';
 
 /** The command backend as the controller drives it (src/actions/commands.ts). */

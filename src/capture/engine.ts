@@ -6,7 +6,7 @@
 //     matcher: 'native',              // 'ts': native captures and filters, TsMatcher (one per shard) matches here
 //     ignoreIpv6: false,              // -4: IPv6 addresses are not local (and the program ignores IPv6)
 //     compile: (locals) => compileProgram(config, { localAddresses: locals, stageEvents: true }).words,
-//     onEvents: (batch) => ...,       // 40-byte event records (src/events.ts), never ERROR records
+//     onEvents: (batch) => ...,       // 40-byte event records (src/capture/events.ts), never ERROR records
 //     onError: (err) => ...,          // KnockdError: a capture thread stopped, or reopening an interface failed
 //     onInterface: (notice) => ...,   // an interface went down / came back / was reopened; local addresses changed
 //   });                               // throws KnockdError (missing interface, no CAP_NET_RAW, ...) with a hint
@@ -19,13 +19,13 @@
 // host), re-read every addressPollMs (2 s); when they change the program is recompiled and loaded,
 // which also rebuilds the kernel filter. Each shard's matcher gets ceil(MaxTracked / threads) records.
 import { availableParallelism, constants as osConstants, networkInterfaces } from 'node:os';
-import { parseAddress, type Address } from './address.js';
+import { parseAddress, type Address } from '../address.js';
 import { EVENT_RECORD_SIZE, EventKind } from './events.js';
-import { captureHint, fromNativeError, KnockdError } from './errors.js';
-import { TsMatcher } from './matcher.js';
-import { STAT_NAMES, type MatcherStats } from './matcher-api.js';
-import { loadBinding, type EngineFrames, type EngineHandle } from './native.js';
-import { Header } from './program.js';
+import { captureHint, fromNativeError, KnockdError } from '../errors.js';
+import { TsMatcher } from '../match/matcher.js';
+import { STAT_NAMES, type MatcherStats } from '../match/matcher-api.js';
+import { loadBinding, type EngineFrames, type EngineHandle } from '../native.js';
+import { Header } from '../config/program.js';
 
 /** Capture counters after MATCHER.md §8's 13 in each shard's block (native/core/capture.h CaptureStat). */
 export const CAPTURE_STAT_NAMES = ['ringPackets', 'ringDrops', 'ringFreezes', 'batches', 'batchesDropped', 'framesForwarded', 'filterCoarse'] as const;
@@ -36,7 +36,7 @@ export const EngineError = { INTERFACE_DOWN: 1, INTERFACE_UP: 2, INTERFACE_REOPE
 
 export type EngineStats = MatcherStats &
   Record<CaptureStatName, number> & {
-    /** EngineCounters (src/metrics.ts) names */
+    /** EngineCounters (src/report/metrics.ts) names */
     queueDrops: number;
     threads: number;
   };

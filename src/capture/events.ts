@@ -1,5 +1,5 @@
 // Event batches from either matcher (or the capture engine) -> typed events. Layout: docs/MATCHER.md §7.
-import { formatAddress } from './address.js';
+import { formatAddress } from '../address.js';
 
 export const EVENT_RECORD_SIZE = 40;
 

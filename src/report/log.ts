@@ -2,8 +2,8 @@
 // LOG_NOTICE, one datagram per message to /dev/log), `-v` lines on stdout, and JSON lines
 // (`--log-format json`). Message texts are knockd's (knockd-0.8.md §6.2); this file only frames them.
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { strerror } from './config/lexical.js';
-import { loadBinding } from './native.js';
+import { strerror } from '../config/lexical.js';
+import { loadBinding } from '../native.js';
 
 export type LogFormat = 'knockd' | 'json';
 

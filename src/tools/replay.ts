@@ -2,12 +2,12 @@
 // timestamps and the events come out as knockd's -v lines or JSON objects. No command runs, no door opens,
 // no one-time file is rewritten: replay only tells what the daemon would have decided.
 import { networkInterfaces } from 'node:os';
-import { parseAddress, type Address } from './address.js';
-import type { KnockdConfig } from './config/types.js';
-import { decodeEvents, type KnockEvent } from './events.js';
-import { eventText } from './log.js';
-import type { FrameBatch, Matcher, MatcherStats } from './matcher-api.js';
-import { compileProgram, type CompiledProgram } from './program.js';
+import { parseAddress, type Address } from '../address.js';
+import type { KnockdConfig } from '../config/types.js';
+import { decodeEvents, type KnockEvent } from '../capture/events.js';
+import { eventText } from '../report/log.js';
+import type { FrameBatch, Matcher, MatcherStats } from '../match/matcher-api.js';
+import { compileProgram, type CompiledProgram } from '../config/program.js';
 
 export class ReplayError extends Error {}
 

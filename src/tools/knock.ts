@@ -8,9 +8,9 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { isIP, Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseAddress } from './address.js';
-import { deriveSequence, readSecretFile, SecretFileError, windowOf, type DerivedParams } from './derive.js';
-import { portRanges } from './program.js';
+import { parseAddress } from '../address.js';
+import { deriveSequence, readSecretFile, SecretFileError, windowOf, type DerivedParams } from '../match/derive.js';
+import { portRanges } from '../config/program.js';
 
 export type KnockProto = 'tcp' | 'udp';
 export type KnockFamily = 4 | 6;

@@ -1,6 +1,6 @@
 // HMAC-SHA256 for the matcher's hot path: the key's inner and outer pad blocks are hashed once per
 // program load, so one MAC of a short message (≤ 55 bytes) costs two compressions and allocates nothing.
-// node:crypto's createHmac allocates an object and a Buffer per call; src/derive.ts uses it where speed
+// node:crypto's createHmac allocates an object and a Buffer per call; src/match/derive.ts uses it where speed
 // does not matter (client, tests), and the tests hold both to the same vectors.
 import { createHash } from 'node:crypto';
 

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Lab, LabError } from './netns.js';
-import { packageRoot } from './native.js';
+import { packageRoot } from '../native.js';
 
 /** Addresses of the private test network (documentation ranges, inside our namespaces only). */
 export const NET = {

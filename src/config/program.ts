@@ -1,8 +1,8 @@
 // Config -> the flat, versioned door program that both matchers load (layout: docs/MATCHER.md §6).
 // "TS validates, native trusts": everything the matchers rely on is checked here.
 import { createHash } from 'node:crypto';
-import { addressWords, type Address } from './address.js';
-import type { DoorConfig, KnockdConfig, Step } from './config/types.js';
+import { addressWords, type Address } from '../address.js';
+import type { DoorConfig, KnockdConfig, Step } from './types.js';
 
 export const PROGRAM_MAGIC = 0x3150464b; // "KFP1"
 export const PROGRAM_VERSION = 1;

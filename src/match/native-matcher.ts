@@ -2,7 +2,7 @@
 // thread: for tests, benchmarks and replay. The addon validates the batch shape itself (TypeError /
 // RangeError), so this wrapper only adapts the call shapes.
 import { STAT_NAMES, type FrameBatch, type Matcher, type MatcherStats } from './matcher-api.js';
-import { loadBinding, type NativeMatcherHandle } from './native.js';
+import { loadBinding, type NativeMatcherHandle } from '../native.js';
 
 export class NativeMatcher implements Matcher {
   private readonly handle: NativeMatcherHandle;

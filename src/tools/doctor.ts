@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { accessSync, constants, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { delimiter, join } from 'node:path';
-import { DEFAULTS } from './config/types.js';
+import { DEFAULTS } from '../config/types.js';
 
 export interface DoctorOptions {
   /** interfaces the daemon will capture on (-i / Interface=); default knockd's `eth0` */
@@ -102,7 +102,7 @@ function stderrError(stderr: string): string | undefined {
 }
 
 async function probeAddon(interfaces: string[], env: NodeJS.ProcessEnv): Promise<{ check: DoctorCheck; report?: AddonReport }> {
-  // From dist/ the sibling is native.js; from a checkout run through tsx it is native.ts and the child needs tsx too.
+  // From dist/ the modules are .js files; from a checkout run through tsx it is native.ts and the child needs tsx too.
   // (tsx's tsImport adds a query string to the URL, hence the pathname)
   const fromSource = new URL(import.meta.url).pathname.endsWith('.ts');
   const sibling = (name: string): string => new URL(`./${name}${fromSource ? '.ts' : '.js'}`, import.meta.url).href;
@@ -111,8 +111,8 @@ async function probeAddon(interfaces: string[], env: NodeJS.ProcessEnv): Promise
     '--input-type=module',
     '-e',
     CHILD_SCRIPT,
-    sibling('native'),
-    sibling('program'),
+    sibling('../native'),
+    sibling('../config/program'),
     JSON.stringify(interfaces),
   ];
   const result = await run(process.execPath, args, env);

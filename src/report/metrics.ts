@@ -3,7 +3,7 @@
 import { createServer, type Server } from 'node:http';
 import { isIPv6 } from 'node:net';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { MatcherStats } from './matcher-api.js';
+import type { MatcherStats } from '../match/matcher-api.js';
 
 /** What the capture side reports: the matcher counters summed over shards, plus capture-level drops. */
 export type EngineCounters = Partial<MatcherStats> & { ringDrops?: number; queueDrops?: number };

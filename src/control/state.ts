@@ -2,7 +2,7 @@
 // still closes every door it opened (SEMANTICS.md deviation 8). Written atomically: temp file, fsync, rename.
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { PendingStop } from './actions/types.js';
+import type { PendingStop } from '../actions/types.js';
 
 export const STATE_VERSION = 1;
 export const DEFAULT_STATE_FILE = '/var/lib/knockd-fast/state.json';
