@@ -481,6 +481,20 @@ describe('derived doors', () => {
     fails(`${pre}time_step=0\n`, 'config: line 3: Time_Step: 0 is out of range; expected a whole number of seconds from 1 up', 3);
     fails(`${pre}bind_source=maybe\n`, 'config: line 3: Bind_Source: "maybe" is not yes or no; expected yes or no', 3);
   });
+
+  test("a derived door counts only a client's SYN: TCPFlags may narrow that, not contradict it", () => {
+    const pre = `[D]\nsecret_file=${key}\nport_range=40000-49999\n`;
+    const why = 'door D is a derived door, which counts only what a client sends: SYN without ACK or RST';
+    const forms = 'expected no TCPFlags, or only flags that such a SYN can carry (e.g. TCPFlags = syn,!fin)';
+    fails(`${pre}tcpflags=syn,ack\n`, `config: line 4: TCPFlags: ${why}; ${forms}`, 4);
+    fails(`${pre}tcpflags=rst\n`, `config: line 4: TCPFlags: ${why}; ${forms}`, 4);
+    fails(`${pre}tcpflags=!syn\n`, `config: line 4: TCPFlags: ${why}; ${forms}`, 4);
+    const flagsWord = (text: string) => compileProgram(parse(text), { localAddresses: [] }).words[HEADER_WORDS + 4];
+    const SYN = 2, RST = 4, ACK = 16, FIN = 1;
+    assert.equal(flagsWord(pre), SYN | ((ACK | RST) << 8), 'the compiler adds SYN, !ACK, !RST');
+    assert.equal(flagsWord(`${pre}tcpflags=!fin\n`), SYN | ((ACK | RST | FIN) << 8));
+    assert.equal(flagsWord('[A]\nsequence=7000\n'), 0, 'a knockd door keeps counting every TCP packet, as knockd does');
+  });
 });
 
 describe('one-time sequences', () => {

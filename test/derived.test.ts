@@ -13,7 +13,8 @@ import { main, type CliIo } from '../src/cli.js';
 import { readSecretFile, windowOf } from '../src/match/derive.js';
 import { decodeEvents } from '../src/capture/events.js';
 import { batchFromFrames } from '../src/match/frame.js';
-import { GatewayLab, NET } from '../src/tools/demo.js';
+import { cliPath, GatewayLab, NET } from '../src/tools/demo.js';
+import { Lab } from '../src/tools/netns.js';
 import { derivedPorts, parseKnockArgs, sourceAddressFor } from '../src/tools/knock.js';
 import { LinkType, type Matcher } from '../src/match/matcher-api.js';
 import { TsMatcher } from '../src/match/matcher.js';
@@ -191,6 +192,53 @@ describe('live: a derived door in private namespaces', { skip: root ? false : 'n
     } finally {
       await daemon.stop();
       lab.nft(['delete', 'table', 'inet', 'kf_derived']);
+    }
+  });
+});
+
+describe('live: a derived door knocked on the same machine (127.0.0.1)', { skip: root ? false : 'needs root (network namespace, AF_PACKET)', timeout: 60_000 }, () => {
+  // The kernel answers each SYN to 127.0.0.1 with a RST to the client's ephemeral port, on the capture
+  // the daemon reads; with ephemeral ports inside the README's Port_Range (Linux picks them from
+  // 32768-60999) those answers must not count as wrong knocks.
+  let lab: Lab;
+  let dir: string;
+  before(() => {
+    lab = new Lab('derivedlo');
+    lab.ns('host');
+    lab.exec('host', 'sysctl', ['-qw', 'net.ipv4.ip_local_port_range=40000 49999']);
+    dir = mkdtempSync(join(tmpdir(), 'kf-derivedlo-'));
+  });
+  after(() => {
+    lab?.destroy();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("our client's knocks open the door although every RST reply lands in the range", async () => {
+    const key = join(dir, 'ssh.key');
+    writeFileSync(key, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+    const conf = join(dir, 'knockd.conf');
+    writeFileSync(conf, `[ssh-otp]\n    Secret_File = ${key}\n    Port_Range  = 40000-49999\n    Start_Command = true\n`);
+    const daemon = lab.spawn('host', process.execPath, [cliPath(), '-c', conf, '-i', 'lo', '-v', '--threads', '1', '-g', join(dir, 'log'), '--state-file', join(dir, 'state')]);
+    const lines: string[] = [];
+    let partial = '';
+    daemon.stdout!.on('data', (d: Buffer) => {
+      const parts = (partial + d.toString()).split('\n');
+      partial = parts.pop()!;
+      lines.push(...parts);
+    });
+    const waitFor = async (pattern: RegExp): Promise<void> => {
+      for (const end = Date.now() + 15_000; !lines.some((l) => pattern.test(l)); await sleep(25)) {
+        if (Date.now() > end || daemon.exitCode !== null) assert.fail(`no line matching ${pattern}; got:\n${lines.join('\n')}`);
+      }
+    };
+    try {
+      await waitFor(/starting up, listening on/);
+      lab.exec('host', process.execPath, [cliPath(), 'knock', '--secret-file', key, '--port-range', '40000-49999', '127.0.0.1']);
+      await waitFor(/127\.0\.0\.1: ssh-otp: OPEN SESAME/);
+      const events = lines.map((l) => /^127\.0\.0\.1: ssh-otp: (Stage \d|OPEN SESAME|.*timeout.*)$/.exec(l)?.[1]).filter(Boolean);
+      assert.deepEqual(events, ['Stage 1', 'Stage 2', 'Stage 3', 'Stage 4', 'OPEN SESAME'], 'one attempt, no wrong knock in between');
+    } finally {
+      daemon.kill('SIGTERM');
     }
   });
 });

@@ -799,6 +799,18 @@ export function runMatcherSuite(name: string, make: () => Matcher): void {
       assert.equal(r.stats().visible, 1);
     });
 
+    test("only a client's SYN counts: the RST, RST+ACK or SYN+ACK answering a knock on this host is invisible", () => {
+      // knocking 127.0.0.1 puts the kernel's answers to each knock on the same capture, addressed to the
+      // client's ephemeral port, which may lie in the range; knockd-style doors still count them (knockd does)
+      const r = run(config([D]));
+      const [s0, s1, s2, s3] = knocks(D, A, w(1), 1);
+      const reply = (t: number, flags: number) => k(A, 40500, t, { flags });
+      assert.deepEqual(r.feed(s0, reply(1.05, TCP.RST | TCP.ACK), s1, reply(1.15, TCP.RST), s2, reply(1.25, TCP.SYN | TCP.ACK), s3), OPEN4('A'));
+      assertStats(r, { frames: 7, invisible: 3, visible: 4, stages: 4, completed: 1 });
+      const plain = run(config([door('P', '7000,40500', { seqTimeout: 5 })]));
+      assert.deepEqual(plain.feed(k(A, 7000, 1), reply(1.1, TCP.RST | TCP.ACK)), ['P@A S1', 'P@A S2', 'P@A OPEN'], 'a knockd door counts any TCP packet');
+    });
+
     test('Bind_Source = no: the sequence of the window opens from any source, once per source', () => {
       const free = derivedDoor('F', { bindSource: false });
       const r = run(config([free]));

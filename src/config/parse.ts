@@ -9,6 +9,7 @@ import { ConfigError, atoi, chunks, fromBytes, parseSequence, perror, toBytes, t
 import { oneTimeExhaustedMessage, readNextOneTimeSequence } from './onetime.js';
 import {
   DEFAULTS,
+  DERIVED_TCP_FLAGS,
   TCP_FLAG,
   type DoorConfig,
   type GuardedPort,
@@ -276,6 +277,7 @@ const DOOR_DIRECTIVES = {
   STOP_COMMAND: (d, v) => void (d.config.stopCommand = fromBytes(v)),
   STOP_COMMAND_6: (d, v) => void (d.config.stopCommand6 = fromBytes(v)),
   TCPFLAGS: (d, v, line) => {
+    d.lines.TCPFLAGS = line;
     // no per-item trimming; each mention overrides the flag's earlier state, also across lines
     const rule = d.config.tcpFlags;
     for (const item of upperC(v).split(',')) {
@@ -421,6 +423,15 @@ function finishDoor(d: DoorState, state: ParseState): void {
     }
     if (!d.derivedPorts) {
       throw invalid(secretLine, 'Secret_File', `door ${c.name} has no Port_Range to derive its knocks from`, 'Port_Range = LOW-HIGH in the same section');
+    }
+    const flags = c.tcpFlags;
+    if ((flags.mustSet & DERIVED_TCP_FLAGS.mustClear) !== 0 || (flags.mustClear & DERIVED_TCP_FLAGS.mustSet) !== 0) {
+      throw invalid(
+        d.lines.TCPFLAGS!,
+        'TCPFlags',
+        `door ${c.name} is a derived door, which counts only what a client sends: SYN without ACK or RST`,
+        'no TCPFlags, or only flags that such a SYN can carry (e.g. TCPFlags = syn,!fin)',
+      );
     }
     c.derived = {
       secretFile: d.secretFile!,

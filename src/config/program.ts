@@ -2,7 +2,7 @@
 // "TS validates, native trusts": everything the matchers rely on is checked here.
 import { createHash } from 'node:crypto';
 import { addressWords, type Address } from '../address.js';
-import type { DoorConfig, KnockdConfig, Step } from './types.js';
+import { DERIVED_TCP_FLAGS, type DoorConfig, type KnockdConfig, type Step } from './types.js';
 
 export const PROGRAM_MAGIC = 0x3150464b; // "KFP1"
 export const PROGRAM_VERSION = 1;
@@ -170,7 +170,8 @@ export function compileProgram(config: KnockdConfig, opts: CompileOptions): Comp
     w[o + 1] = groups[i];
     w[o + 2] = doorFingerprint(d);
     w[o + 3] = d.seqTimeout | 0;
-    w[o + 4] = (d.tcpFlags.mustSet & 0x3f) | ((d.tcpFlags.mustClear & 0x3f) << 8);
+    const extra = d.derived ? DERIVED_TCP_FLAGS : { mustSet: 0, mustClear: 0 };
+    w[o + 4] = ((d.tcpFlags.mustSet | extra.mustSet) & 0x3f) | (((d.tcpFlags.mustClear | extra.mustClear) & 0x3f) << 8);
     w[o + 5] = (d.allowDuplicates ? DoorOption.ALLOW_DUPLICATES : 0) | (d.derived ? DoorOption.DERIVED : 0);
     if (d.derived) writeDerived(w, o, d.derived);
     else {

@@ -16,6 +16,13 @@ export interface TcpFlagRule {
   mustClear: number; // bit set that must be absent
 }
 
+/**
+ * What a derived door's TCP knocks must carry on top of its TCPFlags (the program compiler adds it): only
+ * a client's SYN counts. The kernel's RST (and a SYN+ACK) answering a knock goes to the client's port,
+ * which can lie inside the door's Port_Range (docs/MATCHER.md §10).
+ */
+export const DERIVED_TCP_FLAGS: TcpFlagRule = { mustSet: TCP_FLAG.SYN, mustClear: TCP_FLAG.ACK | TCP_FLAG.RST };
+
 export interface NftSetRef {
   family: 'ip' | 'ip6' | 'inet' | 'bridge' | 'arp' | 'netdev';
   table: string;
