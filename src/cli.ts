@@ -1,11 +1,12 @@
 // The `knockd-fast` command line: knockd 0.8's flags with their meanings, defaults and exit codes
 // (knockd-0.8.md §7.1, §8), plus the extensions (--test, --replay, --metrics, ..., `nft status|uninstall`).
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { nftInstallScript, nftStatus, nftUninstall, formatNftStatus, planNft } from './actions/nft.js';
-import { ConfigError, parseConfig } from './config/parse.js';
+import { captureInterfaces, ConfigError, parseConfig } from './config/parse.js';
+import { strerror } from './config/lexical.js';
 import { DEFAULTS, TCP_FLAG, type DoorConfig, type KnockdConfig } from './config/types.js';
 import { openCapture, runDaemon, type DaemonArgs } from './daemon.js';
 import { runDemo } from './tools/demo.js';
@@ -59,7 +60,7 @@ options:
       --metrics <a:p>    serve Prometheus metrics on ADDR:PORT
       --state-file <f>   pending stop commands (default /var/lib/knockd-fast/state.json)
   knockd-fast nft status|uninstall   show or remove the nftables table knockd-fast installed
-  knockd-fast secret                 print a new random key (hex) for a derived door's Secret_File
+  knockd-fast secret [--out FILE]    a new random key (hex) for a derived door's Secret_File
   knockd-fast knock [options] HOST PORT[:PROTO]...   the knock client (knockd-fast knock -h)
   knockd-fast doctor [-i IF[,IF...]]  check capabilities, interface, nft, addon and capture ring
   knockd-fast demo                   narrated demonstration on a private namespace network (root)
@@ -76,7 +77,7 @@ SYNOPSIS
     knockd-fast -c FILE --test
     knockd-fast -c FILE --replay CAPTURE [-v] [--json] [--matcher native|ts] [--local-address ADDR]...
     knockd-fast [-c FILE] nft status|uninstall
-    knockd-fast secret > KEYFILE
+    knockd-fast secret [--out KEYFILE]
     knockd-fast knock [options] HOST PORT[:PROTO]...
     knockd-fast doctor [-i IF[,IF...]]
     knockd-fast demo
@@ -157,8 +158,9 @@ COMMANDS
     demo
         As root: build a private client/gateway/server network in namespaces, run the daemon on the
         gateway and narrate a knock opening a guarded port, then remove everything (also on Ctrl-C).
-    secret
-        Print a new random 256-bit key (hex) for a derived door's Secret_File.
+    secret [--out FILE]
+        Print a new random 256-bit key (hex) for a derived door's Secret_File, or with --out create
+        FILE with mode 600 (an existing file is not overwritten).
 
 SIGNALS
     SIGHUP      re-read the config file; a bad config is logged and the running one is kept.
@@ -265,10 +267,19 @@ export function parseArgs(argv: string[], io: CliIo): Action {
 
 // ------------------------------------------------------------------------------------------ commands
 
-const defaultIo: CliIo = {
-  stdout: (t) => void process.stdout.write(t),
-  stderr: (t) => void process.stderr.write(t),
-};
+/** Writes to a stream until its reader goes away: `knockd-fast --test | head -1` closes the pipe early, and
+ * the command still ends with its own exit code instead of an EPIPE crash. Other write errors still throw. */
+function pipeWriter(stream: NodeJS.WriteStream): (text: string) => void {
+  let readerGone = false;
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    readerGone = true;
+  });
+  return (text) => void (readerGone || stream.write(text));
+}
+
+let processIo: CliIo | undefined;
+const defaultIo = (): CliIo => (processIo ??= { stdout: pipeWriter(process.stdout), stderr: pipeWriter(process.stderr) });
 
 /** Reads the config, or prints knockd's error (stderr) and usage (stdout) and gives exit code 1. */
 function loadConfig(path: string, io: CliIo, usage = true): KnockdConfig | undefined {
@@ -323,14 +334,23 @@ export function describeConfig(config: KnockdConfig): string {
 }
 
 function runTest(options: CliOptions, io: CliIo): number {
-  const config = loadConfig(options.config, io, false);
-  if (!config) {
+  let config: KnockdConfig;
+  try {
+    config = parseConfig(options.config);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    io.stderr(`${err.message}\n`);
+    // knockd's texts for a file named in the config (a one-time file, say) carry no line: --test adds it
+    if (err.line !== undefined && !err.message.startsWith(`config: line ${err.line}:`)) {
+      io.stderr(`knockd-fast: the error is on line ${err.line} of ${options.config}\n`);
+    }
     io.stderr(`knockd-fast: configuration file ${options.config} test failed\n`);
     return 1;
   }
   try {
-    // everything the daemon would refuse at start-up: the program and the nft plan
+    // everything the daemon would refuse at start-up: the program, the interfaces it would use, the nft plan
     compileProgram(config, { localAddresses: [], allLocal: true });
+    captureInterfaces(options.interface, config.options);
     io.stdout(describeConfig(config));
   } catch (err) {
     io.stderr(`${(err as Error).message}\nknockd-fast: configuration file ${options.config} test failed\n`);
@@ -353,7 +373,7 @@ function replayMatcher(kind: 'native' | 'ts', io: CliIo): Matcher {
 function runReplay(options: CliOptions, config: KnockdConfig, io: CliIo): number {
   const capture = options.replay as string;
   try {
-    const interfaces = options.interface ? [options.interface] : (config.options.interfaces ?? []);
+    const interfaces = options.interface ? options.interface.split(',') : (config.options.interfaces ?? []);
     const local = chooseLocalAddresses(interfaces, options.localAddress ?? [], options.onlyIpV4);
     if (options.debug) io.stderr(`replay: local addresses from ${local.source}\n`);
     const summary = replayBatches(readCaptureFile(capture), {
@@ -393,23 +413,77 @@ async function runNft(action: 'status' | 'uninstall', options: CliOptions, io: C
   }
 }
 
-/** Options after a subcommand name that only the subcommand understands (`doctor -i IF`). */
-function interfacesOf(argv: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) if ((argv[i] === '-i' || argv[i] === '--interface') && argv[i + 1]) out.push(...argv[++i].split(','));
-  return out;
+/** The usage line of each subcommand parsed by parseSubcommand. */
+const SUBCOMMAND_USAGE: Record<string, string> = {
+  doctor: 'usage: knockd-fast doctor [-i IF[,IF...]]',
+  demo: 'usage: knockd-fast demo',
+  secret: 'usage: knockd-fast secret [--out FILE]',
+};
+
+/** A subcommand's options; an unknown option or a stray argument is an error (stderr, usage, exit 1). */
+function parseSubcommand(name: string, argv: string[], io: CliIo, define: (c: Command) => Command): Record<string, unknown> | number {
+  const command = define(new Command(`knockd-fast ${name}`).helpOption(false).option('-h, --help'))
+    .allowExcessArguments(false)
+    .exitOverride()
+    .configureOutput({ writeOut: io.stdout, writeErr: () => undefined });
+  try {
+    command.parse(argv, { from: 'user' });
+  } catch (err) {
+    if (!(err instanceof CommanderError)) throw err;
+    io.stderr(`knockd-fast ${name}: ${err.message.replace(/^error: /, '')}\n${SUBCOMMAND_USAGE[name]}\n`);
+    return 1;
+  }
+  const opts = command.opts();
+  if (opts.help) {
+    io.stdout(`${SUBCOMMAND_USAGE[name]}\n`);
+    return 0;
+  }
+  return opts;
+}
+
+/** A derived door's key: 256 bits from the OS CSPRNG as hex text (src/match/derive.ts readSecretFile), on
+ * stdout or in a new file created with mode 600, the only mode a Secret_File is accepted with. */
+function writeSecret(path: string | undefined, io: CliIo): number {
+  const text = `${randomBytes(32).toString('hex')}\n`;
+  if (path === undefined) {
+    io.stdout(text);
+    return 0;
+  }
+  let fd: number;
+  try {
+    fd = openSync(path, 'wx', 0o600);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    io.stderr(`knockd-fast secret: cannot create ${path}: ${code === 'EEXIST' ? 'the file exists (a key is never overwritten; remove it first to replace it)' : strerror(err)}\n`);
+    return 1;
+  }
+  try {
+    writeSync(fd, text);
+  } finally {
+    closeSync(fd);
+  }
+  return 0;
 }
 
 /** The whole CLI: returns the exit code (a running daemon never returns). */
-export async function main(argv: string[], io: CliIo = defaultIo): Promise<number> {
-  // subcommands with their own option grammar: knock (knock 0.8's), doctor and demo
+export async function main(argv: string[], io: CliIo = defaultIo()): Promise<number> {
+  // subcommands with their own option grammar: knock (knock 0.8's), doctor, demo and secret
   if (argv[0] === 'knock') return runKnockCli(argv.slice(1), 'knockd-fast knock');
-  if (argv[0] === 'doctor') return runDoctor({ interfaces: interfacesOf(argv.slice(1)), out: io.stdout });
-  if (argv[0] === 'demo') return runDemo({ out: (l) => io.stdout(`${l}\n`) });
+  if (argv[0] === 'doctor') {
+    const doctor = parseSubcommand('doctor', argv.slice(1), io, (c) => c.option('-i, --interface <int>'));
+    if (typeof doctor === 'number') return doctor;
+    const interfaces = doctor.interface ? String(doctor.interface).split(',') : [];
+    return runDoctor({ interfaces, out: io.stdout });
+  }
+  if (argv[0] === 'demo') {
+    const demo = parseSubcommand('demo', argv.slice(1), io, (c) => c);
+    if (typeof demo === 'number') return demo;
+    return runDemo({ out: (l) => io.stdout(`${l}\n`) });
+  }
   if (argv[0] === 'secret') {
-    // a derived door's key: 256 bits from the OS CSPRNG, as hex text (src/match/derive.ts readSecretFile)
-    io.stdout(`${randomBytes(32).toString('hex')}\n`);
-    return 0;
+    const secret = parseSubcommand('secret', argv.slice(1), io, (c) => c.option('--out <file>'));
+    if (typeof secret === 'number') return secret;
+    return writeSecret(secret.out as string | undefined, io);
   }
   const action = parseArgs(argv, io);
   if (action.kind === 'exit') return action.code;

@@ -9,7 +9,7 @@ import { CommandBackend } from './actions/commands.js';
 import { NftBackend } from './actions/nft.js';
 import { strerror } from './config/lexical.js';
 import { markOneTimeSequenceUsed, oneTimeWriteFailedMessage, readNextOneTimeSequence } from './config/onetime.js';
-import { parseConfig } from './config/parse.js';
+import { captureInterfaces, parseConfig } from './config/parse.js';
 import { DEFAULTS, type DoorConfig, type KnockdConfig } from './config/types.js';
 import { DoorController } from './control/controller.js';
 import { decodeEvents } from './capture/events.js';
@@ -113,7 +113,7 @@ export function settingsFrom(args: DaemonArgs, config: KnockdConfig, cwd = proce
   const logFile = o.logFile ?? args.logfile;
   return {
     configPath: resolve(cwd, args.config),
-    interfaces: args.interface ? [args.interface] : (o.interfaces ?? [DEFAULTS.interface]),
+    interfaces: captureInterfaces(args.interface, o),
     // relative paths resolve against the start-up directory, before -d moves to /
     logFile: logFile === undefined ? undefined : resolve(cwd, logFile),
     pidFile: resolve(cwd, o.pidFile ?? args.pidfile ?? DEFAULTS.pidFile),
@@ -265,8 +265,10 @@ export class Daemon {
     try {
       await this.open();
     } catch (err) {
-      await this.release();
-      throw err;
+      // the cause first; what went wrong while undoing the half-done start comes after it
+      const cleanup = await this.release();
+      if (cleanup.length === 0) throw err;
+      throw new Error([(err as Error).message, ...cleanup].join('\n'), { cause: err });
     }
     // like daemon(3): no working directory kept busy; every path was made absolute in settingsFrom
     if (isDaemonChild()) process.chdir('/');
@@ -306,8 +308,10 @@ export class Daemon {
     }
   }
 
-  /** Closes whatever is open, in an order that keeps grants and stops: capture, nft, state, metrics, pid file. */
-  private async release(): Promise<void> {
+  /** Closes whatever is open, in an order that keeps grants and stops: capture, nft, state, metrics, pid
+   * file. Returns the lines saying what failed on the way. */
+  private async release(): Promise<string[]> {
+    const problems: string[] = [];
     try {
       await this.engine?.close();
       // nft first: closing gives up a failing batch instead of retrying it, so shutdown stays prompt
@@ -315,11 +319,12 @@ export class Daemon {
       await this.controller.close();
       await this.metrics?.close();
     } catch (err) {
-      this.io.stderr(`error during shutdown: ${(err as Error).message}\n`);
+      problems.push(`error during shutdown: ${(err as Error).message}`);
     }
     if (this.pidFileWritten) releasePidFile(this.settings.pidFile);
     this.log.close();
     if (this.keepAlive) clearInterval(this.keepAlive);
+    return problems;
   }
 
   /** SIGHUP: a good config is swapped in; a bad one is logged and the running one kept (deviation 5). */
@@ -358,7 +363,7 @@ export class Daemon {
     this.stopping = true;
     this.log.log('shutting down');
     for (const [sig, fn] of Object.entries(this.onSignal)) process.off(sig, fn);
-    await this.release();
+    for (const problem of await this.release()) this.io.stderr(`${problem}\n`);
     (this.hooks.exit ?? process.exit)(code);
   }
 
@@ -414,8 +419,8 @@ export class Daemon {
 /** Runs the daemon for the CLI; resolves with the exit code only when start-up fails. */
 export async function runDaemon(args: DaemonArgs, config: KnockdConfig, io: DaemonIo, hooks: DaemonHooks): Promise<number> {
   if (args.daemon && !isDaemonChild()) return daemonize(io.stderr);
-  const daemon = new Daemon(args, config, io, hooks);
   try {
+    const daemon = new Daemon(args, config, io, hooks);
     await daemon.start();
   } catch (err) {
     const message = (err as Error).message;

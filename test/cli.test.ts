@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -242,5 +242,92 @@ test('nft status|uninstall inside a private netns: shows and removes the knockd-
     assert.equal(run('uninstall').stdout, 'table inet kf_cli was not installed\n');
   } finally {
     lab.destroy();
+  }
+});
+
+test('--test names the config line of an error in a file the config refers to (knockd\'s text has none)', async () => {
+  const missing = join(dir, 'once-missing.txt');
+  const path = conf('once.conf', `[options]\n  logfile = /dev/null\n[once]\n  one_time_sequences = ${missing}\n  Open = 8443/tcp\n`);
+  const r = await cli('-c', path, '--test');
+  assert.equal(r.code, 1);
+  assert.equal(r.err, `${missing}: No such file or directory\nknockd-fast: the error is on line 4 of ${path}\nknockd-fast: configuration file ${path} test failed\n`);
+});
+
+test('secret: a key on stdout, or with --out a new file of mode 600 that a derived door accepts; never overwrites', async () => {
+  const printed = await cli('secret');
+  assert.equal(printed.code, 0);
+  assert.match(printed.out, /^[0-9a-f]{64}\n$/);
+  const key = join(dir, 'door.key');
+  const saved = spawnSync(process.execPath, [join(packageRoot, 'bin', 'knockd-fast.js'), 'secret', '--out', key], { encoding: 'utf8' });
+  assert.equal(saved.status, 0, saved.stderr);
+  assert.equal(saved.stdout, '');
+  assert.equal(statSync(key).mode & 0o777, 0o600);
+  assert.match(readFileSync(key, 'utf8'), /^[0-9a-f]{64}\n$/);
+  const door = conf('derived.conf', `[d]\n  Secret_File = ${key}\n  Port_Range = 20000-29999\n  Open = 22/tcp\n`);
+  assert.equal((await cli('-c', door, '--test')).code, 0);
+  const again = await cli('secret', '--out', key);
+  assert.equal(again.code, 1);
+  assert.equal(again.err, `knockd-fast secret: cannot create ${key}: the file exists (a key is never overwritten; remove it first to replace it)\n`);
+  const stray = await cli('secret', 'extra');
+  assert.equal(stray.code, 1);
+  assert.match(stray.err, /^knockd-fast secret: too many arguments.*\nusage: knockd-fast secret \[--out FILE\]\n$/);
+});
+
+test('doctor and demo refuse unknown options with their usage (exit 1)', async () => {
+  for (const [name, usage] of [['doctor', 'usage: knockd-fast doctor [-i IF[,IF...]]'], ['demo', 'usage: knockd-fast demo']]) {
+    const r = await cli(name, '--bogus');
+    assert.equal(r.code, 1, name);
+    assert.equal(r.err, `knockd-fast ${name}: unknown option '--bogus'\n${usage}\n`);
+    const help = await cli(name, '-h');
+    assert.deepEqual([help.code, help.out], [0, `${usage}\n`]);
+  }
+});
+
+test('a closed pipe on stdout is not an error: --test | true keeps --test\'s exit code', () => {
+  const bin = join(packageRoot, 'bin', 'knockd-fast.js');
+  for (const [path, code] of [[C1, 0], [conf('pipe-bad.conf', '[A]\n  sequence = 70000\n'), 1]] as const) {
+    // `true` exits without reading, so every write of knockd-fast meets a closed pipe (EPIPE)
+    const r = spawnSync('bash', ['-c', `"${process.execPath}" "${bin}" -c "${path}" --test | true; exit "\${PIPESTATUS[0]}"`], { encoding: 'utf8' });
+    assert.equal(r.status, code, r.stderr);
+    assert.doesNotMatch(r.stderr, /EPIPE|Error/);
+  }
+});
+
+const nobodySkip = process.getuid?.() !== 0 ? 'needs root (runs the daemon as nobody in a private netns)' : false;
+
+test('as a user without capabilities the cause comes first, and a failed start keeps the previous state file', { skip: nobodySkip }, () => {
+  const open = mkdtempSync(join(tmpdir(), 'kf-cli-nobody-'));
+  chmodSync(open, 0o755);
+  const lab = new Lab('clinobody');
+  try {
+    lab.ns('n');
+    const stateDir = join(open, 'state');
+    mkdirSync(stateDir);
+    chownSync(stateDir, 65534, 65534);
+    const state = join(stateDir, 'state.json');
+    const previous = '{"version":1,"stops":[{"door":"A","source":"198.51.100.1","family":4,"command":"echo stop","dueMs":1}]}\n';
+    writeFileSync(state, previous);
+    chownSync(state, 65534, 65534);
+    const asNobody = (config: string) => {
+      const path = join(open, 'k.conf');
+      writeFileSync(path, config);
+      chmodSync(path, 0o644);
+      return spawnSync('ip', ['netns', 'exec', lab.name('n'), 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, join(packageRoot, 'bin', 'knockd-fast.js'), '-c', path, '-i', 'lo'], { encoding: 'utf8', timeout: 30_000 });
+    };
+    // capture fails after the state file was read; writing it back fails too (its directory is not nobody's)
+    const capture = asNobody(`[options]\n  StateFile = ${join(open, 'elsewhere', 'state.json')}\n[A]\n  sequence = 7000,8000\n  command = echo %IP%\n`);
+    assert.equal(capture.status, 1);
+    const lines = capture.stderr.split('\n');
+    assert.match(lines[0], /^cannot open a packet socket \(AF_PACKET\) on interface "lo": Operation not permitted$/);
+    assert.match(lines[1], /CAP_NET_RAW/);
+    assert.match(lines[2], /^error during shutdown: cannot write state file .*elsewhere\/state\.json: EACCES/);
+    // nft fails before the state file is read: the previous run's pending stop command must survive
+    const nft = asNobody(`[options]\n  StateFile = ${state}\n[ssh]\n  sequence = 7000,8000\n  Open = 22/tcp\n`);
+    assert.equal(nft.status, 1);
+    assert.doesNotMatch(nft.stderr, /error during shutdown/);
+    assert.equal(readFileSync(state, 'utf8'), previous);
+  } finally {
+    lab.destroy();
+    rmSync(open, { recursive: true, force: true });
   }
 });

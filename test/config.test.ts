@@ -18,7 +18,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { ConfigError, defaultDoor, parseConfig, parseConfigText } from '../src/config/parse.js';
+import { captureInterfaces, ConfigError, defaultDoor, parseConfig, parseConfigText } from '../src/config/parse.js';
 import { markOneTimeSequenceUsed, readNextOneTimeSequence } from '../src/config/onetime.js';
 import { DEFAULTS, TCP_FLAG, type KnockdConfig, type Step } from '../src/config/types.js';
 import { compileProgram, DOOR_HEADER_WORDS, Header, HEADER_WORDS, ADDRESS_WORDS, ProgramError, stepWord } from '../src/config/program.js';
@@ -291,11 +291,29 @@ describe('[options]', () => {
   test('Interface: the first non-empty value wins; a comma list names several', () => {
     assert.deepEqual(parse('[options]\ninterface=\ninterface = eth1\ninterface=eth2\n[A]\nsequence=1\n').options.interfaces, ['eth1']);
     assert.deepEqual(parse('[options]\nInterface = eth0, wan.10\n[A]\nsequence=1\n').options.interfaces, ['eth0', 'wan.10']);
-    const forms = 'expected Interface = NAME[,NAME...] (Linux interface names, at most 15 bytes each)';
-    fails('[options]\ninterface=eth0,\n', `config: line 2: Interface: the list has an empty item; ${forms}`, 2);
-    fails('[options]\ninterface=eth0,eth0\n', `config: line 2: Interface: "eth0" is listed twice; ${forms}`, 2);
-    fails('[options]\ninterface=averyveryverylongname\n', `config: line 2: Interface: "averyveryverylongname" is not a valid interface name; ${forms}`, 2);
-    fails('[options]\ninterface=eth 0\n', `config: line 2: Interface: "eth 0" is not a valid interface name; ${forms}`, 2);
+  });
+
+  test('Interface is checked where it is used: with -i it is ignored (as knockd); without, a bad name fails with knockd\'s open error and the line', () => {
+    const forms = 'expected Interface = NAME[,NAME...] (Linux interface names, at most 15 bytes each; a # starts a comment only at the start of a line)';
+    const knockdOpen = (name: string) => `could not open ${name}: ${name}: No such device exists (No such device exists)`;
+    for (const [value, name, why] of [
+      ['eth0,', '', 'the list has an empty item'],
+      ['eth0,eth0', 'eth0', '"eth0" is listed twice'],
+      ['averyveryverylongname', 'averyveryverylongname', '"averyveryverylongname" is not a valid interface name'],
+      ['eth 0', 'eth 0', '"eth 0" is not a valid interface name'],
+      ['eth0  # comment', 'eth0  # comment', '"eth0  # comment" is not a valid interface name'],
+    ]) {
+      const options = parse(`[options]\ninterface=${value}\n[A]\nsequence=1\n`).options;
+      assert.deepEqual(captureInterfaces('lo', options), ['lo'], `-i wins over Interface = ${value}`);
+      assert.throws(
+        () => captureInterfaces(undefined, options),
+        (err: unknown) => err instanceof ConfigError && err.line === 2 && err.message === `${knockdOpen(name)}\nconfig: line 2: Interface: ${why}; ${forms}`,
+        value,
+      );
+    }
+    assert.deepEqual(captureInterfaces(undefined, parse('[options]\nInterface = eth0, wan.10\n[A]\nsequence=1\n').options), ['eth0', 'wan.10']);
+    assert.deepEqual(captureInterfaces(undefined, parse('[A]\nsequence=1\n').options), ['eth0']);
+    assert.deepEqual(captureInterfaces('eth1,eth2', parse('[A]\nsequence=1\n').options), ['eth1', 'eth2']);
   });
 
   test('MaxTracked', () => {

@@ -197,8 +197,12 @@ const OPTION_DIRECTIVES = {
   LOGFILE: (o, v) => void (o.logFile = fromBytes(v)),
   PIDFILE: (o, v) => void (o.pidFile = fromBytes(v)),
   INTERFACE: (o, v, line) => {
-    // knockd applies Interface only while no interface is set, and an empty value sets none
-    if (o.interfaces === undefined && v !== '') o.interfaces = interfaceList(v, line);
+    // knockd applies Interface only while no interface is set, and an empty value sets none. The names are
+    // checked where they are used (captureInterfaces): under -i knockd never looks at this line.
+    if (o.interfaces === undefined && v !== '') {
+      o.interfaces = v.split(',').map((name) => fromBytes(trimC(name)));
+      o.interfaceLine = line;
+    }
   },
   MAXTRACKED: (o, v, line) =>
     void (o.maxTracked = wholeNumber(v, line, 'MaxTracked', 1, INT32_MAX, `a whole number from 1 to ${INT32_MAX}`)),
@@ -214,16 +218,34 @@ const OPTION_DIRECTIVES = {
   },
 } satisfies Record<string, OptionHandler>;
 
-function interfaceList(value: string, line: number): string[] {
-  const forms = 'Interface = NAME[,NAME...] (Linux interface names, at most 15 bytes each)';
-  const names = commaItems(value, line, 'Interface', forms);
-  for (const name of names) {
-    if (name.length >= IFNAMSIZ || /[ \t\n\v\f\r/:]/.test(name) || name === '.' || name === '..') {
-      throw invalid(line, 'Interface', `"${fromBytes(name)}" is not a valid interface name`, forms);
+/**
+ * The interfaces the daemon captures on: -i's list, else Interface='s, else knockd's eth0. Interface= is
+ * checked here, where it is used; a bad name fails the way knockd's capture open fails (its text), then
+ * the line and what is wrong with it.
+ */
+export function captureInterfaces(cliInterface: string | undefined, options: OptionsConfig): string[] {
+  if (cliInterface) return cliInterface.split(',').map((name) => name.trim());
+  const names = options.interfaces;
+  if (!names) return [DEFAULTS.interface];
+  const forms = 'Interface = NAME[,NAME...] (Linux interface names, at most 15 bytes each; a # starts a comment only at the start of a line)';
+  for (const [i, name] of names.entries()) {
+    const why =
+      name === ''
+        ? 'the list has an empty item'
+        : Buffer.byteLength(name) >= IFNAMSIZ || /[ \t\n\v\f\r/:]/.test(name) || name === '.' || name === '..'
+          ? `"${name}" is not a valid interface name`
+          : names.indexOf(name) !== i
+            ? `"${name}" is listed twice`
+            : undefined;
+    if (why) {
+      const line = options.interfaceLine ?? 0;
+      throw new ConfigError(
+        `could not open ${name}: ${name}: No such device exists (No such device exists)\nconfig: line ${line}: Interface: ${why}; expected ${forms}`,
+        line,
+      );
     }
-    if (names.indexOf(name) !== names.lastIndexOf(name)) throw invalid(line, 'Interface', `"${fromBytes(name)}" is listed twice`, forms);
   }
-  return names.map(fromBytes);
+  return names;
 }
 
 const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;

@@ -79,8 +79,11 @@ export interface OptionsConfig {
   useSyslog: boolean;
   logFile?: string;
   pidFile?: string;
-  /** Interface names; the first Interface directive wins (knockd), a value may list several. */
+  /** Interface names as written (checked only where used: captureInterfaces); the first Interface
+   * directive wins (knockd), a value may list several. */
   interfaces?: string[];
+  /** the line of that Interface directive */
+  interfaceLine?: number;
   // --- extensions ---
   maxTracked: number; // default 1,048,576
   nftTable: string; // default knockd_fast

@@ -75,6 +75,9 @@ export class DoorController {
   private evicted = 0;
   private evictionTimer: NodeJS.Timeout | undefined;
   private stateDirty = false;
+  /** the state file was read: only then may close() replace it (a start that failed earlier must not
+   * overwrite a previous run's pending stop commands with an empty list) */
+  private stateRead = false;
   private closed = false;
 
   constructor(opts: ControllerOptions) {
@@ -144,6 +147,7 @@ export class DoorController {
   restoreState(): void {
     if (!this.opts.stateFile) return;
     const state = readState(this.opts.stateFile);
+    this.stateRead = true;
     for (const stop of state.stops) this.schedule(stop);
     this.persist();
   }
@@ -160,7 +164,13 @@ export class DoorController {
     for (const t of this.stops.values()) clearTimeout(t);
     if (this.evictionTimer) clearTimeout(this.evictionTimer);
     this.flushEvictions();
-    if (this.opts.stateFile) writeState(this.opts.stateFile, { version: 1, stops: this.pendingStops() });
+    if (this.opts.stateFile && (this.stateRead || this.stops.size > 0)) {
+      try {
+        writeState(this.opts.stateFile, { version: 1, stops: this.pendingStops() });
+      } catch (err) {
+        throw new Error(`cannot write state file ${this.opts.stateFile}: ${(err as Error).message}`, { cause: err });
+      }
+    }
     await this.opts.nft?.flush();
     await this.lineChain;
   }

@@ -87,7 +87,7 @@ export function readSecretFile(path: string, opts: { requirePrivate?: boolean } 
   const text = raw.toString('latin1').trim();
   const key = /^([0-9a-fA-F]{2}){16,}$/.test(text) ? Buffer.from(text, 'hex') : raw;
   if (key.length < 16) {
-    throw new SecretFileError(`${path}: the key is ${key.length} bytes; at least 16 bytes (128 bits) are needed — generate one with: knockd-fast secret > ${path}`);
+    throw new SecretFileError(`${path}: the key is ${key.length} bytes; at least 16 bytes (128 bits) are needed — generate one with: knockd-fast secret --out ${path} (after removing this one)`);
   }
   if (key.length > 64) {
     throw new SecretFileError(`${path}: the key is ${key.length} bytes; at most 64 bytes are supported`);
