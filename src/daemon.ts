@@ -10,7 +10,7 @@ import { NftBackend } from './actions/nft.js';
 import { strerror } from './config/lexical.js';
 import { markOneTimeSequenceUsed, oneTimeWriteFailedMessage, readNextOneTimeSequence } from './config/onetime.js';
 import { captureInterfaces, parseConfig } from './config/parse.js';
-import { DEFAULTS, type DoorConfig, type KnockdConfig } from './config/types.js';
+import { DEFAULTS, hasNftAction, type DoorConfig, type KnockdConfig } from './config/types.js';
 import { DoorController } from './control/controller.js';
 import { decodeEvents } from './capture/events.js';
 import { formatAddress, type Address } from './address.js';
@@ -281,7 +281,7 @@ export class Daemon {
 
   private async open(): Promise<void> {
     const s = this.settings;
-    if (this.config.doors.some((d) => d.open.length > 0 || d.nftSet)) {
+    if (this.config.doors.some(hasNftAction)) {
       this.nft = this.newNft(this.config);
       await this.nft.start();
     }
@@ -343,7 +343,7 @@ export class Daemon {
       // refuse what the matchers would refuse before anything is swapped
       compileProgram(next, { localAddresses: [], allLocal: true });
       if (this.nft) await this.nft.reload(next.doors);
-      else if (next.doors.some((d) => d.open.length > 0 || d.nftSet)) {
+      else if (next.doors.some(hasNftAction)) {
         this.nft = this.newNft(next);
         await this.nft.start();
       }

@@ -10,6 +10,7 @@ import { oneTimeExhaustedMessage, readNextOneTimeSequence } from './onetime.js';
 import {
   DEFAULTS,
   DERIVED_TCP_FLAGS,
+  NFT_IDENTIFIER,
   TCP_FLAG,
   type DoorConfig,
   type GuardedPort,
@@ -165,9 +166,6 @@ function oneOf<T extends string>(value: string, line: number, key: string, choic
   const forms = choices.join(' or ');
   throw invalid(line, key, value === '' ? 'the value is empty' : `"${fromBytes(value)}" is not accepted`, forms);
 }
-
-/** nft's identifier syntax (letters, digits, `_ . / -`, not starting with a digit), up to 255 bytes. */
-const NFT_IDENTIFIER = /^[A-Za-z_.][A-Za-z0-9_./-]{0,254}$/;
 
 function nftIdentifier(text: string, line: number, key: string, what: string, forms: string): string {
   if (!NFT_IDENTIFIER.test(text)) throw invalid(line, key, `${what} "${fromBytes(text)}" is not an nft identifier`, forms);

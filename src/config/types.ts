@@ -75,6 +75,13 @@ export interface DoorConfig {
   derived?: DerivedDoor;
 }
 
+/** The door adds elements to an nftables set when it opens: its own guard sets (Open) or the operator's (NftSet). */
+export const hasNftAction = (door: DoorConfig): boolean => door.open.length > 0 || door.nftSet !== undefined;
+
+/** nft's identifier syntax (letters, digits, `_ . / -`, not starting with a digit), up to 255 bytes (the
+ * kernel's name limit less the terminating NUL); ASCII only, so characters are bytes. */
+export const NFT_IDENTIFIER = /^[A-Za-z_.][A-Za-z0-9_./-]{0,254}$/;
+
 export interface OptionsConfig {
   useSyslog: boolean;
   logFile?: string;

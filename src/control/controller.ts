@@ -5,7 +5,7 @@
 import { Resolver } from 'node:dns/promises';
 import type { Grant, PendingStop } from '../actions/types.js';
 import { oneTimeExhaustedMessage } from '../config/onetime.js';
-import type { DoorConfig } from '../config/types.js';
+import { hasNftAction, type DoorConfig } from '../config/types.js';
 import { decodeEvents, type KnockEvent } from '../capture/events.js';
 import { eventText, knockerLabel, type LogFields } from '../report/log.js';
 import type { Metrics } from '../report/metrics.js';
@@ -197,7 +197,7 @@ export class DoorController {
     }
     this.line(source, (who) => eventText.open(who, door.name), { event: 'open', ...fields });
     const grant: Grant = { door, source, family };
-    const openFor = Math.max(door.open.length > 0 || door.nftSet ? door.openTimeout : 0, door.cmdTimeout) * 1000;
+    const openFor = Math.max(hasNftAction(door) ? door.openTimeout : 0, door.cmdTimeout) * 1000;
     if (door.dedupe && win && now < win.openUntil) {
       this.extend(grant, now);
       win.openUntil = now + openFor;
@@ -205,7 +205,7 @@ export class DoorController {
       this.line(source, (who) => `${who}: ${door.name}: already open, window extended`, { event: 'extended', ...fields });
       this.opts.metrics?.grants.inc({ door: door.name, outcome: 'extended' });
     } else {
-      if (door.open.length > 0 || door.nftSet) this.opts.nft?.grant(grant);
+      if (hasNftAction(door)) this.opts.nft?.grant(grant);
       const stop = this.opts.commands?.start(grant);
       if (stop) this.schedule(stop);
       if (door.dedupe || door.cooldown > 0) this.windows.set(key, { openUntil: now + openFor, cooldownUntil: now + door.cooldown * 1000 });
@@ -217,7 +217,7 @@ export class DoorController {
 
   /** Dedupe: refresh the nft element and push this source's pending stop of the door to a full window. */
   private extend(grant: Grant, now: number): void {
-    if (grant.door.open.length > 0 || grant.door.nftSet) this.opts.nft?.grant(grant);
+    if (hasNftAction(grant.door)) this.opts.nft?.grant(grant);
     const mine = [...this.stops].filter(([stop]) => stop.door === grant.door.name && stop.source === grant.source);
     for (const [stop, timer] of mine) {
       clearTimeout(timer);
