@@ -1,7 +1,7 @@
 // The `knockd-fast` command line: knockd 0.8's flags with their meanings, defaults and exit codes
 // (knockd-0.8.md §7.1, §8), plus the extensions (--test, --replay, --metrics, ..., `nft status|uninstall`).
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { nftInstallScript, nftStatus, nftUninstall, formatNftStatus, planNft } from './actions/nft.js';
@@ -15,7 +15,8 @@ import { runKnockCli } from './tools/knock.js';
 import type { Matcher } from './match/matcher-api.js';
 import { TsMatcher } from './match/matcher.js';
 import { NativeMatcher } from './match/native-matcher.js';
-import { packageRoot } from './native.js';
+import { packageRoot, VERSION } from './native.js';
+export { VERSION };
 import { CaptureFileError, readCaptureFile } from './capture/pcap.js';
 import { compileProgram, ProgramError } from './config/program.js';
 import { chooseLocalAddresses, describeStats, replayBatches, ReplayError } from './tools/replay.js';
@@ -36,7 +37,6 @@ export interface CliIo {
   stderr: (text: string) => void;
 }
 
-export const VERSION = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
 
 /** The short usage knockd prints on a bad option or a bad config (stdout, as knockd does). */
 export const USAGE = `usage: knockd-fast [options]

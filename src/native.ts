@@ -1,9 +1,12 @@
 // The only file that loads the addon. Declares the typed contract of native/binding/ and casts to it once.
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
+/** the package's version, for -V of both commands */
+export const VERSION = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
 
 /** Synchronous matcher over the C++ core (native/binding/native_matcher.cc): no socket, no root. */
 export interface NativeMatcherHandle {

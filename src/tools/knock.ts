@@ -5,12 +5,12 @@
 import { createSocket } from 'node:dgram';
 import { lookup } from 'node:dns/promises';
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { isIP, Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseAddress } from '../address.js';
 import { deriveSequence, readSecretFile, SecretFileError, windowOf, type DerivedParams } from '../match/derive.js';
 import { portRanges } from '../config/program.js';
+import { VERSION } from '../native.js';
 
 export type KnockProto = 'tcp' | 'udp';
 export type KnockFamily = 4 | 6;
@@ -467,11 +467,6 @@ export async function knock(request: KnockRequest, out: (line: string) => void =
   }
 }
 
-function packageVersion(): string {
-  const require = createRequire(import.meta.url);
-  return (require('../package.json') as { version: string }).version;
-}
-
 /** The `knock-fast` / `knockd-fast knock` command. Returns the exit code; never calls process.exit. */
 export async function runKnockCli(argv: string[], programName = 'knock-fast'): Promise<number> {
   const command = parseKnockArgs(argv);
@@ -480,7 +475,7 @@ export async function runKnockCli(argv: string[], programName = 'knock-fast'): P
       process.stdout.write(knockUsage(programName));
       return 1;
     case 'version':
-      process.stdout.write(`${programName} ${packageVersion()} (knockd-fast; options of knock 0.8)\n`);
+      process.stdout.write(`${programName} ${VERSION} (knockd-fast; options of knock 0.8)\n`);
       return 0;
     case 'error':
       process.stderr.write(`${command.showUsage ? `${programName}: ` : ''}${command.message}\n`);
