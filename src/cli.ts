@@ -15,7 +15,7 @@ import { runKnockCli } from './tools/knock.js';
 import type { Matcher } from './match/matcher-api.js';
 import { TsMatcher } from './match/matcher.js';
 import { NativeMatcher } from './match/native-matcher.js';
-import { packageRoot, VERSION } from './native.js';
+import { VERSION } from './native.js';
 export { VERSION };
 import { CaptureFileError, readCaptureFile } from './capture/pcap.js';
 import { compileProgram, ProgramError } from './config/program.js';
