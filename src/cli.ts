@@ -2,7 +2,6 @@
 // (knockd-0.8.md §7.1, §8), plus the extensions (--test, --replay, --metrics, ..., `nft status|uninstall`).
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { nftInstallScript, nftStatus, nftUninstall, formatNftStatus, planNft } from './actions/nft.js';
 import { captureInterfaces, ConfigError, parseConfig } from './config/parse.js';
