@@ -9,7 +9,8 @@
 // CPU: /proc/<pid>/stat utime+stime over the traffic. Memory: VmRSS sampled over time, and VmHWM.
 import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { createHash } from 'node:crypto';
+import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
@@ -17,8 +18,10 @@ import { parseArgs } from 'node:util';
 import { Lab } from '../src/tools/netns.js';
 import { packageRoot } from '../src/native.js';
 
-// Not under build/: that folder belongs to cmake-js, which may wipe it while the run goes on.
-export const TOOLS_DIR = join(packageRoot, 'build-bench');
+// Not under build/: that folder belongs to cmake-js, which may wipe it while the run goes on. Not in the
+// checkout either (npm test builds them and must leave it clean): a temp directory per checkout, which
+// make keeps up to date.
+export const TOOLS_DIR = join(tmpdir(), `knockd-fast-bench-tools-${createHash('sha256').update(packageRoot).digest('hex').slice(0, 12)}`);
 export const LOADGEN = join(TOOLS_DIR, 'loadgen');
 export const COUNTER = join(TOOLS_DIR, 'counter');
 const KNOCK_PORTS = [7000, 8000, 9000];
@@ -27,7 +30,7 @@ const RECEIVER_ADDR = '192.0.2.2';
 const METRICS_PORT = 9464;
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 
-/** Builds the generator and the counter into build/bench (make, outside the addon). */
+/** Builds the generator and the counter into TOOLS_DIR (make, outside the addon). */
 export function buildTools(): void {
   execFileSync('make', ['-s', '-C', join(packageRoot, 'bench', 'loadgen'), `OUT=${TOOLS_DIR}`], { stdio: 'inherit' });
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// knockd-fast: the daemon, replay and admin commands. Runs the compiled dist/ when built (the npm package),
-// else the TypeScript sources through tsx (a checkout), like bin/knock-fast.js.
+// knockd-fast: the daemon, replay and admin commands. In a checkout (src/ is there) it runs the TypeScript
+// sources through tsx, so an edit takes effect at once and no stale build can run; the package has no
+// src/ and runs its compiled dist/. Like bin/knock-fast.js.
 import { existsSync } from 'node:fs';
 
-const dist = new URL('../dist/cli.js', import.meta.url);
-const { main } = existsSync(dist)
-  ? await import(dist.href)
-  : await (await import('tsx/esm/api')).tsImport('../src/cli.ts', import.meta.url);
+const src = new URL('../src/cli.ts', import.meta.url);
+const { main } = existsSync(src)
+  ? await (await import('tsx/esm/api')).tsImport(src.href, import.meta.url)
+  : await import(new URL('../dist/cli.js', import.meta.url).href);
 process.exitCode = await main(process.argv.slice(2));

@@ -175,7 +175,7 @@ FILES
     ${DEFAULTS.configPath}, ${DEFAULTS.pidFile}, /var/lib/knockd-fast/state.json
 
 SEE ALSO
-    knockd(1), knock-fast(1), nft(8)
+    knockd(1), nft(8); the knock client: knockd-fast knock -h
 `;
 
 const oneOf =

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -329,5 +329,25 @@ test('as a user without capabilities the cause comes first, and a failed start k
   } finally {
     lab.destroy();
     rmSync(open, { recursive: true, force: true });
+  }
+});
+
+test('bin/ runs the sources in a checkout (src/ present), never a dist/ left from a build; the package (no src/) runs dist/', () => {
+  const tree = mkdtempSync(join(tmpdir(), 'kf-bin-'));
+  try {
+    for (const sub of ['bin', 'src', 'src/tools', 'dist', 'dist/tools']) mkdirSync(join(tree, sub), { recursive: true });
+    symlinkSync(join(packageRoot, 'node_modules'), join(tree, 'node_modules'));
+    for (const name of ['knockd-fast.js', 'knock-fast.js']) writeFileSync(join(tree, 'bin', name), readFileSync(join(packageRoot, 'bin', name)));
+    writeFileSync(join(tree, 'package.json'), '{"type":"module"}\n');
+    for (const [file, fn] of [['cli', 'main'], ['tools/knock', 'runKnockCli']]) {
+      writeFileSync(join(tree, 'src', `${file}.ts`), `export async function ${fn}(): Promise<number> { process.stdout.write('src\\n'); return 0; }\n`);
+      writeFileSync(join(tree, 'dist', `${file}.js`), `export async function ${fn}() { process.stdout.write('dist\\n'); return 0; }\n`);
+    }
+    const ran = (name: string) => spawnSync(process.execPath, [join(tree, 'bin', name)], { encoding: 'utf8' }).stdout;
+    assert.deepEqual([ran('knockd-fast.js'), ran('knock-fast.js')], ['src\n', 'src\n']);
+    rmSync(join(tree, 'src'), { recursive: true });
+    assert.deepEqual([ran('knockd-fast.js'), ran('knock-fast.js')], ['dist\n', 'dist\n']);
+  } finally {
+    rmSync(tree, { recursive: true, force: true });
   }
 });

@@ -1,17 +1,20 @@
-// Packaging: `npm pack` gives a tarball with the prebuilt linux-x64 addon, the compiled TypeScript and the
-// native sources for the build-from-source fallback; installed into an empty directory with no network
-// (`npm ci --offline` against a lock that pins the tarball: only the tarball and npm's local cache), it
-// runs --version, --test and a replay without compiling anything. With its addon removed, the replay and the
-// nftables backend fall back to TypeScript and `nft -i`, each saying so once.
+// Packaging: `npm run release` makes a tarball with the prebuilt linux-x64 addon, the compiled TypeScript,
+// the man page, the license and the native sources for the build-from-source fallback, and nothing of the
+// tests; the checkout is left as it was. Installed into an empty directory with no network (`npm ci
+// --offline` against a lock that pins the tarball: only the tarball and npm's local cache) and no compiler
+// on the PATH, it runs --version, --test and a replay. Without a prebuilt addon and without a compiler the
+// install fails with one line saying what to install. With its addon removed, the replay and the nftables
+// backend fall back to TypeScript and `nft -i`, each saying so once.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, test } from 'node:test';
 import { writePcap } from '../src/capture/pcap.js';
+import { MANUAL } from '../src/cli.js';
 import { packageRoot } from '../src/native.js';
 import { Lab } from '../src/tools/netns.js';
 import { knockFrame, TCP } from './helpers/packets.js';
@@ -25,41 +28,76 @@ let tarball: string;
 let app: string;
 let conf: string;
 let capture: string;
+/** a PATH with node, npm and a shell, and no compiler, cmake or make */
+let noCompilerPath: string;
+
+/** What `git status` says of the checkout's build outputs (the release must not add any). */
+const checkoutOutputs = (): string =>
+  spawnSync('git', ['status', '--porcelain', '--ignored', '--', 'dist', 'prebuilds', 'man', 'build-bench', '*.tgz'], { cwd: packageRoot, encoding: 'utf8' }).stdout;
 
 before(() => {
   work = mkdtempSync(join(tmpdir(), 'knockd-fast-pack-'));
-  const prebuilds = join(packageRoot, 'prebuilds', 'linux-x64');
-  if (!existsSync(prebuilds) || readdirSync(prebuilds).length === 0) run('npm', ['run', 'prebuild'], packageRoot);
-  const name = run('npm', ['pack', '--pack-destination', work], packageRoot).trim().split('\n').pop()!;
-  tarball = join(work, name);
+  const outputsBefore = checkoutOutputs();
+  tarball = run(process.execPath, [join(packageRoot, 'scripts', 'release.mjs'), work], packageRoot).trim().split('\n').pop()!;
+  assert.equal(checkoutOutputs(), outputsBefore, 'npm run release leaves the checkout as it was');
+  noCompilerPath = join(work, 'path');
+  mkdirSync(noCompilerPath);
+  for (const tool of ['node', 'npm', 'sh']) {
+    const found = run('sh', ['-c', `command -v ${tool}`], work).trim();
+    symlinkSync(tool === 'node' ? process.execPath : found, join(noCompilerPath, tool));
+  }
+  for (const tool of ['cmake', 'c++', 'g++', 'cc', 'make', 'ninja']) assert.ok(!existsSync(join(noCompilerPath, tool)));
 });
 
 after(() => rmSync(work, { recursive: true, force: true }));
 
-test('the tarball holds the prebuilt addon, dist/ and the sources of the fallback build', () => {
+test('the tarball holds the prebuilt addon, dist/, the man page, the license and the fallback sources; no tests', () => {
   const listing = run('tar', ['-tzf', tarball], work).split('\n');
   for (const want of [
     'package/prebuilds/linux-x64/knockd-fast.glibc.node',
     'package/dist/cli.js',
     'package/bin/knockd-fast.js',
     'package/bin/knock-fast.js',
+    'package/man/knockd-fast.8',
+    'package/LICENSE',
+    'package/README.md',
     'package/CMakeLists.txt',
     'package/native/core/matcher.cc',
     'package/native/binding/addon.cc',
+    'package/scripts/install.cjs',
     'package/scripts/cmake-js-as-node-gyp.cjs',
     'package/examples/knockd-fast.service',
+    'package/examples/knockd-fast.conf',
   ]) {
     assert.ok(listing.includes(want), `${want} is in the tarball`);
   }
-  assert.ok(!listing.some((f) => f.startsWith('package/build/') || f.startsWith('package/node_modules/')), 'no build tree or node_modules');
-  assert.ok(!listing.some((f) => f.startsWith('package/test/')), 'no tests');
+  for (const unwanted of ['package/build/', 'package/node_modules/', 'package/test/', 'package/src/', 'package/native/test/', 'package/native/fuzz/', 'package/bench/']) {
+    assert.ok(!listing.some((f) => f.startsWith(unwanted)), `nothing under ${unwanted}`);
+  }
+  const license = run('tar', ['-xzOf', tarball, 'package/LICENSE'], work);
+  assert.match(license, /GNU GENERAL PUBLIC LICENSE\s+Version 2, June 1991/);
+  assert.match(license, /END OF TERMS AND CONDITIONS/);
+  const manifest = JSON.parse(run('tar', ['-xzOf', tarball, 'package/package.json'], work));
+  assert.deepEqual(manifest.man, ['./man/knockd-fast.8']);
+  assert.deepEqual(manifest.scripts, { install: 'node scripts/install.cjs' });
+  assert.equal(manifest.license, 'GPL-2.0-or-later');
+});
+
+test('the man page is --help\'s text in roff: man renders every option and section of it', () => {
+  const page = join(work, 'knockd-fast.8');
+  writeFileSync(page, run('tar', ['-xzOf', tarball, 'package/man/knockd-fast.8'], work));
+  const rendered = run('man', ['-l', page], work, { ...process.env, MANWIDTH: '200', MAN_KEEP_FORMATTING: '' }).replace(/\u2010\n\s*/g, '');
+  const flat = rendered.replace(/\s+/g, ' ');
+  for (const line of MANUAL.split('\n').slice(1)) {
+    if (line.trim() !== '') assert.ok(flat.includes(line.trim().replace(/\s+/g, ' ')), `man shows: ${line.trim()}`);
+  }
 });
 
 /** package.json and package-lock.json of an app that depends on the tarball alone. The lock pins the
  * tarball and every runtime dependency exactly as this checkout's lock does (resolved URL and integrity),
  * so `npm ci --offline` installs from the tarball and npm's content cache only: no registry request,
  * not even for metadata, which a plain `npm install --offline` would need to resolve version ranges. */
-function writeAppManifests(app: string): void {
+function writeAppManifests(app: string, tarball: string): void {
   const pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8'));
   const lock = JSON.parse(readFileSync(join(packageRoot, 'package-lock.json'), 'utf8'));
   const spec = `file:${relative(app, tarball)}`;
@@ -88,11 +126,11 @@ function writeAppManifests(app: string): void {
 
 const REPLAY_LINES = ['198.51.100.1: openSSH: Stage 1', '198.51.100.1: openSSH: Stage 2', '198.51.100.1: openSSH: Stage 3', '198.51.100.1: openSSH: OPEN SESAME', ''].join('\n');
 
-test('installs offline into an empty directory and runs --version, --test and a replay', () => {
+test('installs offline, with no compiler on the PATH, into an empty directory and runs --version, --test and a replay', () => {
   app = join(work, 'app');
   mkdirSync(app);
-  writeAppManifests(app);
-  run('npm', ['ci', '--offline', '--no-audit', '--no-fund'], app, { ...process.env, npm_config_offline: 'true' });
+  writeAppManifests(app, tarball);
+  run('npm', ['ci', '--offline', '--no-audit', '--no-fund'], app, { ...process.env, PATH: noCompilerPath, npm_config_offline: 'true' });
   assert.ok(!existsSync(join(app, 'node_modules', 'knockd-fast', 'build')), 'nothing was compiled');
   const bin = join(app, 'node_modules', '.bin', 'knockd-fast');
 
@@ -118,6 +156,30 @@ test('installs offline into an empty directory and runs --version, --test and a 
   assert.equal(replay.status, 0, replay.stderr);
   assert.equal(replay.stderr, '', 'the prebuilt native matcher loaded (no fallback warning)');
   assert.equal(replay.stdout, REPLAY_LINES);
+});
+
+test('without a prebuilt addon and without a compiler the install fails with one line saying what to install', () => {
+  const bare = join(work, 'bare');
+  mkdirSync(join(bare, 'unpacked'), { recursive: true });
+  run('tar', ['-xzf', tarball, '-C', join(bare, 'unpacked')], work);
+  rmSync(join(bare, 'unpacked', 'package', 'prebuilds'), { recursive: true });
+  const bareTarball = join(bare, 'knockd-fast-noprebuild.tgz');
+  run('tar', ['-czf', bareTarball, '-C', join(bare, 'unpacked'), 'package'], work);
+  const bareApp = join(bare, 'app');
+  mkdirSync(bareApp);
+  writeAppManifests(bareApp, bareTarball);
+  const r = spawnSync('npm', ['ci', '--offline', '--no-audit', '--no-fund'], {
+    cwd: bareApp,
+    encoding: 'utf8',
+    env: { ...process.env, PATH: noCompilerPath, npm_config_offline: 'true' },
+    timeout: 600_000,
+  });
+  assert.notEqual(r.status, 0);
+  const output = r.stdout + r.stderr;
+  const ours = output.split('\n').filter((l) => l.includes('knockd-fast: no prebuilt addon'));
+  assert.equal(ours.length, 1, output);
+  assert.match(ours[0], /knockd-fast: no prebuilt addon fits linux-x64 here and cmake, g\+\+, make are missing to build it: apt-get install cmake g\+\+ make, then install knockd-fast again$/);
+  assert.doesNotMatch(output, /^\s+at /m, 'no stack trace');
 });
 
 const root = process.getuid?.() === 0;
