@@ -7,7 +7,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { CaptureEngine } from '../src/capture/engine.js';
+import { CaptureEngine, interfaceAddresses } from '../src/capture/engine.js';
 import { decodeEvents } from '../src/capture/events.js';
 import { compileProgram } from '../src/config/program.js';
 import { config, door } from '../test/helpers/doors.js';
@@ -26,11 +26,13 @@ async function inside(): Promise<void> {
   const cfg = config([door('U', '7001:udp,8001:udp,9001:udp')]);
   const waiting = new Map<string, (t: number) => void>();
   let completed = 0;
+  const addresses = interfaceAddresses(['lo'], false);
   const engine = CaptureEngine.open({
     interfaces: ['lo'],
     threads: 2,
     ring: { blockCount: 32 },
-    compile: (locals) => compileProgram(cfg, { localAddresses: locals, eventBudget: 0 }).words,
+    program: compileProgram(cfg, { localAddresses: addresses, eventBudget: 0 }).words,
+    addresses,
     onEvents: (batch) => {
       const t = performance.now();
       for (const e of decodeEvents(batch)) {

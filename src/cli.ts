@@ -120,12 +120,14 @@ OPTIONS (knockd-fast)
         Parse and check the config, print the doors and the nftables ruleset that would be installed,
         and exit 0 if the config is valid, 1 if not. Changes nothing.
     --replay CAPTURE
-        Run a pcap or pcapng file through the matcher with its own timestamps and print the event
-        lines in order (with -v also every "Stage N" line); no command runs and no door opens. Host
+        Run a pcap or pcapng file through the matcher and the daemon's door logic (Cooldown, Dedupe,
+        one-time sequences on a private copy of the file) with its own timestamps and print the lines
+        the daemon would log, in order (with -v also every "Stage N" line); no command runs, no door
+        opens, no file is rewritten. Host
         addresses come from -i/Interface= when that interface exists here, else from --local-address,
         else every destination counts as local.
     --json
-        With --replay: one JSON object per event instead of text lines.
+        With --replay: the daemon's JSON records (docs/EVENTS.md) instead of text lines.
     --local-address ADDR
         With --replay: a host address (repeatable).
     --matcher native|ts

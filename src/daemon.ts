@@ -8,16 +8,15 @@ import { resolve } from 'node:path';
 import { CommandBackend } from './actions/commands.js';
 import { NftBackend } from './actions/nft.js';
 import { strerror } from './config/lexical.js';
-import { markOneTimeSequenceUsed, oneTimeWriteFailedMessage, readNextOneTimeSequence } from './config/onetime.js';
 import { captureInterfaces, parseConfig } from './config/parse.js';
-import { DEFAULTS, hasNftAction, type DoorConfig, type KnockdConfig } from './config/types.js';
-import { DoorController } from './control/controller.js';
+import { DEFAULTS, hasNftAction, type KnockdConfig } from './config/types.js';
+import { DoorController, rotateOneTimeFile } from './control/controller.js';
 import { decodeEvents } from './capture/events.js';
 import { formatAddress, type Address } from './address.js';
 import { Logger, SYSLOG_SOCKET, unixDatagramTransport, type LogFormat, type SyslogTransport } from './report/log.js';
 import { Metrics, type EngineCounters } from './report/metrics.js';
-import { CaptureEngine, type CaptureOptions } from './capture/engine.js';
-import { compileProgram } from './config/program.js';
+import { CaptureEngine, interfaceAddresses, type CaptureOptions } from './capture/engine.js';
+import { compileProgram, type CompiledProgram } from './config/program.js';
 import { DEFAULT_STATE_FILE } from './control/state.js';
 
 // ------------------------------------------------------------------------------------------ pid file
@@ -128,8 +127,10 @@ export function settingsFrom(args: DaemonArgs, config: KnockdConfig, cwd = proce
 
 /** What the daemon needs from a capture engine (src/capture/engine.ts CaptureEngine). */
 export interface CaptureEngineLike {
-  /** recompiles through the compile option (current local addresses) and swaps the program in */
-  reload(): void;
+  /** swaps in a program compiled for localAddresses() */
+  load(words: Uint32Array): void;
+  /** the local addresses the engine last reported */
+  localAddresses(): Address[];
   stats(): EngineCounters;
   close(): Promise<void>;
 }
@@ -194,6 +195,8 @@ export interface DaemonIo {
 
 export interface DaemonHooks {
   openCapture: OpenCapture;
+  /** the capture interfaces' local addresses (default interfaceAddresses; tests give fixed ones) */
+  readAddresses?: CaptureOptions['readAddresses'];
   /** called on exit instead of process.exit (tests) */
   exit?: (code: number) => void;
 }
@@ -249,7 +252,7 @@ export class Daemon {
       commands: this.commands,
       stateFile: this.settings.stateFile,
       lookup: args.lookup,
-      rotateOneTime: (door) => this.rotateOneTime(door),
+      rotateOneTime: (door) => rotateOneTimeFile(door, door.oneTimeSequences as string, (m) => this.log.log(m)),
       onDoorsChanged: () => this.swapProgram(),
     });
   }
@@ -288,12 +291,19 @@ export class Daemon {
     this.controller.attach({ nft: this.nft });
     this.controller.restoreState();
     this.debug(`log file ${s.logFile ?? '(none)'}, state file ${s.stateFile}, ${s.threads} capture thread(s), ${this.args.matcher ?? 'native'} matcher`);
+    const readAddresses = this.hooks.readAddresses ?? interfaceAddresses;
+    const addresses = readAddresses(s.interfaces, !!this.args.onlyIpV4);
+    const program = this.compile(addresses);
+    this.controller.setProgram(program);
     this.engine = await this.hooks.openCapture({
       interfaces: s.interfaces,
       threads: s.threads,
       matcher: this.args.matcher ?? 'native',
       ignoreIpv6: this.args.onlyIpV4,
-      compile: (locals) => this.compile(locals),
+      program: program.words,
+      addresses,
+      readAddresses,
+      onAddressesChanged: (changed) => this.swapProgram(changed),
       onEvents: (batch) => this.onEvents(batch),
       onError: (err) => this.log.log(`error: ${err.message}`),
       onInterface: (notice) => this.log.log(notice.message, { event: `interface_${notice.event}`, interface: notice.interface }),
@@ -348,9 +358,10 @@ export class Daemon {
         await this.nft.start();
       }
       this.config = next;
+      this.controller.resetSequences();
       this.controller.attach({ nft: this.nft });
       this.log.reopen(next.options.logFile ?? this.args.logfile);
-      this.engine?.reload();
+      this.swapProgram();
     } catch (err) {
       this.log.log(`error: ${(err as Error).message}`);
       this.log.log(RELOAD_REFUSED);
@@ -376,33 +387,25 @@ export class Daemon {
     });
   }
 
-  /** The engine calls this with the interfaces' current addresses (at start, reload and address changes). */
-  private compile(localAddresses: Address[]): Uint32Array {
-    const program = compileProgram(this.config, { localAddresses, ignoreIpv6: this.args.onlyIpV4, stageEvents: true });
+  /** The program for these local addresses, with each one-time door's current sequence (nothing registered). */
+  private compile(localAddresses: Address[]): CompiledProgram {
+    const program = compileProgram(this.controller.withCurrentSequences(this.config), { localAddresses, ignoreIpv6: this.args.onlyIpV4, stageEvents: true });
     this.debug(
       `program generation ${program.generation}: ${program.doors.length} door(s); local addresses ${localAddresses.map((a) => formatAddress(a.family, a.bytes)).join(', ') || '(none: only doors with Target can match)'}`,
     );
+    return program;
+  }
+
+  /**
+   * The one place a program is swapped in: after SIGHUP, when the local addresses changed (the engine
+   * reports it) and when a one-time door moved on (the controller reports it). The controller learns the
+   * new door table before the matchers can produce events with its generation.
+   */
+  private swapProgram(addresses = this.engine?.localAddresses()): void {
+    if (!this.engine || !addresses) return;
+    const program = this.compile(addresses);
     this.controller.setProgram(program);
-    return program.words;
-  }
-
-  /** A one-time door's sequence changed or the door was disabled: the matchers get the new program. */
-  private swapProgram(): void {
-    this.engine?.reload();
-  }
-
-  private rotateOneTime(door: DoorConfig): DoorConfig['sequence'] {
-    const path = door.oneTimeSequences as string;
-    let marked: boolean;
-    try {
-      marked = markOneTimeSequenceUsed(path, door.sequence);
-    } catch {
-      marked = false;
-    }
-    if (!marked) throw new Error(oneTimeWriteFailedMessage(door.name));
-    const next = readNextOneTimeSequence(path, door.name);
-    for (const e of next.errors) this.log.log(e);
-    return next.sequence;
+    this.engine.load(program.words);
   }
 
   private onEvents(batch: Uint8Array): void {

@@ -183,8 +183,9 @@ test('--replay -v prints knockd\'s -v lines from a pcap file; --json one object 
     );
   }
   const j = await cli('-c', C1, '--replay', pcap, '--json', '--matcher', 'ts');
-  const events = j.out.trim().split('\n').map((l) => JSON.parse(l) as { event: string });
-  assert.deepEqual(events.map((e) => e.event), ['stage', 'stage', 'stage', 'completed', 'stage', 'failed']);
+  const events = j.out.trim().split('\n').map((l) => JSON.parse(l) as { v: number; event: string });
+  assert.deepEqual(events.map((e) => e.event), ['stage', 'stage', 'stage', 'open', 'stage', 'timeout']);
+  assert.ok(events.every((e) => e.v === 1));
 });
 
 test('--replay with a local address that is not the destination sees nothing; a bad capture is an error', async () => {

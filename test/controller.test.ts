@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Grant, PendingStop } from '../src/actions/types.js';
-import type { DoorConfig } from '../src/config/types.js';
+import type { DoorConfig, KnockdConfig } from '../src/config/types.js';
 import { DoorController, type CommandActions, type NftActions } from '../src/control/controller.js';
 import type { KnockEvent } from '../src/capture/events.js';
 import { readState, writeState } from '../src/control/state.js';
@@ -184,28 +184,45 @@ test('a corrupt state file is a clear error, not silently ignored', () => {
   }
 });
 
-test('one-time sequences: rotation swaps the sequence; exhaustion logs knockd\'s line and disables the door', () => {
+test('one-time sequences: rotation moves the current sequence on, never the config; exhaustion logs knockd\'s line and disables the door', () => {
   const d = door('A', { oneTimeSequences: '/x' });
+  const cfg: KnockdConfig = { path: '/x.conf', options: {} as KnockdConfig['options'], doors: [d, door('B')], warnings: [] };
+  const first = d.sequence;
   const next = [[{ port: 1000, proto: 'udp' as const }]];
   let changes = 0;
   const { c, lines } = setup([d], { rotateOneTime: () => next.shift() ?? [], onDoorsChanged: () => changes++ });
   c.handle([ev.done(0)]);
-  assert.deepEqual(d.sequence, [{ port: 1000, proto: 'udp' }]);
-  c.handle([ev.done(0, 1)]);
-  assert.deepEqual(d.sequence, []);
+  assert.equal(changes, 1);
+  assert.equal(d.sequence, first, 'the parsed config is a value: never changed');
+  const current = c.withCurrentSequences(cfg);
+  assert.deepEqual(current.doors[0].sequence, [{ port: 1000, proto: 'udp' }]);
+  assert.equal(current.doors[1], cfg.doors[1]);
+  // a completion the old program still matched with the used sequence opens nothing (issue 18: .3's reuse)
+  c.handle([ev.done(0)]);
+  assert.equal(lines.filter((l) => l.endsWith('OPEN SESAME')).length, 1);
+  assert.equal(changes, 1);
+  // the owner swaps in the program of the current sequences; its completion rotates again
+  c.setProgram({ words: new Uint32Array(0), doors: current.doors, generation: 2 });
+  c.handle([{ ...ev.done(0, 1), generation: 2 }]);
   assert.equal(changes, 2);
+  assert.deepEqual(c.withCurrentSequences(cfg).doors[0].sequence, []);
   assert.equal(lines.at(-1), 'no more sequences left in the one time sequences file for door A --> disabling the door');
+  // a new config (SIGHUP) starts from the file again
+  c.resetSequences();
+  assert.equal(c.withCurrentSequences(cfg), cfg);
 });
 
 test('one-time sequences: a file that cannot be rewritten disables the door with the backend\'s line', () => {
   const d = door('A', { oneTimeSequences: '/x' });
+  const cfg: KnockdConfig = { path: '/x.conf', options: {} as KnockdConfig['options'], doors: [d], warnings: [] };
   const { c, lines } = setup([d], {
     rotateOneTime: () => {
       throw new Error('error while disabling used one time sequence for door A --> disabling the door');
     },
   });
   c.handle([ev.done(0)]);
-  assert.deepEqual(d.sequence, []);
+  assert.deepEqual(c.withCurrentSequences(cfg).doors[0].sequence, []);
+  assert.equal(d.sequence.length, 2);
   assert.equal(lines.at(-1), 'error while disabling used one time sequence for door A --> disabling the door');
 });
 
@@ -230,4 +247,35 @@ test('evictions are summarised, at most one line per second', async () => {
   assert.deepEqual(lines, []);
   await c.close();
   assert.deepEqual(lines, ['3 knock attempts evicted (MaxTracked reached)']);
+});
+
+test('evictions are summed per second of event time: an event of a later second writes the summary first', async () => {
+  const { c, lines } = setup([door('A')]);
+  const at = (e: KnockEvent, s: number): KnockEvent => ({ ...e, timeUs: 1_700_000_000_000_000 + s * 1e6 });
+  c.handle([at(ev.evicted(), 0), at(ev.evicted(), 0.5), at(ev.stage(0, 1), 0.7), at(ev.evicted(), 1.2), at(ev.stage(0, 1), 3)]);
+  assert.deepEqual(lines, [
+    `${A}: A: Stage 1`,
+    '2 knock attempts evicted (MaxTracked reached)',
+    '1 knock attempts evicted (MaxTracked reached)',
+    `${A}: A: Stage 1`,
+  ]);
+  await c.close();
+});
+
+test('the summary timer writes evictions when no later event comes', async () => {
+  const { c, lines } = setup([door('A')], { summaryAfterMs: 20 });
+  c.handle([ev.evicted()]);
+  await sleep(60);
+  assert.deepEqual(lines, ['1 knock attempts evicted (MaxTracked reached)']);
+  await c.close();
+});
+
+test('decisions use the clock given the event time (--replay: the capture\'s clock)', () => {
+  const d = door('A', { cooldown: 10 });
+  const seen: number[] = [];
+  const { c, lines } = setup([d], { now: (t?: number) => (seen.push(t as number), (t as number) / 1000) });
+  const at = (s: number): KnockEvent => ({ ...ev.done(0), timeUs: 1_700_000_000_000_000 + s * 1e6 });
+  c.handle([at(0), at(9.5), at(10)]);
+  assert.deepEqual(lines, [`${A}: A: OPEN SESAME`, `${A}: A: sequence completed during cooldown (1s left), not opening`, `${A}: A: OPEN SESAME`]);
+  assert.equal(seen[1], 1_700_000_009_500_000);
 });

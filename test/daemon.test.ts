@@ -83,16 +83,16 @@ class MatcherCapture implements CaptureEngineLike {
   closed = false;
   private now = 1_700_000_000_000_000;
   private readonly locals: Address[];
-  constructor(
-    private readonly req: CaptureOptions,
-    localAddresses: string[],
-  ) {
-    this.locals = localAddresses.map((a) => parseAddress(a)!);
-    this.matcher.load(req.compile(this.locals));
+  constructor(private readonly req: CaptureOptions) {
+    this.locals = req.addresses;
+    this.matcher.load(req.program);
   }
-  reload(): void {
+  load(words: Uint32Array): void {
     this.loads++;
-    this.matcher.load(this.req.compile(this.locals));
+    this.matcher.load(words);
+  }
+  localAddresses(): Address[] {
+    return this.locals;
   }
   /** knocks from src to the first local address of its family; a port may be given as `1000/udp` */
   knock(src: string, ...ports: (number | string)[]): void {
@@ -135,7 +135,8 @@ async function startDaemon(confText: string, extra: { stateFile?: string; locals
     parseConfig(conf),
     { stdout: (t) => stdout.push(t), stderr: (t) => stdout.push(`stderr: ${t}`) },
     {
-      openCapture: async (req) => (capture = new MatcherCapture(req, extra.locals ?? ['127.0.0.1'])),
+      openCapture: async (req) => (capture = new MatcherCapture(req)),
+      readAddresses: () => (extra.locals ?? ['127.0.0.1']).map((a) => parseAddress(a)!),
       exit: (code) => exits.push(code),
     },
   );
@@ -371,8 +372,9 @@ test('--log-format json: JSON lines with the event fields in the log file and on
     await until('the command line', () => readFileSync(d.log, 'utf8').includes('running command'));
     const records = readFileSync(d.log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.equal(records[0].message, 'starting up, listening on lo');
-    assert.deepEqual({ ...records[4], time: undefined }, { time: undefined, message: `${A}: A: OPEN SESAME`, event: 'open', door: 'A', source: A });
-    assert.deepEqual({ ...records[3], time: undefined }, { time: undefined, message: `${A}: A: Stage 3`, event: 'stage', door: 'A', source: A, stage: 3 });
+    assert.ok(records.every((r) => r.v === 1 && /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(r.time as string)), 'docs/EVENTS.md version 1, µs times');
+    assert.deepEqual({ ...records[4], time: undefined }, { v: 1, time: undefined, message: `${A}: A: OPEN SESAME`, event: 'open', door: 'A', source: A });
+    assert.deepEqual({ ...records[3], time: undefined }, { v: 1, time: undefined, message: `${A}: A: Stage 3`, event: 'stage', door: 'A', source: A, stage: 3 });
     assert.ok(d.stdout.some((t) => t.startsWith('{') && t.includes('"event":"open"')));
     assert.ok(d.stdout.some((t) => t.startsWith('debug: program generation')));
     assert.ok(d.stdout.some((t) => t.startsWith('debug: event {"kind":"completed"')));

@@ -79,13 +79,18 @@ test('JSON format: one object per line with time, message and fields, in file an
     assert.equal(line, out[0]);
     assert.ok(line.endsWith('\n'));
     assert.deepEqual(JSON.parse(line), {
-      time: fixed.toISOString(),
+      v: 1,
+      time: fixed.toISOString().replace('Z', '000Z'),
       message: '198.51.100.1: A: Stage 1',
       event: 'stage',
       source: '198.51.100.1',
       door: 'A',
       stage: 1,
     });
+    // an event's own time (µs) wins over the write time
+    log.log('x', { event: 'open', timeUs: 1_700_000_000_123_456 });
+    assert.equal(JSON.parse(out[1]).time, '2023-11-14T22:13:20.123456Z');
+    assert.equal(JSON.parse(out[1]).timeUs, undefined);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { parseConfig } from '../src/config/parse.js';
 import type { KnockdConfig } from '../src/config/types.js';
 import { batchFromFrames, type CapturedFrame } from '../src/match/frame.js';
 import type { Matcher } from '../src/match/matcher-api.js';
@@ -130,13 +134,16 @@ for (const [kind, make] of matchers) {
     assert.deepEqual(run(CONFIGS.C1(), pkts, make, {}), [open(A), `${B}: A: sequence timeout (stage 1)`]);
   });
 
-  test(`replay --json (${kind}): one object per event with capture time, wrong-port failures included`, () => {
-    const lines = run(CONFIGS.C1(), [[A, 7000, 0.25], [A, 9000, 1]], make, { json: true });
+  test(`replay --json (${kind}): the daemon's records (docs/EVENTS.md) with capture time, wrong-port failures included`, () => {
+    const lines = run(CONFIGS.C1(), [[A, 7000, 0.25], [A, 9000, 1], [B, 7000, 2]], make, { json: true });
     assert.deepEqual(
       lines.map((l) => JSON.parse(l)),
       [
-        { time: '2023-11-14T22:13:20.250000Z', event: 'stage', source: A, door: 'A', stage: 1 },
-        { time: '2023-11-14T22:13:21.000000Z', event: 'failed', reason: 'wrong_port', source: A, door: 'A', stage: 1 },
+        { v: 1, time: '2023-11-14T22:13:20.250000Z', event: 'stage', message: `${A}: A: Stage 1`, source: A, door: 'A', stage: 1 },
+        { v: 1, time: '2023-11-14T22:13:21.000000Z', event: 'wrong_port', message: `${A}: A: wrong knock after stage 1, attempt dropped`, source: A, door: 'A', stage: 1 },
+        { v: 1, time: '2023-11-14T22:13:22.000000Z', event: 'stage', message: `${B}: A: Stage 1`, source: B, door: 'A', stage: 1 },
+        // the tick after the last frame fires B's timeout: the record carries its deadline (stage 1 + seq_timeout)
+        { v: 1, time: '2023-11-14T22:13:27.000000Z', event: 'timeout', message: `${B}: A: sequence timeout (stage 1)`, source: B, door: 'A', stage: 1 },
       ],
     );
   });
@@ -183,4 +190,76 @@ test('ALL_LOCAL replay sees knocks to any destination; with addresses, others ar
   };
   assert.equal(go([]), `${A}: A: OPEN SESAME\n`);
   assert.equal(go(['192.0.2.2']), '');
+});
+
+// Issue 18: --replay runs the daemon's door logic. The issue's own example: one door, three one-time
+// sequences; .2 opens, .3's reuse of the used sequence is ignored, .4 and .5 open with the next ones, then
+// the file is exhausted and the door disabled. The operator's file is never rewritten by a replay.
+test('replay: one-time sequences rotate as in the daemon, on a private copy of the file (issue 18)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kf-replay-ot-'));
+  try {
+    const seqs = join(dir, 'seqs.txt');
+    const original = '1111,2222,3333\n4444,5555,6666\n7777,8888,9999\n';
+    writeFileSync(seqs, original);
+    const conf = join(dir, 'knockd.conf');
+    writeFileSync(conf, `[opencloseSMTP]\n  one_time_sequences = ${seqs}\n  seq_timeout = 5\n  tcpflags = syn\n  start_command = echo open %IP%\n`);
+    const knocks = (src: string, ports: number[], t0: number): Pkt[] => ports.map((p, i) => [src, p, t0 + i * 0.1, 'tcp', TCP.SYN, '127.0.0.1']);
+    const pkts: Pkt[] = [
+      ...knocks('127.0.0.2', [1111, 2222, 3333], 0),
+      ...knocks('127.0.0.3', [1111, 2222, 3333], 1),
+      ...knocks('127.0.0.4', [4444, 5555, 6666], 2),
+      ...knocks('127.0.0.5', [7777, 8888, 9999], 3),
+    ];
+    for (const [kind, make] of matchers) {
+      let out = '';
+      const summary = replayBatches([batchFromFrames(frames(pkts))], {
+        config: parseConfig(conf),
+        matcher: make(),
+        local: chooseLocalAddresses([], ['127.0.0.1']),
+        write: (t) => (out += t),
+      });
+      assert.deepEqual(
+        out.split('\n').filter((l) => l !== ''),
+        [
+          '127.0.0.2: opencloseSMTP: OPEN SESAME',
+          '127.0.0.4: opencloseSMTP: OPEN SESAME',
+          '127.0.0.5: opencloseSMTP: OPEN SESAME',
+          'no more sequences left in the one time sequences file for door opencloseSMTP --> disabling the door',
+        ],
+        kind,
+      );
+      assert.deepEqual(
+        summary.actions.map((a) => `${a.action} ${a.source}`),
+        ['start_command 127.0.0.2', 'start_command 127.0.0.4', 'start_command 127.0.0.5'],
+      );
+      assert.equal(readFileSync(seqs, 'utf8'), original, 'the operator\'s file is untouched');
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('replay: Cooldown and Dedupe decide with the capture\'s clock, as in the daemon', () => {
+  const cfg = config([door('A', '7000,8000', { cooldown: 10 }), door('B', '7100,8100', { dedupe: true, cmdTimeout: 30 })]);
+  const pkts: Pkt[] = [
+    [A, 7000, 0], [A, 8000, 0.1], // opens A
+    [A, 7000, 5], [A, 8000, 5.1], // during A's cooldown (4.9 s left -> 5s)
+    [A, 7000, 10.2], [A, 8000, 10.3], // after it: opens again
+    [B, 7100, 0], [B, 8100, 0.1], // opens B
+    [B, 7100, 20], [B, 8100, 20.1], // still open: extended
+  ].sort((x, y) => (x[2] as number) - (y[2] as number)) as Pkt[];
+  for (const [kind, make] of matchers) {
+    assert.deepEqual(
+      run(cfg, pkts, make, {}),
+      [
+        open(A),
+        open(B, 'B'),
+        `${A}: A: sequence completed during cooldown (5s left), not opening`,
+        open(A),
+        open(B, 'B'),
+        `${B}: B: already open, window extended`,
+      ],
+      kind,
+    );
+  }
 });

@@ -1,23 +1,27 @@
 // Live capture for the daemon: a thin TypeScript layer over the native Engine (native/binding/engine.cc).
 //
+//   const addresses = interfaceAddresses(['eth0', 'eth1'], false);
 //   const engine = CaptureEngine.open({
 //     interfaces: ['eth0', 'eth1'],   // interface names, or ['any']
 //     threads: 2,                     // capture threads = matcher shards (default: the number of CPUs)
 //     matcher: 'native',              // 'ts': native captures and filters, TsMatcher (one per shard) matches here
 //     ignoreIpv6: false,              // -4: IPv6 addresses are not local (and the program ignores IPv6)
-//     compile: (locals) => compileProgram(config, { localAddresses: locals, stageEvents: true }).words,
+//     program: compileProgram(config, { localAddresses: addresses, stageEvents: true }).words,
+//     addresses,                      // the local addresses `program` was compiled for
+//     onAddressesChanged: (a) => ..., // the local addresses changed: the owner compiles for them and calls load()
 //     onEvents: (batch) => ...,       // 40-byte event records (src/capture/events.ts), never ERROR records
 //     onError: (err) => ...,          // KnockdError: a capture thread stopped, or reopening an interface failed
 //     onInterface: (notice) => ...,   // an interface went down / came back / was reopened; local addresses changed
 //   });                               // throws KnockdError (missing interface, no CAP_NET_RAW, ...) with a hint
-//   engine.reload();                  // recompile with the current local addresses and swap it in
-//   engine.load(words);               // swap in a program compiled elsewhere
+//   engine.load(words);               // swap in a program (kernel filters at once, shards at their next wake-up)
+//   engine.localAddresses();          // the addresses last reported (or given at open)
 //   engine.stats();                   // counters summed over the shards
 //   await engine.close();             // idempotent; no callback runs after it
 //
 // Local addresses are the union of the capture interfaces' addresses (`any`: every address of the
-// host), re-read every addressPollMs (2 s); when they change the program is recompiled and loaded,
-// which also rebuilds the kernel filter. Each shard's matcher gets ceil(MaxTracked / threads) records.
+// host), re-read every addressPollMs (2 s); the engine never compiles: it reports a change and its owner
+// loads the program for the new addresses, which also rebuilds the kernel filter. Each shard's matcher
+// gets ceil(MaxTracked / threads) records.
 import { availableParallelism, constants as osConstants, networkInterfaces } from 'node:os';
 import { parseAddress, type Address } from '../address.js';
 import { EVENT_RECORD_SIZE, EventKind } from './events.js';
@@ -62,7 +66,11 @@ export interface CaptureOptions {
   threads?: number;
   matcher?: 'native' | 'ts';
   ignoreIpv6?: boolean;
-  compile: (localAddresses: Address[]) => Uint32Array;
+  /** the program to start with (compileProgram(...).words), compiled for `addresses` */
+  program: Uint32Array;
+  addresses: Address[];
+  /** the interfaces' local addresses differ from the last ones: compile for these and call load() */
+  onAddressesChanged?: (addresses: Address[]) => void;
   onEvents: (batch: Uint8Array) => void;
   onError?: (err: KnockdError) => void;
   onInterface?: (notice: InterfaceNotice) => void;
@@ -73,8 +81,8 @@ export interface CaptureOptions {
   flushUs?: number;
   /** how often local addresses are re-read, ms (default 2000; 0 = never) */
   addressPollMs?: number;
-  /** the local-address source (default: the interfaces' addresses from os.networkInterfaces()) */
-  localAddresses?: (interfaces: readonly string[], ignoreIpv6: boolean) => Address[];
+  /** the local-address source (default interfaceAddresses: the interfaces' addresses from os.networkInterfaces()) */
+  readAddresses?: (interfaces: readonly string[], ignoreIpv6: boolean) => Address[];
 }
 
 const TICK_MS = 100;
@@ -130,6 +138,7 @@ export class CaptureEngine {
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly interfaces: string[];
   private readonly readLocals: () => Address[];
+  private locals: Address[];
   private localKey: string;
   private closed = false;
 
@@ -150,7 +159,7 @@ export class CaptureEngine {
     if (new Set(o.interfaces).size !== o.interfaces.length) throw new OptionsError(`interfaces lists a name twice: ${o.interfaces.join(', ')}`);
     const matcher = o.matcher ?? 'native';
     if (matcher !== 'native' && matcher !== 'ts') throw new OptionsError(`matcher must be "native" or "ts" (got ${String(matcher)})`);
-    if (typeof o.compile !== 'function') throw new OptionsError('compile must be a function (local addresses) => program words');
+    if (!Array.isArray(o.addresses)) throw new OptionsError('addresses must list the local addresses the program was compiled for');
     if (typeof o.onEvents !== 'function') throw new OptionsError('onEvents must be a function receiving event batches');
     this.threads = positiveInt(o.threads, 'threads', 1024, availableParallelism());
     const flushUs = positiveInt(o.flushUs, 'flushUs', 5000, 2000);
@@ -164,15 +173,15 @@ export class CaptureEngine {
     const pollMs = o.addressPollMs ?? 2000;
     if (!Number.isInteger(pollMs) || pollMs < 0) throw new OptionsError(`addressPollMs must be a whole number of ms, 0 to disable (got ${pollMs})`);
     this.interfaces = [...o.interfaces];
-    const source = o.localAddresses ?? interfaceAddresses;
+    const source = o.readAddresses ?? interfaceAddresses;
     this.readLocals = () => source(this.interfaces, !!o.ignoreIpv6);
 
     const binding = loadBinding();
     this.shardStats = binding.Engine.SHARD_STATS;
     this.statsBuf = new Float64Array(this.threads * this.shardStats);
-    const locals = this.readLocals();
-    this.localKey = addressKey(locals);
-    const words = this.perShard(o.compile(locals));
+    this.locals = [...o.addresses];
+    this.localKey = addressKey(this.locals);
+    const words = this.perShard(o.program);
     if (matcher === 'ts') {
       for (let s = 0; s < this.threads; s++) {
         const m = new TsMatcher();
@@ -198,11 +207,9 @@ export class CaptureEngine {
     return new CaptureEngine(opts);
   }
 
-  /** Recompiles with the current local addresses and swaps the program in. */
-  reload(): void {
-    const locals = this.readLocals();
-    this.localKey = addressKey(locals);
-    this.load(this.opts.compile(locals));
+  /** The local addresses last reported through onAddressesChanged (or given at open). */
+  localAddresses(): Address[] {
+    return [...this.locals];
   }
 
   /** Swaps in a compiled program: kernel filters at once, matcher shards at their next wake-up. */
@@ -254,7 +261,7 @@ export class CaptureEngine {
   /** Each shard tracks at most ceil(MaxTracked / threads) sources. */
   private perShard(words: Uint32Array): Uint32Array {
     if (!(words instanceof Uint32Array) || words.length <= Header.MAX_TRACKED) {
-      throw new OptionsError('compile must return the program words (compileProgram(...).words)');
+      throw new OptionsError('a program must be the words of compileProgram(...).words');
     }
     const out = words.slice();
     out[Header.MAX_TRACKED] = Math.max(1, Math.ceil(words[Header.MAX_TRACKED] / this.threads));
@@ -267,8 +274,9 @@ export class CaptureEngine {
     const key = addressKey(locals);
     if (key === this.localKey) return;
     this.localKey = key;
+    this.locals = locals;
     try {
-      this.load(this.opts.compile(locals));
+      this.opts.onAddressesChanged?.(locals);
       this.opts.onInterface?.({
         interface: this.interfaces.join(','),
         event: 'addresses',

@@ -1,11 +1,14 @@
 // DoorController: matcher events -> knockd's log lines and grants. It owns the policy between a completed
-// knock and the action backends: Cooldown and Dedupe per (source, door), one-time sequence rotation with a
-// program swap, and the command backend's stop timers, which live here and in the state file so a restart
+// knock and the action backends: Cooldown and Dedupe per (source, door), the current sequence of each
+// one-time door, and the command backend's stop timers, which live here and in the state file so a restart
 // (even after kill -9) still runs every stop command (SEMANTICS.md deviation 8).
+// The daemon and `--replay` both drive this class (replay with recording actions and the capture's clock),
+// so replay decides what the daemon decides. It never compiles or swaps a program: it tells its owner that
+// the doors changed (onDoorsChanged) and its owner compiles withCurrentSequences(config) and swaps.
 import { Resolver } from 'node:dns/promises';
 import type { Grant, PendingStop } from '../actions/types.js';
-import { oneTimeExhaustedMessage } from '../config/onetime.js';
-import { hasNftAction, type DoorConfig } from '../config/types.js';
+import { markOneTimeSequenceUsed, oneTimeExhaustedMessage, oneTimeWriteFailedMessage, readNextOneTimeSequence } from '../config/onetime.js';
+import { hasNftAction, type DoorConfig, type KnockdConfig, type Step } from '../config/types.js';
 import { decodeEvents, type KnockEvent } from '../capture/events.js';
 import { eventText, knockerLabel, type LogFields } from '../report/log.js';
 import type { Metrics } from '../report/metrics.js';
@@ -31,7 +34,24 @@ export interface NftActions {
  * One-time sequences: marks the used line and returns the next sequence (empty when the file is exhausted);
  * throws an Error whose message is the line to log when the file cannot be rewritten (the door is disabled).
  */
-export type RotateOneTime = (door: DoorConfig) => DoorConfig['sequence'];
+export type RotateOneTime = (door: DoorConfig) => Step[];
+
+/**
+ * The rotation of the daemon and of --replay (which passes a private copy of the file as `path`): marks
+ * `door.sequence` used in the file, logs the parse errors of skipped lines, returns the next sequence.
+ */
+export function rotateOneTimeFile(door: DoorConfig, path: string, log: (message: string) => void): Step[] {
+  let marked: boolean;
+  try {
+    marked = markOneTimeSequenceUsed(path, door.sequence);
+  } catch {
+    marked = false;
+  }
+  if (!marked) throw new Error(oneTimeWriteFailedMessage(door.name));
+  const next = readNextOneTimeSequence(path, door.name);
+  for (const e of next.errors) log(e);
+  return next.sequence;
+}
 
 export interface ControllerOptions {
   log: (message: string, fields?: LogFields) => void;
@@ -44,10 +64,16 @@ export interface ControllerOptions {
   lookup?: boolean;
   reverse?: (address: string) => Promise<string[]>;
   rotateOneTime?: RotateOneTime;
-  /** a door's sequence changed or the door was disabled: recompile and swap the program */
+  /** a one-time door's sequence changed or the door was disabled: the owner compiles and swaps the program */
   onDoorsChanged?: () => void;
-  /** wall clock, ms */
-  now?: () => number;
+  /** the clock of Cooldown, Dedupe and stop timers, ms; given the event's time (µs) when there is an event.
+   * Default: the wall clock (--replay: the capture's clock) */
+  now?: (eventTimeUs?: number) => number;
+  /** ms after the first eviction of a second at which its summary line is written at the latest (default
+   * 1000; 0 = only when a later event arrives or flushSummaries() is called, as --replay does) */
+  summaryAfterMs?: number;
+  /** also a `wrong_port` record for each attempt a wrong knock ended (knockd logs nothing; --replay --json) */
+  wrongPortRecords?: boolean;
 }
 
 interface OpenWindow {
@@ -64,15 +90,20 @@ const EVICTION_SUMMARY_MS = 1000;
 
 export class DoorController {
   private readonly programs = new Map<number, DoorConfig[]>();
+  /** one-time doors whose sequence moved on since the config was read: door name -> current sequence */
+  private readonly sequences = new Map<string, Step[]>();
   private readonly windows = new Map<string, OpenWindow>();
   private readonly stops = new Map<PendingStop, NodeJS.Timeout>();
   private readonly hostNames = new Map<string, Promise<string | undefined>>();
   private readonly opts: ControllerOptions;
-  private readonly now: () => number;
-  private readonly reverse: (address: string) => Promise<string[]>;
+  private readonly now: (eventTimeUs?: number) => number;
+  private reverse: ((address: string) => Promise<string[]>) | undefined;
   /** with -l, lines wait for their source's name; this chain keeps them in event order */
   private lineChain: Promise<void> = Promise.resolve();
   private evicted = 0;
+  /** capture second (floor of µs / 1e6) of the evictions being counted */
+  private evictedSecond = 0;
+  private evictedTimeUs = 0;
   private evictionTimer: NodeJS.Timeout | undefined;
   private stateDirty = false;
   /** the state file was read: only then may close() replace it (a start that failed earlier must not
@@ -82,12 +113,26 @@ export class DoorController {
 
   constructor(opts: ControllerOptions) {
     this.opts = opts;
-    this.now = opts.now ?? Date.now;
-    if (opts.reverse) this.reverse = opts.reverse;
-    else {
-      const resolver = new Resolver({ timeout: DNS_TIMEOUT_MS, tries: 1 });
-      this.reverse = (a) => resolver.reverse(a);
-    }
+    this.now = opts.now ?? (() => Date.now());
+    this.reverse = opts.reverse;
+  }
+
+  /**
+   * The config as the matchers must see it now: each one-time door with its current sequence (an empty
+   * one once the file is exhausted, which compileProgram leaves out). `config` itself is never changed.
+   */
+  withCurrentSequences(config: KnockdConfig): KnockdConfig {
+    if (this.sequences.size === 0) return config;
+    const doors = config.doors.map((d) => {
+      const sequence = this.sequences.get(d.name);
+      return sequence && d.oneTimeSequences ? { ...d, sequence } : d;
+    });
+    return { ...config, doors };
+  }
+
+  /** A new config was read (SIGHUP): its one-time doors start from their files' current lines again. */
+  resetSequences(): void {
+    this.sequences.clear();
   }
 
   /** Events carry the generation of the program that produced them; keep the door table of each. */
@@ -109,35 +154,40 @@ export class DoorController {
 
   handle(events: KnockEvent[]): void {
     for (const ev of events) {
+      const timeUs = ev.timeUs;
+      // the evictions of an earlier second are summed up before anything later is written
+      if (this.evicted > 0 && Math.floor(timeUs / 1e6) !== this.evictedSecond) this.flushSummaries();
       switch (ev.kind) {
         case 'stage': {
           const door = this.door(ev.generation, ev.door);
-          if (door) this.line(ev.source, (who) => eventText.stage(who, door.name, ev.stage), { event: 'stage', door: door.name, stage: ev.stage });
+          if (door) this.line(ev.source, (who) => eventText.stage(who, door.name, ev.stage), { event: 'stage', timeUs, door: door.name, stage: ev.stage });
           break;
         }
         case 'completed': {
           const door = this.door(ev.generation, ev.door);
-          if (door) this.completed(door, ev.source, ev.family);
+          if (door) this.completed(door, ev.source, ev.family, timeUs);
           break;
         }
         case 'failed': {
           if (ev.reason === 'evicted') {
-            this.countEviction();
+            this.countEviction(timeUs);
             break;
           }
-          // wrong-port invalidations are silent in knockd too (knockd-0.8.md §6.2)
-          if (ev.reason !== 'timeout') break;
           const door = this.door(ev.generation, ev.door);
-          if (door) {
-            this.line(ev.source, (who) => eventText.timeout(who, door.name, ev.stage), { event: 'timeout', door: door.name, stage: ev.stage });
+          if (!door) break;
+          if (ev.reason === 'timeout') {
+            this.line(ev.source, (who) => eventText.timeout(who, door.name, ev.stage), { event: 'timeout', timeUs, door: door.name, stage: ev.stage });
+          } else if (this.opts.wrongPortRecords) {
+            // silent in knockd (knockd-0.8.md §6.2): only --replay --json asks for these
+            this.line(ev.source, (who) => eventText.wrongPort(who, door.name, ev.stage), { event: 'wrong_port', timeUs, door: door.name, stage: ev.stage });
           }
           break;
         }
         case 'suppressed':
-          this.opts.log(eventText.suppressed(ev.count), { event: 'suppressed', count: ev.count });
+          this.opts.log(eventText.suppressed(ev.count), { event: 'suppressed', timeUs, count: ev.count });
           break;
         case 'error':
-          this.opts.log(`error: capture thread ${ev.shard} failed (code ${ev.code}, errno ${ev.errno})`, { event: 'error', code: ev.code, errno: ev.errno });
+          this.opts.log(eventText.captureError(ev.shard, ev.code, ev.errno), { event: 'capture_error', timeUs, code: ev.code, errno: ev.errno });
           break;
       }
     }
@@ -162,8 +212,7 @@ export class DoorController {
     if (this.closed) return;
     this.closed = true;
     for (const t of this.stops.values()) clearTimeout(t);
-    if (this.evictionTimer) clearTimeout(this.evictionTimer);
-    this.flushEvictions();
+    this.flushSummaries();
     if (this.opts.stateFile && (this.stateRead || this.stops.size > 0)) {
       try {
         writeState(this.opts.stateFile, { version: 1, stops: this.pendingStops() });
@@ -184,14 +233,17 @@ export class DoorController {
     return this.programs.get(generation)?.[index];
   }
 
-  private completed(door: DoorConfig, source: string, family: 4 | 6): void {
-    const now = this.now();
+  private completed(door: DoorConfig, source: string, family: 4 | 6, timeUs: number): void {
+    // a one-time sequence that was used up while this knock was matched by the old program: not valid any more
+    const current = this.sequences.get(door.name);
+    if (door.oneTimeSequences && current && current !== door.sequence) return;
+    const now = this.now(timeUs);
     const key = `${door.name}\u0000${source}`;
     const win = this.windows.get(key);
-    const fields = { door: door.name, source };
+    const fields = { timeUs, door: door.name };
     if (win && now < win.cooldownUntil) {
       const left = Math.ceil((win.cooldownUntil - now) / 1000);
-      this.line(source, (who) => `${who}: ${door.name}: sequence completed during cooldown (${left}s left), not opening`, { event: 'cooldown', ...fields });
+      this.line(source, (who) => eventText.cooldown(who, door.name, left), { event: 'cooldown', ...fields });
       this.opts.metrics?.grants.inc({ door: door.name, outcome: 'cooldown' });
       return;
     }
@@ -202,7 +254,7 @@ export class DoorController {
       this.extend(grant, now);
       win.openUntil = now + openFor;
       win.cooldownUntil = now + door.cooldown * 1000;
-      this.line(source, (who) => `${who}: ${door.name}: already open, window extended`, { event: 'extended', ...fields });
+      this.line(source, (who) => eventText.extended(who, door.name), { event: 'extended', ...fields });
       this.opts.metrics?.grants.inc({ door: door.name, outcome: 'extended' });
     } else {
       if (hasNftAction(door)) this.opts.nft?.grant(grant);
@@ -211,7 +263,7 @@ export class DoorController {
       if (door.dedupe || door.cooldown > 0) this.windows.set(key, { openUntil: now + openFor, cooldownUntil: now + door.cooldown * 1000 });
       this.opts.metrics?.grants.inc({ door: door.name, outcome: 'granted' });
     }
-    if (door.oneTimeSequences && this.opts.rotateOneTime) this.rotate(door);
+    if (door.oneTimeSequences && this.opts.rotateOneTime) this.rotate(door, timeUs);
     this.pruneWindows(now);
   }
 
@@ -226,17 +278,18 @@ export class DoorController {
     }
   }
 
-  private rotate(door: DoorConfig): void {
-    let next: DoorConfig['sequence'] = [];
+  /** `door` is the program's copy, holding the sequence just used; the next one becomes current. */
+  private rotate(door: DoorConfig, timeUs: number): void {
+    let next: Step[] = [];
     let failure = oneTimeExhaustedMessage(door.name);
     try {
       next = this.opts.rotateOneTime?.(door) ?? [];
     } catch (err) {
       failure = (err as Error).message;
     }
-    door.sequence = next;
+    this.sequences.set(door.name, next);
     if (next.length === 0) {
-      this.opts.log(failure, { event: 'door_disabled', door: door.name });
+      this.opts.log(failure, { event: 'door_disabled', timeUs, door: door.name });
       this.opts.metrics?.grants.inc({ door: door.name, outcome: 'disabled' });
     }
     this.opts.onDoorsChanged?.();
@@ -245,7 +298,7 @@ export class DoorController {
   private schedule(stop: PendingStop): void {
     const fire = () => {
       this.stops.delete(stop);
-      this.line(stop.source, (who) => `${who}: ${stop.door}: command timeout`, { event: 'command_timeout', door: stop.door, source: stop.source });
+      this.line(stop.source, (who) => eventText.commandTimeout(who, stop.door), { event: 'command_timeout', door: stop.door });
       this.opts.commands?.stop(stop);
       this.persist();
     };
@@ -275,20 +328,27 @@ export class DoorController {
     for (const [k, w] of this.windows) if (w.openUntil <= now && w.cooldownUntil <= now) this.windows.delete(k);
   }
 
-  private countEviction(): void {
+  /** Evictions are summed per second of event time: one line per second at most, in both daemon and replay. */
+  private countEviction(timeUs: number): void {
+    this.evictedSecond = Math.floor(timeUs / 1e6);
+    this.evictedTimeUs = timeUs;
     this.evicted++;
-    if (!this.evictionTimer) {
+    const after = this.opts.summaryAfterMs ?? EVICTION_SUMMARY_MS;
+    if (!this.evictionTimer && after > 0) {
       this.evictionTimer = setTimeout(() => {
         this.evictionTimer = undefined;
-        this.flushEvictions();
-      }, EVICTION_SUMMARY_MS);
+        this.flushSummaries();
+      }, after);
       this.evictionTimer.unref();
     }
   }
 
-  private flushEvictions(): void {
+  /** Writes the eviction summary still being counted (--replay at the end of the capture, close()). */
+  flushSummaries(): void {
+    if (this.evictionTimer) clearTimeout(this.evictionTimer);
+    this.evictionTimer = undefined;
     if (this.evicted === 0) return;
-    this.opts.log(eventText.evicted(this.evicted), { event: 'evicted', count: this.evicted });
+    this.opts.log(eventText.evicted(this.evicted), { event: 'evicted', timeUs: this.evictedTimeUs, count: this.evicted });
     this.evicted = 0;
   }
 
@@ -308,6 +368,10 @@ export class DoorController {
   private hostName(source: string): Promise<string | undefined> {
     let p = this.hostNames.get(source);
     if (!p) {
+      if (!this.reverse) {
+        const resolver = new Resolver({ timeout: DNS_TIMEOUT_MS, tries: 1 });
+        this.reverse = (a) => resolver.reverse(a);
+      }
       p = this.reverse(source).then(
         (names) => names[0],
         () => undefined,

@@ -1,14 +1,23 @@
 // Log sinks of the daemon: the knockd log file (`[YYYY-MM-DD HH:MM] message`), syslog (identity `knockd`,
 // LOG_NOTICE, one datagram per message to /dev/log), `-v` lines on stdout, and JSON lines
-// (`--log-format json`). Message texts are knockd's (knockd-0.8.md §6.2); this file only frames them.
+// (`--log-format json`). Message texts are knockd's (knockd-0.8.md §6.2). This file is the one formatter of
+// event lines: the daemon and `--replay` both write through a Logger, so their text lines and their JSON
+// records (the versioned schema of docs/EVENTS.md) cannot drift apart.
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { strerror } from '../config/lexical.js';
 import { loadBinding } from '../native.js';
 
 export type LogFormat = 'knockd' | 'json';
 
-/** Structured fields that accompany a message in JSON output (event kind, source, door, ...). */
-export type LogFields = Record<string, string | number | boolean | undefined>;
+/** Version of the JSON record (docs/EVENTS.md): bumped when a field changes meaning or goes away. */
+export const EVENT_SCHEMA_VERSION = 1;
+
+/**
+ * Structured fields that accompany a message in JSON output (docs/EVENTS.md): `event` names the record,
+ * `timeUs` is when it happened (the packet's or the timeout's time, µs since the epoch; default: when
+ * the line is written), the rest (source, host, door, stage, count, ...) are copied as they are.
+ */
+export type LogFields = { event?: string; timeUs?: number } & Record<string, string | number | boolean | undefined>;
 
 /** knockd truncates each message to 1023 bytes (logprint's buffer). */
 const MAX_MESSAGE_BYTES = 1023;
@@ -29,6 +38,20 @@ export function syslogDatagram(message: string, d: Date, ident = 'knockd'): Buff
   const day = d.getDate() < 10 ? ` ${d.getDate()}` : String(d.getDate());
   const stamp = `${MONTHS[d.getMonth()]} ${day} ${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
   return Buffer.from(`<${LOG_USER | LOG_NOTICE}>${stamp} ${ident}: ${message}`);
+}
+
+/** ISO 8601 UTC with microseconds: `2026-12-06T04:30:00.123456Z`. */
+export function isoMicros(timeUs: number): string {
+  const second = Math.floor(timeUs / 1e6);
+  const iso = new Date(second * 1000).toISOString(); // ...HH:MM:SS.000Z
+  return `${iso.slice(0, 19)}.${String(timeUs - second * 1e6).padStart(6, '0')}Z`;
+}
+
+/** One JSON record of docs/EVENTS.md, newline-terminated. */
+export function jsonRecord(message: string, fields: LogFields, now: Date): string {
+  const { event, timeUs, ...rest } = fields;
+  const time = isoMicros(timeUs ?? now.getTime() * 1000);
+  return `${JSON.stringify({ v: EVENT_SCHEMA_VERSION, time, event, message, ...rest })}\n`;
 }
 
 export function truncateMessage(message: string): string {
@@ -88,7 +111,7 @@ export class Logger {
   log(message: string, fields: LogFields = {}): void {
     const text = truncateMessage(message);
     const now = this.now();
-    const json = this.format === 'json' ? `${JSON.stringify({ time: now.toISOString(), message: text, ...fields })}\n` : undefined;
+    const json = this.format === 'json' ? jsonRecord(text, fields, now) : undefined;
     if (this.fd !== undefined) {
       const line = json ?? `[${knockdTimestamp(now)}] ${text}\n`;
       try {
@@ -137,10 +160,16 @@ export function knockerLabel(source: string, host: string | undefined): string {
   return host ? `${source} (${host})` : source;
 }
 
+/** The texts of the event records (docs/EVENTS.md); the first five are knockd's or modelled on them. */
 export const eventText = {
   stage: (who: string, door: string, stage: number) => `${who}: ${door}: Stage ${stage}`,
   open: (who: string, door: string) => `${who}: ${door}: OPEN SESAME`,
   timeout: (who: string, door: string, stage: number) => `${who}: ${door}: sequence timeout (stage ${stage})`,
   suppressed: (count: number) => `${count} events suppressed`,
   evicted: (count: number) => `${count} knock attempts evicted (MaxTracked reached)`,
+  wrongPort: (who: string, door: string, stage: number) => `${who}: ${door}: wrong knock after stage ${stage}, attempt dropped`,
+  cooldown: (who: string, door: string, secondsLeft: number) => `${who}: ${door}: sequence completed during cooldown (${secondsLeft}s left), not opening`,
+  extended: (who: string, door: string) => `${who}: ${door}: already open, window extended`,
+  commandTimeout: (who: string, door: string) => `${who}: ${door}: command timeout`,
+  captureError: (shard: number, code: number, errno: number) => `error: capture thread ${shard} failed (code ${code}, errno ${errno})`,
 };

@@ -1,13 +1,18 @@
 // Offline replay (`knockd-fast -c FILE --replay CAPTURE`): a capture runs through a matcher with its own
-// timestamps and the events come out as knockd's -v lines or JSON objects. No command runs, no door opens,
-// no one-time file is rewritten: replay only tells what the daemon would have decided.
-import { networkInterfaces } from 'node:os';
+// timestamps, and the events go through the daemon's DoorController with the capture's clock: Cooldown,
+// Dedupe, one-time rotation (on private copies of the files: the operator's are never rewritten) and the
+// derived doors' used-table (in the matcher) decide as in the daemon. The actions are recording ones: no
+// command runs and no door opens. The lines are the daemon's, written by the same Logger (docs/EVENTS.md).
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { networkInterfaces, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseAddress, type Address } from '../address.js';
 import type { KnockdConfig } from '../config/types.js';
-import { decodeEvents, type KnockEvent } from '../capture/events.js';
-import { eventText } from '../report/log.js';
+import { decodeEvents } from '../capture/events.js';
+import { DoorController, rotateOneTimeFile } from '../control/controller.js';
+import { Logger } from '../report/log.js';
 import type { FrameBatch, Matcher, MatcherStats } from '../match/matcher-api.js';
-import { compileProgram, type CompiledProgram } from '../config/program.js';
+import { compileProgram } from '../config/program.js';
 
 export class ReplayError extends Error {}
 
@@ -54,9 +59,17 @@ export interface ReplayOptions {
   ignoreIpv6?: boolean;
   /** -v: also the `Stage N` lines */
   verbose?: boolean;
-  /** one JSON object per event (every kind, wrong-port failures included) */
+  /** the daemon's JSON records (docs/EVENTS.md) instead of text lines, stages and wrong-port failures included */
   json?: boolean;
   write: (text: string) => void;
+}
+
+/** What the recording actions were asked to do, in order. */
+export interface RecordedAction {
+  action: 'start_command' | 'nft_grant';
+  door: string;
+  source: string;
+  timeUs: number;
 }
 
 export interface ReplaySummary {
@@ -64,107 +77,95 @@ export interface ReplaySummary {
   stats: MatcherStats;
   /** the time the final tick advanced to (last frame + the longest seq_timeout) */
   endUs: number | undefined;
+  actions: RecordedAction[];
 }
-
-const isoOf = (timeUs: number): string => {
-  const ms = Math.floor(timeUs / 1000);
-  const iso = new Date(ms).toISOString(); // ...HH:MM:SS.mmmZ
-  return `${iso.slice(0, 19)}.${String(timeUs - Math.floor(timeUs / 1e6) * 1e6).padStart(6, '0')}Z`;
-};
 
 /** Feeds the batches in order, then ticks past every pending timeout so those are reported too. */
 export function replayBatches(batches: Iterable<FrameBatch>, opts: ReplayOptions): ReplaySummary {
-  const program = compileProgram(opts.config, {
-    localAddresses: opts.local.addresses,
-    allLocal: opts.local.allLocal,
-    ignoreIpv6: opts.ignoreIpv6,
-    stageEvents: opts.verbose || opts.json,
-    eventBudget: 0, // forensic: every event, nothing folded
-  });
-  const printer = new EventPrinter(program, opts);
-  opts.matcher.load(program.words);
-  let lastUs: number | undefined;
-  for (const batch of batches) {
-    const n = batch.timestampsUs.length;
-    if (n === 0) continue;
-    printer.print(opts.matcher.feed(batch));
-    lastUs = Math.max(lastUs ?? -Infinity, batch.timestampsUs[n - 1]);
+  const { config, matcher } = opts;
+  const oneTime = config.doors.filter((d) => d.oneTimeSequences);
+  const scratch = oneTime.length > 0 ? mkdtempSync(join(tmpdir(), 'knockd-fast-replay-')) : undefined;
+  try {
+    // each one-time door rotates through a private copy of its file
+    const copies = new Map<string, string>();
+    oneTime.forEach((d, i) => {
+      const copy = join(scratch as string, String(i));
+      copyFileSync(d.oneTimeSequences as string, copy);
+      copies.set(d.name, copy);
+    });
+    const log = new Logger({ verbose: true, format: opts.json ? 'json' : 'knockd', stdout: opts.write, stderr: opts.write });
+    const actions: RecordedAction[] = [];
+    let timeUs = 0;
+    let doorsChanged = false;
+    const controller = new DoorController({
+      log: (message, fields) => log.log(message, fields),
+      commands: {
+        start: (g) => void actions.push({ action: 'start_command', door: g.door.name, source: g.source, timeUs }),
+        stop: () => undefined,
+      },
+      nft: { grant: (g) => void actions.push({ action: 'nft_grant', door: g.door.name, source: g.source, timeUs }), flush: async () => undefined },
+      now: (eventTimeUs = timeUs) => {
+        timeUs = eventTimeUs;
+        return eventTimeUs / 1000;
+      },
+      summaryAfterMs: 0,
+      wrongPortRecords: opts.json,
+      rotateOneTime: (door) => rotateOneTimeFile(door, copies.get(door.name) as string, (m) => log.log(m)),
+      onDoorsChanged: () => (doorsChanged = true),
+    });
+    const load = () => {
+      const program = compileProgram(controller.withCurrentSequences(config), {
+        localAddresses: opts.local.addresses,
+        allLocal: opts.local.allLocal,
+        ignoreIpv6: opts.ignoreIpv6,
+        stageEvents: opts.verbose || opts.json,
+        eventBudget: 0, // forensic: every event, nothing folded
+      });
+      controller.setProgram(program);
+      matcher.load(program.words);
+    };
+    let events = 0;
+    const handle = (records: Uint8Array) => {
+      const decoded = decodeEvents(records);
+      events += decoded.length;
+      controller.handle(decoded);
+      if (doorsChanged) {
+        doorsChanged = false;
+        load();
+      }
+    };
+    load();
+    let lastUs: number | undefined;
+    for (const batch of batches) {
+      const n = batch.timestampsUs.length;
+      if (n === 0) continue;
+      // a one-time door's next sequence applies from the frame after the completion, as in the daemon
+      if (oneTime.length > 0) for (let i = 0; i < n; i++) handle(matcher.feed(frameOf(batch, i)));
+      else handle(matcher.feed(batch));
+      lastUs = Math.max(lastUs ?? -Infinity, batch.timestampsUs[n - 1]);
+    }
+    let endUs: number | undefined;
+    if (lastUs !== undefined) {
+      const longest = Math.max(0, ...config.doors.map((d) => d.seqTimeout));
+      // one more second than the longest timeout covers the wheel's bucket granularity (MATCHER.md §2.1)
+      endUs = lastUs + (longest + 1) * 1e6;
+      handle(matcher.tick(endUs));
+    }
+    controller.flushSummaries();
+    return { events, stats: matcher.stats(), endUs, actions };
+  } finally {
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
   }
-  let endUs: number | undefined;
-  if (lastUs !== undefined) {
-    const longest = Math.max(0, ...program.doors.map((d) => d.seqTimeout));
-    // one more second than the longest timeout covers the wheel's bucket granularity (MATCHER.md §2.1)
-    endUs = lastUs + (longest + 1) * 1e6;
-    printer.print(opts.matcher.tick(endUs));
-  }
-  printer.finish();
-  return { events: printer.count, stats: opts.matcher.stats(), endUs };
 }
 
-/** Event records -> lines, in event order; evictions are folded into one line per second of capture time. */
-class EventPrinter {
-  count = 0;
-  private evicted = 0;
-  private evictedSecond = 0;
-
-  constructor(
-    private readonly program: CompiledProgram,
-    private readonly opts: ReplayOptions,
-  ) {}
-
-  print(records: Uint8Array): void {
-    for (const ev of decodeEvents(records)) {
-      this.count++;
-      if (this.opts.json) this.opts.write(`${JSON.stringify(this.json(ev))}\n`);
-      else this.text(ev);
-    }
-  }
-
-  finish(): void {
-    this.flushEvictions();
-  }
-
-  private doorName(index: number): string {
-    return this.program.doors[index]?.name ?? `#${index}`;
-  }
-
-  private text(ev: KnockEvent): void {
-    if (ev.kind === 'failed' && ev.reason === 'evicted') {
-      const second = Math.floor(ev.timeUs / 1e6);
-      if (this.evicted > 0 && second !== this.evictedSecond) this.flushEvictions();
-      this.evictedSecond = second;
-      this.evicted++;
-      return;
-    }
-    this.flushEvictions();
-    let line: string | undefined;
-    if (ev.kind === 'stage') line = this.opts.verbose ? eventText.stage(ev.source, this.doorName(ev.door), ev.stage) : undefined;
-    else if (ev.kind === 'completed') line = eventText.open(ev.source, this.doorName(ev.door));
-    else if (ev.kind === 'failed' && ev.reason === 'timeout') line = eventText.timeout(ev.source, this.doorName(ev.door), ev.stage);
-    else if (ev.kind === 'suppressed') line = eventText.suppressed(ev.count);
-    if (line !== undefined) this.opts.write(`${line}\n`);
-  }
-
-  private flushEvictions(): void {
-    if (this.evicted === 0) return;
-    this.opts.write(`${eventText.evicted(this.evicted)}\n`);
-    this.evicted = 0;
-  }
-
-  private json(ev: KnockEvent): Record<string, unknown> {
-    const time = isoOf(ev.timeUs);
-    switch (ev.kind) {
-      case 'stage':
-      case 'completed':
-        return { time, event: ev.kind, source: ev.source, door: this.doorName(ev.door), stage: ev.stage };
-      case 'failed':
-        return { time, event: 'failed', reason: ev.reason, source: ev.source, door: this.doorName(ev.door), stage: ev.stage };
-      case 'suppressed':
-        return { time, event: 'suppressed', count: ev.count };
-      case 'error':
-        return { time, event: 'error', code: ev.code, errno: ev.errno };
-    }
-  }
+/** Frame i of a batch as a batch of its own (views, no copy). */
+function frameOf(batch: FrameBatch, i: number): FrameBatch {
+  return {
+    data: batch.data,
+    offsets: batch.offsets.subarray(i, i + 2),
+    timestampsUs: batch.timestampsUs.subarray(i, i + 1),
+    linkTypes: batch.linkTypes.subarray(i, i + 1),
+  };
 }
 
 /** For -D: what the replay saw. */

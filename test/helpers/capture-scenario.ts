@@ -7,8 +7,8 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
-import { parseAddress } from '../../src/address.js';
-import { CaptureEngine, type CaptureOptions, type InterfaceNotice } from '../../src/capture/engine.js';
+import { parseAddress, type Address } from '../../src/address.js';
+import { CaptureEngine, interfaceAddresses, type CaptureOptions, type InterfaceNotice } from '../../src/capture/engine.js';
 import { decodeEvents, type KnockEvent } from '../../src/capture/events.js';
 import { packageRoot } from '../../src/native.js';
 import { compileProgram } from '../../src/config/program.js';
@@ -57,10 +57,16 @@ function open(opts: Partial<CaptureOptions> = {}): Session {
   const events: KnockEvent[] = [];
   const notices: InterfaceNotice[] = [];
   const errors: string[] = [];
-  const engine = CaptureEngine.open({
-    interfaces: ['lo'],
+  const interfaces = opts.interfaces ?? ['lo'];
+  const compile = (addresses: Address[]) => compileProgram(DOORS, { localAddresses: addresses, stageEvents: true, eventBudget: 0 }).words;
+  const addresses = interfaceAddresses(interfaces, false);
+  // the owner compiles for changed addresses and loads the program, as the daemon does
+  const engine: CaptureEngine = CaptureEngine.open({
+    interfaces,
     threads: 1,
-    compile: (locals) => compileProgram(DOORS, { localAddresses: locals, stageEvents: true, eventBudget: 0 }).words,
+    program: compile(addresses),
+    addresses,
+    onAddressesChanged: (changed) => engine.load(compile(changed)),
     onEvents: (b) => events.push(...decodeEvents(b)),
     onInterface: (n) => notices.push(n),
     onError: (e) => errors.push(e.message),
