@@ -104,6 +104,9 @@ function compareBatch(seed: number, step: string, ts: Uint8Array, native: Uint8A
   );
 }
 
+/** Evictions over all traces run so far, to check that both kinds of victim (§4.1) were compared. */
+const evictions = { stage1: 0, progressed: 0 };
+
 function runSeed(seed: number, withDerived = false): number {
   const rand = rng(seed * 7919);
   const choices = withDerived ? DERIVED_CONFIG_CHOICES : CONFIG_CHOICES;
@@ -148,6 +151,9 @@ function runSeed(seed: number, withDerived = false): number {
     }
   }
   assert.deepEqual(matchers[1].stats(), matchers[0].stats(), `seed ${seed}: counters differ`);
+  const stats = matchers[0].stats();
+  evictions.progressed += stats.evictedProgressed;
+  evictions.stage1 += stats.evicted - stats.evictedProgressed;
   return events;
 }
 
@@ -155,6 +161,9 @@ test(`TsMatcher and NativeMatcher agree on ${TRACES} seeded random traces`, () =
   let events = 0;
   for (let seed = FIRST_SEED; seed < FIRST_SEED + TRACES; seed++) events += runSeed(seed);
   assert.ok(events > TRACES, `the traces produced too few events (${events}) to compare anything`);
+  if (TRACES >= 100) {
+    assert.ok(evictions.stage1 > 0 && evictions.progressed > 0, `the traces evicted from both age lists (${JSON.stringify(evictions)})`);
+  }
 });
 
 test(`TsMatcher and NativeMatcher agree on ${DERIVED_TRACES} seeded random traces with derived doors`, () => {

@@ -1,7 +1,7 @@
 // Per-source sequence matching, exactly as docs/MATCHER.md describes (section numbers below refer to it).
 // All state lives in fixed arrays allocated at load: a pool of 56-byte records, an index of pool slots
-// (at most 75% full; linear probing, backward-shift deletion), a timer wheel and the stage-1 list, both as
-// intrusive doubly linked lists through the records. Nothing here allocates per packet except the
+// (at most 75% full; linear probing, backward-shift deletion), a timer wheel and the two age lists
+// (stage-1 and progressed, §4.1), all intrusive doubly linked lists through the records. Nothing here allocates per packet except the
 // caller's event vector, which the caller reserves.
 #include "matcher.h"
 
@@ -22,7 +22,7 @@ constexpr uint16_t kNoBucket = 0xffff;
 constexpr int64_t kBucketUs = 16384;  // G
 constexpr uint32_t kWheelSize = 4096;  // W
 constexpr int64_t kSecondUs = 1000000;
-constexpr uint8_t kInStage1 = 1;
+constexpr uint8_t kInStage1 = 1;  // Record::flags: on the stage-1 list, else on the progressed list
 
 int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
 
@@ -30,7 +30,7 @@ struct Record {
   uint8_t src[16];
   int64_t t_first;
   uint32_t wheel_next, wheel_prev;  // wheel_next doubles as the free-list link
-  uint32_t s1_next, s1_prev;
+  uint32_t age_next, age_prev;  // links of the age list the record is on (§4.1)
   uint16_t cohort;
   uint16_t bucket;  // wheel bucket the record is linked in, kNoBucket while detached
   uint8_t family;
@@ -191,7 +191,11 @@ struct Matcher::State {
   uint32_t high_water = 0;
   uint32_t count = 0;
   std::vector<uint32_t> wheel_head, wheel_tail;
-  uint32_t s1_head = kNone, s1_tail = kNone;
+  // The age lists of §4.1: every tracked record is on one of them, oldest first.
+  struct AgeList {
+    uint32_t head = kNone, tail = kNone, size = 0;
+  };
+  AgeList stage1, progressed;
 
   // Time and budget (§2): kept across loads.
   bool time_set = false;
@@ -219,14 +223,20 @@ struct Matcher::State {
     free_top = kNone;
     high_water = 0;
     count = 0;
-    s1_head = s1_tail = kNone;
+    stage1 = progressed = AgeList{};
   }
 
-  // The links of one list (stage-1 or wheel) in a record about to be written. Each pair is 8-byte
+  // The links of one list (age or wheel) in a record about to be written. Each pair is 8-byte
   // aligned, so in one cache line, but the two pairs fall in different lines for one record in eight.
   // always_inline: see MatchCall::prefetch_record.
-  [[gnu::always_inline]] void prefetch_links(uint32_t slot, bool stage1) const {
-    if (slot != kNone) __builtin_prefetch(stage1 ? &pool[slot].s1_next : &pool[slot].wheel_next, 1);
+  [[gnu::always_inline]] void prefetch_links(uint32_t slot, bool age) const {
+    if (slot != kNone) __builtin_prefetch(age ? &pool[slot].age_next : &pool[slot].wheel_next, 1);
+  }
+
+  // §4.1: the record a start evicts from a full table. The stage-1 list gives its oldest while it holds
+  // at least half the table (or nothing has progressed), else the progressed list gives its oldest.
+  uint32_t victim() const {
+    return progressed.head == kNone || uint64_t(stage1.size) * 2 >= pool.size() ? stage1.head : progressed.head;
   }
 
   size_t bytes() const {
@@ -318,24 +328,34 @@ struct Matcher::State {
     r.bucket = kNoBucket;
   }
 
-  void s1_append(uint32_t slot) {
+  // Append a record that is on no age list to the tail of one.
+  void age_append(uint32_t slot, bool to_stage1) {
     Record& r = pool[slot];
-    r.flags |= kInStage1;
-    r.s1_next = kNone;
-    r.s1_prev = s1_tail;
-    if (s1_tail == kNone) s1_head = slot;
-    else pool[s1_tail].s1_next = slot;
-    s1_tail = slot;
+    AgeList& list = to_stage1 ? stage1 : progressed;
+    r.flags = to_stage1 ? uint8_t(r.flags | kInStage1) : uint8_t(r.flags & ~kInStage1);
+    r.age_next = kNone;
+    r.age_prev = list.tail;
+    if (list.tail == kNone) list.head = slot;
+    else pool[list.tail].age_next = slot;
+    list.tail = slot;
+    list.size++;
   }
 
-  void s1_unlink(uint32_t slot) {
+  // Take a tracked record off its age list.
+  void age_unlink(uint32_t slot) {
     Record& r = pool[slot];
-    if (!(r.flags & kInStage1)) return;
-    if (r.s1_prev == kNone) s1_head = r.s1_next;
-    else pool[r.s1_prev].s1_next = r.s1_next;
-    if (r.s1_next == kNone) s1_tail = r.s1_prev;
-    else pool[r.s1_next].s1_prev = r.s1_prev;
-    r.flags &= uint8_t(~kInStage1);
+    AgeList& list = r.flags & kInStage1 ? stage1 : progressed;
+    if (r.age_prev == kNone) list.head = r.age_next;
+    else pool[r.age_prev].age_next = r.age_next;
+    if (r.age_next == kNone) list.tail = r.age_prev;
+    else pool[r.age_next].age_prev = r.age_prev;
+    list.size--;
+  }
+
+  // A member advanced (§4 step 5): the record goes to the tail of the progressed list.
+  void age_progress(uint32_t slot) {
+    age_unlink(slot);
+    age_append(slot, false);
   }
 
   // A free record's node view: word 0 the next node, word 1 how many slots it holds, words 2.. the slots
@@ -415,7 +435,7 @@ struct Matcher::State {
   // `hash`: record_hash of the record.
   void free_record(uint32_t slot, uint64_t hash) {
     wheel_unlink(slot);
-    s1_unlink(slot);
+    age_unlink(slot);
     index_erase(slot, hash);
     push_free(slot);
     count--;
@@ -493,18 +513,16 @@ class MatchCall {
     __builtin_prefetch(r + sizeof(Record) - 1);
   }
 
-  // Third hint, once the record has arrived: the neighbours that unlinking it will write — in the stage-1
-  // list if it is there (advancing or dying takes it out), in its wheel bucket unless every live member
+  // Third hint, once the record has arrived: the neighbours that unlinking it will write — in its age list
+  // (advancing moves it to the progressed tail, dying takes it out), in its wheel bucket unless every live member
   // simply advances to a later, non-final stage (then its deadline and bucket stay).
   [[gnu::always_inline]] void prefetch_neighbours(size_t home, uint32_t step) const {
     if (home == kNoHome) return;
     const uint32_t entry = st_.index[home];
     if (entry == 0) return;
     const Record& r = st_.pool[st_.entry_slot(entry)];
-    if (r.flags & kInStage1) {
-      st_.prefetch_links(r.s1_prev, true);
-      st_.prefetch_links(r.s1_next, true);
-    }
+    st_.prefetch_links(r.age_prev, true);
+    st_.prefetch_links(r.age_next, true);
     if (r.cohort >= prog_.cohorts.size()) return;
     const Cohort& c = prog_.cohorts[r.cohort];
     bool stays = true;
@@ -697,7 +715,7 @@ class MatchCall {
     Record& r = st_.pool[slot];
     const int64_t before = deadline(r);
     const Cohort& c = prog_.cohorts[r.cohort];
-    bool passed_stage1 = false, live = false;  // live: as in expire
+    bool advanced = false, live = false;  // live: as in expire
     for (uint8_t j = 0; j < c.size; j++) {
       const uint8_t s = r.stage[j];
       if (!s) continue;
@@ -717,7 +735,7 @@ class MatchCall {
           r.stage[j] = next;
           live = true;
         }
-        passed_stage1 |= next >= 2;
+        advanced = true;
       } else if ((d.options & kOptAllowDuplicates) && (derived ? record_step(r, d, s - 1) : d.steps[s - 1]) == step) {
         live = true;
       } else {
@@ -725,28 +743,37 @@ class MatchCall {
         r.stage[j] = 0;
       }
     }
-    if (passed_stage1) st_.s1_unlink(slot);
-    if (!live) st_.free_record(slot, hash);
-    else if (deadline(r) != before) move(slot);
+    if (!live) {
+      st_.free_record(slot, hash);
+      return;
+    }
+    if (advanced) st_.age_progress(slot);
+    if (deadline(r) != before) move(slot);
   }
 
-  void evict(uint32_t slot) {
+  // §4.1: make room for one record in a full table.
+  void evict() {
+    const uint32_t slot = st_.victim();
     Record& r = st_.pool[slot];
+    const bool progressed = !(r.flags & kInStage1);
     const Cohort& c = prog_.cohorts[r.cohort];
     for (uint8_t j = 0; j < c.size; j++) {
-      if (r.stage[j]) failed_event(kFailEvicted, r, r.stage[j], c.doors[j], st_.now);
+      if (!r.stage[j]) continue;
+      stats_[kStatEvictedProgressed] += progressed;
+      failed_event(kFailEvicted, r, r.stage[j], c.doors[j], st_.now);
     }
     st_.free_record(slot, Matcher::State::record_hash(r));
     prefetch_next_victim();
   }
 
-  // A flood evicts the stage-1 head packet after packet: ask now for the next victim's index slot (its
+  // A flood evicts an age list's head packet after packet: ask now for the next victim's index slot (its
   // record was asked for by the previous eviction) and for the record of the one after it.
   [[gnu::always_inline]] void prefetch_next_victim() const {
-    if (st_.s1_head == kNone) return;
-    const Record& next = st_.pool[st_.s1_head];
+    const uint32_t victim = st_.victim();
+    if (victim == kNone) return;
+    const Record& next = st_.pool[victim];
     __builtin_prefetch(&st_.index[st_.home_of(Matcher::State::record_hash(next))]);
-    if (next.s1_next != kNone) __builtin_prefetch(&st_.pool[next.s1_next]);
+    if (next.age_next != kNone) __builtin_prefetch(&st_.pool[next.age_next]);
   }
 
   // §4 step 6 for the fixed doors of one accepting group; returns whether a record now exists for the key.
@@ -762,14 +789,7 @@ class MatchCall {
       needs_record |= d.length >= 2;
     }
     if (!starters) return false;
-    if (needs_record && st_.count == st_.pool.size()) {
-      if (st_.s1_head == kNone) {
-        stats_[kStatRejected]++;
-        needs_record = false;
-      } else {
-        evict(st_.s1_head);
-      }
-    }
+    if (needs_record && st_.count == st_.pool.size()) evict();
     // The event records carry the source from a record: the new one, or a scratch one if none is kept.
     Record scratch;
     const uint32_t slot = needs_record ? st_.take_slot() : kNone;
@@ -809,7 +829,7 @@ class MatchCall {
   // A new record (taken slot, initialised, with live members) enters the index, the stage-1 list and the wheel.
   void commit(uint32_t slot, uint64_t hash) {
     st_.index_insert(slot, hash);
-    st_.s1_append(slot);
+    st_.age_append(slot, true);
     st_.wheel_link(slot, bucket_for(deadline(st_.pool[slot])));
   }
 
@@ -848,13 +868,7 @@ class MatchCall {
         continue;
       }
       if (tracked) continue;
-      if (st_.count == st_.pool.size()) {
-        if (st_.s1_head == kNone) {
-          stats_[kStatRejected]++;
-          continue;
-        }
-        evict(st_.s1_head);
-      }
+      if (st_.count == st_.pool.size()) evict();
       const uint32_t slot = st_.take_slot();
       Record& r = st_.pool[slot];
       init_record(r, p, group, uint16_t(d.cohort), offset);
@@ -1016,7 +1030,7 @@ void Matcher::load(std::shared_ptr<const Program> program) {
 
   // Shrinking: the oldest stage-1 records go first, then the oldest (by first knock) of any kind; equal
   // first knocks are ordered by key (family, source, group), which does not depend on allocation history.
-  for (uint32_t slot = old.s1_head; slot != kNone && n_survivors > next.max_tracked; slot = old.pool[slot].s1_next) {
+  for (uint32_t slot = old.stage1.head; slot != kNone && n_survivors > next.max_tracked; slot = old.pool[slot].age_next) {
     if (survives[slot]) survives[slot] = 0, n_survivors--;
   }
   if (n_survivors > next.max_tracked) {
@@ -1034,14 +1048,13 @@ void Matcher::load(std::shared_ptr<const Program> program) {
     for (size_t i = 0; n_survivors > next.max_tracked; i++) survives[by_age[i]] = 0, n_survivors--;
   }
 
-  // Pass 2: copy survivors (pool order) and rebuild the wheel and the stage-1 list in their old order.
+  // Pass 2: copy survivors (pool order) and rebuild the wheel and the age lists in their old order.
   std::vector<uint32_t> moved_to(old.high_water, kNone);
   for (uint32_t slot = 0; slot < old.high_water; slot++) {
     if (!survives[slot]) continue;
     uint32_t to = fresh->take_slot();
     moved_to[slot] = to;
     fresh->pool[to] = old.pool[slot];
-    fresh->pool[to].flags = 0;
     fresh->index_insert(to, Matcher::State::record_hash(fresh->pool[to]));
   }
   for (uint32_t b = 0; b < kWheelSize; b++) {
@@ -1049,8 +1062,10 @@ void Matcher::load(std::shared_ptr<const Program> program) {
       if (moved_to[slot] != kNone) fresh->wheel_link(moved_to[slot], uint16_t(b));
     }
   }
-  for (uint32_t slot = old.s1_head; slot != kNone; slot = old.pool[slot].s1_next) {
-    if (moved_to[slot] != kNone) fresh->s1_append(moved_to[slot]);
+  for (const bool stage1 : {true, false}) {
+    for (uint32_t slot = (stage1 ? old.stage1 : old.progressed).head; slot != kNone; slot = old.pool[slot].age_next) {
+      if (moved_to[slot] != kNone) fresh->age_append(moved_to[slot], stage1);
+    }
   }
   fresh->time_set = old.time_set;
   fresh->now = old.now;

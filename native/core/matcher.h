@@ -24,7 +24,7 @@ enum Stat : size_t {
   kStatFailedWrongPort,
   kStatEvicted,
   kStatSuppressed,
-  kStatRejected,
+  kStatEvictedProgressed,
   kStatTracked,
   kStatCount
 };

@@ -20,7 +20,7 @@ export const STAT_NAMES = [
   'failedWrongPort',
   'evicted',
   'suppressed',
-  'rejected',
+  'evictedProgressed',
   'tracked',
 ] as const;
 export type StatName = (typeof STAT_NAMES)[number];

@@ -1,12 +1,11 @@
 // The pure-TypeScript matcher: docs/MATCHER.md to the letter, the twin of native/core/matcher.cc.
 // State is in typed arrays: a 64-byte record per tracked source in one buffer, an open-addressing index,
-// an intrusive timer wheel and the stage-1 list with int32 links; the per-frame path allocates no objects
+// an intrusive timer wheel and the two age lists (stage-1 and progressed, §4.1) with int32 links; the per-frame path allocates no objects
 // and builds no strings.
 //
 // Readings of the page where it leaves room (also listed in the report to the team):
 // - With STAGE_EVENTS off, stage events are "neither written nor counted" (§2.2): `stats.stages` stays
 //   0 as well, although §8 says counters count what happened (native/core/matcher.cc agrees).
-// - "a member reached stage ≥ 2" (§4 step 5) includes a member that completed at stage ≥ 2.
 // - "oldest records of any kind" (§5, maxTracked shrink) = smallest t_first, ties in creation order.
 // - Reload maps duplicate fingerprints (identical doors) by rank: the k-th old door with a fingerprint
 //   maps to the k-th new door with it.
@@ -78,12 +77,14 @@ const DEADLINE_DOUBLE = 3;
 const STAGE_BYTE = 32; // COHORT (8) bytes, a stage per cohort member, 0 = dead
 const WHEEL_NEXT_WORD = 10;
 const WHEEL_PREV_WORD = 11;
-const S1_NEXT_WORD = 12;
-const S1_PREV_WORD = 13; // UNLISTED while the record is not in the stage-1 list
+const AGE_NEXT_WORD = 12; // links of the age list the record is on (§4.1)
+const AGE_PREV_WORD = 13; // UNLISTED while the record is on none
 const COHORT_WORD = 14; // NONE while the slot is free; the record's group is its cohort's
 const BUCKET_HALF = 30; // the wheel bucket holding the record, DETACHED while it is in none
 const FAMILY_BYTE = 62;
-const WINDOW_OFFSET_BYTE = 63; // derived record: its window − the window of t_first + 1
+const MISC_BYTE = 63; // WINDOW_OFFSET bits: derived record's window − the window of t_first + 1; IN_STAGE1
+const WINDOW_OFFSET = 3;
+const IN_STAGE1 = 0x80; // on the stage-1 list, else on the progressed list
 const UNLISTED = -2;
 const DETACHED = 0xffff;
 
@@ -100,7 +101,7 @@ const enum Stat {
   failedWrongPort,
   evicted,
   suppressed,
-  rejected,
+  evictedProgressed,
 }
 
 /** The decoded program: flat typed arrays indexed by door, cohort and lookup slot. */
@@ -421,8 +422,12 @@ export class TsMatcher implements Matcher {
   private recWords = new Int32Array(0);
   private recSrc = new Uint32Array(0);
   private recTimes = new Float64Array(0);
+  // the age lists (§4.1), oldest first: every tracked record is on one of them
   private s1Head = NONE;
   private s1Tail = NONE;
+  private s1Size = 0;
+  private progressedHead = NONE;
+  private progressedTail = NONE;
   private readonly bucketHead = new Int32Array(WHEEL_BUCKETS).fill(NONE);
   private readonly bucketTail = new Int32Array(WHEEL_BUCKETS).fill(NONE);
   // index: open addressing, linear probing, backward-shift deletion; an entry is the record number + 1
@@ -722,7 +727,7 @@ export class TsMatcher implements Matcher {
     const stages = this.recBytes;
     const base = r * RECORD_BYTES + STAGE_BYTE;
     const stageEvents = (p.flags & FLAG_STAGE_EVENTS) !== 0;
-    let reachedTwo = false;
+    let advanced = false;
     let died = false;
     for (let j = 0; j < size; j++) {
       const s = stages[base + j];
@@ -737,7 +742,7 @@ export class TsMatcher implements Matcher {
           this.counters[Stat.stages]++;
           this.emitLimited(p, EV_STAGE, 0, r, next, d, this.now);
         }
-        if (next >= 2) reachedTwo = true;
+        advanced = true;
         if (next === p.doorLength[d]) {
           this.counters[Stat.completed]++;
           this.emit(p, EV_COMPLETED, 0, r, next, d, this.now);
@@ -759,8 +764,11 @@ export class TsMatcher implements Matcher {
         died = true;
       }
     }
-    if (reachedTwo) this.stage1Remove(r);
-    if (died) this.settle(p, r);
+    if (died && !this.settle(p, r)) return;
+    if (advanced) {
+      this.ageRemove(r);
+      this.ageAppend(r, false);
+    }
   }
 
   /** §4 step 6 for the fixed doors of group g; returns whether a record now exists for the key. */
@@ -775,21 +783,13 @@ export class TsMatcher implements Matcher {
       const d = p.cohortDoors[c * COHORT + j];
       if (p.doorLength[d] >= 2 && p.flagsOk(d, proto, flags)) needRecord = true;
     }
-    let canTrack = true;
-    if (needRecord && this.tracked >= p.maxTracked) {
-      if (this.s1Head !== NONE) this.evict(p, this.s1Head);
-      else {
-        this.counters[Stat.rejected]++;
-        canTrack = false;
-      }
-    }
+    if (needRecord && this.tracked >= p.maxTracked) this.evict(p);
     let r = NONE;
     let minTimeout = Infinity;
     for (let j = 0; j < size; j++) {
       const d = p.cohortDoors[c * COHORT + j];
       if (!p.flagsOk(d, proto, flags)) continue;
       const len = p.doorLength[d];
-      if (len >= 2 && !canTrack) continue;
       this.emitForPacket(p, EV_STAGE, 1, d);
       if (len === 1) {
         this.counters[Stat.completed]++;
@@ -810,7 +810,7 @@ export class TsMatcher implements Matcher {
     this.recTimes[r * RECORD_DOUBLES + T_FIRST_DOUBLE] = this.now;
     this.recTimes[r * RECORD_DOUBLES + DEADLINE_DOUBLE] = this.now + timeoutUs;
     this.indexInsert(p, r);
-    this.stage1Append(r);
+    this.ageAppend(r, true);
     this.wheelAppend(r);
   }
 
@@ -842,17 +842,11 @@ export class TsMatcher implements Matcher {
         continue;
       }
       if (tracked) continue;
-      if (this.tracked >= p.maxTracked) {
-        if (this.s1Head === NONE) {
-          this.counters[Stat.rejected]++;
-          continue;
-        }
-        this.evict(p, this.s1Head);
-      }
+      if (this.tracked >= p.maxTracked) this.evict(p);
       this.emitForPacket(p, EV_STAGE, 1, d);
       const r = this.allocate(p, p.doorCohort[d]);
       this.recBytes[r * RECORD_BYTES + STAGE_BYTE] = 1;
-      this.recBytes[r * RECORD_BYTES + WINDOW_OFFSET_BYTE] = offset;
+      this.recBytes[r * RECORD_BYTES + MISC_BYTE] = offset;
       this.track(p, r, p.doorTimeoutUs[d]);
       tracked = true;
     }
@@ -861,7 +855,7 @@ export class TsMatcher implements Matcher {
   /** The window a derived record started in (MATCHER.md §10). */
   private recordWindow(p: Program, d: number, r: number): number {
     const tFirst = this.recTimes[r * RECORD_DOUBLES + T_FIRST_DOUBLE];
-    return Math.floor(tFirst / p.derivedStepUs[d]) + this.recBytes[r * RECORD_BYTES + WINDOW_OFFSET_BYTE] - 1;
+    return Math.floor(tFirst / p.derivedStepUs[d]) + (this.recBytes[r * RECORD_BYTES + MISC_BYTE] & WINDOW_OFFSET) - 1;
   }
 
   /** Step i of derived record r; the record is the packet source's. */
@@ -903,13 +897,20 @@ export class TsMatcher implements Matcher {
     this.usedWindows.add(p.doorFingerprint[d], this.packet.family, this.packetSrc32, window, (window + 2) * p.derivedStepUs[d], this.now);
   }
 
-  private evict(p: Program, r: number): void {
+  /**
+   * §4.1: make room for one record in a full table. The stage-1 list gives its oldest while it holds at
+   * least half the table (or nothing has progressed), else the progressed list gives its oldest.
+   */
+  private evict(p: Program): void {
+    const fromStage1 = this.progressedHead === NONE || this.s1Size * 2 >= p.maxTracked;
+    const r = fromStage1 ? this.s1Head : this.progressedHead;
     const c = this.recWords[r * RECORD_WORDS + COHORT_WORD];
     const size = p.cohortSize[c];
     for (let j = 0; j < size; j++) {
       const s = this.recBytes[r * RECORD_BYTES + STAGE_BYTE + j];
       if (s === 0) continue;
       this.counters[Stat.evicted]++;
+      if (!fromStage1) this.counters[Stat.evictedProgressed]++;
       this.emitLimited(p, EV_FAILED, FAIL_EVICTED, r, s, p.cohortDoors[c * COHORT + j], this.now);
     }
     this.free(p, r);
@@ -938,7 +939,7 @@ export class TsMatcher implements Matcher {
     this.recWords[w + COHORT_WORD] = c;
     this.recTimes[r * RECORD_DOUBLES + STAGE_BYTE / 8] = 0; // the COHORT (8) stage bytes, in one store of all-zero bits
     this.recHalves[r * RECORD_HALVES + BUCKET_HALF] = DETACHED;
-    this.recWords[w + S1_PREV_WORD] = UNLISTED;
+    this.recWords[w + AGE_PREV_WORD] = UNLISTED;
     return r;
   }
 
@@ -950,31 +951,46 @@ export class TsMatcher implements Matcher {
   /** Returns r (already out of the index) to the pool; cohort NONE marks a free slot. */
   private release(r: number): void {
     this.wheelUnlink(r);
-    this.stage1Remove(r);
+    this.ageRemove(r);
     this.recWords[r * RECORD_WORDS + COHORT_WORD] = NONE;
     this.freeStack[this.freeTop++] = r;
     this.tracked--;
   }
 
-  private stage1Append(r: number): void {
+  /** Appends r (on no age list) to the tail of the stage-1 or the progressed list. */
+  private ageAppend(r: number, toStage1: boolean): void {
     const w = r * RECORD_WORDS;
-    this.recWords[w + S1_NEXT_WORD] = NONE;
-    this.recWords[w + S1_PREV_WORD] = this.s1Tail;
-    if (this.s1Tail === NONE) this.s1Head = r;
-    else this.recWords[this.s1Tail * RECORD_WORDS + S1_NEXT_WORD] = r;
-    this.s1Tail = r;
+    const misc = r * RECORD_BYTES + MISC_BYTE;
+    const tail = toStage1 ? this.s1Tail : this.progressedTail;
+    this.recWords[w + AGE_NEXT_WORD] = NONE;
+    this.recWords[w + AGE_PREV_WORD] = tail;
+    if (toStage1) {
+      this.recBytes[misc] |= IN_STAGE1;
+      this.s1Size++;
+      if (tail === NONE) this.s1Head = r;
+      this.s1Tail = r;
+    } else {
+      this.recBytes[misc] &= ~IN_STAGE1;
+      if (tail === NONE) this.progressedHead = r;
+      this.progressedTail = r;
+    }
+    if (tail !== NONE) this.recWords[tail * RECORD_WORDS + AGE_NEXT_WORD] = r;
   }
 
-  private stage1Remove(r: number): void {
+  private ageRemove(r: number): void {
     const words = this.recWords;
-    const prev = words[r * RECORD_WORDS + S1_PREV_WORD];
+    const prev = words[r * RECORD_WORDS + AGE_PREV_WORD];
     if (prev === UNLISTED) return;
-    const next = words[r * RECORD_WORDS + S1_NEXT_WORD];
-    words[r * RECORD_WORDS + S1_PREV_WORD] = UNLISTED;
-    if (prev === NONE) this.s1Head = next;
-    else words[prev * RECORD_WORDS + S1_NEXT_WORD] = next;
-    if (next === NONE) this.s1Tail = prev;
-    else words[next * RECORD_WORDS + S1_PREV_WORD] = prev;
+    const next = words[r * RECORD_WORDS + AGE_NEXT_WORD];
+    const inStage1 = (this.recBytes[r * RECORD_BYTES + MISC_BYTE] & IN_STAGE1) !== 0;
+    words[r * RECORD_WORDS + AGE_PREV_WORD] = UNLISTED;
+    if (inStage1) this.s1Size--;
+    if (prev !== NONE) words[prev * RECORD_WORDS + AGE_NEXT_WORD] = next;
+    else if (inStage1) this.s1Head = next;
+    else this.progressedHead = next;
+    if (next !== NONE) words[next * RECORD_WORDS + AGE_PREV_WORD] = prev;
+    else if (inStage1) this.s1Tail = prev;
+    else this.progressedTail = prev;
   }
 
   private grow(p: Program, capacity: number): void {

@@ -32,7 +32,7 @@ const STAT_METRICS: [keyof ScrapeCounters, string, string][] = [
   ['stages', 'knockd_steps_total', 'Knock steps matched'],
   ['completed', 'knockd_completions_total', 'Knock sequences completed'],
   ['evicted', 'knockd_evictions_total', 'Attempts evicted because MaxTracked sources were tracked'],
-  ['rejected', 'knockd_rejected_total', 'First knocks dropped because the table was full of advanced attempts'],
+  ['evictedProgressed', 'knockd_evictions_progressed_total', 'Evicted attempts that had passed step 1 (progressed attempts held over half of MaxTracked)'],
   ['suppressed', 'knockd_suppressed_events_total', 'Stage/failure events folded into "N events suppressed" lines'],
   ['commandRuns', 'knockd_command_runs_total', 'start/stop commands run'],
   ['commandFailures', 'knockd_command_failures_total', 'start/stop commands that exited non-zero or could not run'],
