@@ -3,6 +3,8 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
+import { describeStore, parseStoreUrl } from './fleet/url.js';
+import { fleetStatus } from './fleet/status.js';
 import { nftInstallScript, nftStatus, nftUninstall, formatNftStatus, planNft } from './actions/nft.js';
 import { captureInterfaces, ConfigError, parseConfig } from './config/parse.js';
 import { strerror } from './config/lexical.js';
@@ -59,6 +61,7 @@ options:
       --metrics <a:p>    serve Prometheus metrics on ADDR:PORT
       --state-file <f>   pending stop commands (default /var/lib/knockd-fast/state.json)
   knockd-fast nft status|uninstall   show or remove the nftables table knockd-fast installed
+  knockd-fast fleet status           members, open grants and store round trip of the config's Fleet
   knockd-fast secret [--out FILE]    a new random key (hex) for a derived door's Secret_File
   knockd-fast knock [options] HOST PORT[:PROTO]...   the knock client (knockd-fast knock -h)
   knockd-fast doctor [-i IF[,IF...]]  check capabilities, interface, nft, addon and capture ring
@@ -76,6 +79,7 @@ SYNOPSIS
     knockd-fast -c FILE --test
     knockd-fast -c FILE --replay CAPTURE [-v] [--json] [--matcher native|ts] [--local-address ADDR]...
     knockd-fast [-c FILE] nft status|uninstall
+    knockd-fast [-c FILE] fleet status
     knockd-fast secret [--out KEYFILE]
     knockd-fast knock [options] HOST PORT[:PROTO]...
     knockd-fast doctor [-i IF[,IF...]]
@@ -148,6 +152,10 @@ COMMANDS
         Show the nftables table knockd-fast installed (NftTable=, default ${DEFAULTS.nftTable}).
     nft uninstall
         Remove that table. Open doors close at once; guarded ports are no longer guarded.
+    fleet status
+        The fleet of the config's Fleet= (docs/FLEET.md): members seen through their heartbeats (last
+        seen, version, uptime; members whose doors differ from this config are flagged), open grants per
+        door, and the store's round-trip time. Exit 1 when the store cannot be reached.
     knock [options] HOST PORT[:PROTO]...
         The knock client (also installed as knock-fast): knockd's knock options -u -d -4 -6 -v,
         plus --source ADDR and, for derived doors, --secret-file FILE --port-range LOW-HIGH.
@@ -200,6 +208,7 @@ const positiveInt = (name: string) => (v: string): number => {
 type Action =
   | { kind: 'run'; options: CliOptions }
   | { kind: 'nft'; action: 'status' | 'uninstall'; options: CliOptions }
+  | { kind: 'fleet'; action: 'status'; options: CliOptions }
   | { kind: 'exit'; code: number };
 
 /** Parses argv (without node and script) into what to do; prints usage/help/version/errors itself. */
@@ -239,6 +248,13 @@ export function parseArgs(argv: string[], io: CliIo): Action {
     .argument('<action>', '', oneOf('nft', ['status', 'uninstall'] as const))
     .action((action: 'status' | 'uninstall') => {
       result = { kind: 'nft', action, options: program.opts<CliOptions>() };
+    });
+  program
+    .command('fleet')
+    .helpOption(false)
+    .argument('<action>', '', oneOf('fleet', ['status'] as const))
+    .action((action: 'status') => {
+      result = { kind: 'fleet', action, options: program.opts<CliOptions>() };
     });
   try {
     program.parse(argv, { from: 'user' });
@@ -328,6 +344,15 @@ export function describeConfig(config: KnockdConfig): string {
     if (d.dedupe) put('dedupe', 'yes');
     if (d.derived) put('derived', `${d.derived.sequenceLength} steps from ${d.derived.secretFile}, time step ${d.derived.timeStep}s`);
   }
+  const f = config.options.fleet;
+  if (f) {
+    // never the password (URL or Fleet_Password_File) or the key: only where they come from
+    out.push(`fleet ${f.name}, member ${f.member}`);
+    out.push(`  ${'store'.padEnd(16)} ${describeStore(parseStoreUrl(f.url))}${f.password || parseStoreUrl(f.url).password ? ` (password from ${f.passwordFile ?? 'the URL'})` : ''}`);
+    out.push(`  ${'key_file'.padEnd(16)} ${f.keyFile} (${f.key.length * 8}-bit key, mode 600)`);
+    out.push(`  ${'offline'.padEnd(16)} ${f.offline === 'local' ? 'local (single-use doors decide on this member while the store is unreachable)' : 'deny (single-use doors refuse while the store is unreachable)'}`);
+    out.push(`  ${'commands'.padEnd(16)} ${f.commands === 'all' ? 'all (every member runs start_command for a grant)' : 'local (only the member that saw the knock runs start_command)'}`);
+  }
   for (const w of config.warnings) out.push(`warning: ${w}`);
   out.push('', `nftables ruleset (table inet ${config.options.nftTable}):`);
   out.push(nftInstallScript(planNft(config.doors, config.options.nftTable)).trimEnd());
@@ -414,6 +439,23 @@ async function runNft(action: 'status' | 'uninstall', options: CliOptions, io: C
   }
 }
 
+async function runFleetStatus(options: CliOptions, io: CliIo): Promise<number> {
+  const config = loadConfig(options.config, io, false);
+  if (!config) return 1;
+  const fleet = config.options.fleet;
+  if (!fleet) {
+    io.stderr(`knockd-fast: ${options.config} has no Fleet line in [options]; see docs/FLEET.md\n`);
+    return 1;
+  }
+  try {
+    io.stdout(await fleetStatus(fleet, config.doors));
+    return 0;
+  } catch (err) {
+    io.stderr(`knockd-fast: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
 /** The usage line of each subcommand parsed by parseSubcommand. */
 const SUBCOMMAND_USAGE: Record<string, string> = {
   doctor: 'usage: knockd-fast doctor [-i IF[,IF...]]',
@@ -489,6 +531,7 @@ export async function main(argv: string[], io: CliIo = defaultIo()): Promise<num
   const action = parseArgs(argv, io);
   if (action.kind === 'exit') return action.code;
   if (action.kind === 'nft') return runNft(action.action, action.options, io);
+  if (action.kind === 'fleet') return runFleetStatus(action.options, io);
   const options = action.options;
   if (options.test) return runTest(options, io);
   const config = loadConfig(options.config, io);

@@ -26,7 +26,7 @@ export function fencedBlocks(markdown: string, languages: string[]): string[] {
 /** Writes `text` as a config whose one-time files and key files exist: each such path is moved into
  * this test's directory and created there (three one-time sequences; a key made by `secret --out`). */
 function withPrerequisites(name: string, text: string): string {
-  const moved = text.replace(/^(\s*(one_time_sequences|secret_file)\s*=\s*)(\S.*?)\s*$/gim, (_all, head: string, key: string, path: string) => {
+  const moved = text.replace(/^(\s*(one_time_sequences|secret_file|fleet_key_file)\s*=\s*)(\S.*?)\s*$/gim, (_all, head: string, key: string, path: string) => {
     const local = join(dir, `${name}-${basename(path)}`);
     if (key.toLowerCase() === 'one_time_sequences') writeFileSync(local, '1111,2222,3333\n4444,5555,6666\n7777,8888,9999\n');
     else {

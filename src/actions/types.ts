@@ -11,6 +11,8 @@ export interface Grant {
   /** source address text as logged (dotted quad / RFC 5952) */
   source: string;
   family: 4 | 6;
+  /** how long the door stays open; default the door's Open_Timeout (a fleet grant gets the time it has left) */
+  timeoutMs?: number;
 }
 
 /** A stop command waiting for its cmd_timeout; persisted in the state file across restarts. */

@@ -2,7 +2,9 @@
 // knockd-fast extension directives (SEMANTICS.md §3) and derived doors (docs/MATCHER.md §10).
 // Parsing stops at the first error, which is thrown as a ConfigError whose message is the stderr line.
 import { isIPv4, isIPv6 } from 'node:net';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { parseStoreUrl, STORE_URL_FORMS, StoreUrlError } from '../fleet/url.js';
 import { formatAddress, parseAddress } from '../address.js';
 import { readSecretFile, SecretFileError } from '../match/derive.js';
 import { ConfigError, atoi, chunks, fromBytes, parseSequence, perror, toBytes, trimC, upperC } from './lexical.js';
@@ -13,6 +15,7 @@ import {
   NFT_IDENTIFIER,
   TCP_FLAG,
   type DoorConfig,
+  type FleetConfig,
   type GuardedPort,
   type KnockdConfig,
   type NftSetRef,
@@ -60,6 +63,21 @@ interface DoorState {
 interface ParseState {
   options: OptionsConfig;
   warnings: string[];
+  /** the Fleet_* directives as read, checked together at the end */
+  fleet: FleetDraft;
+}
+
+interface FleetDraft {
+  lines: Partial<Record<'FLEET' | 'FLEET_NAME' | 'FLEET_MEMBER' | 'FLEET_KEY_FILE' | 'FLEET_OFFLINE' | 'FLEET_COMMANDS' | 'FLEET_PASSWORD_FILE', number>>;
+  url?: string;
+  name?: string;
+  member?: string;
+  keyFile?: string;
+  key?: Uint8Array;
+  offline?: FleetConfig['offline'];
+  commands?: FleetConfig['commands'];
+  passwordFile?: string;
+  password?: string;
 }
 
 const fail = (line: number, what: string) => new ConfigError(`config: line ${line}: ${what}`, line);
@@ -72,6 +90,7 @@ function parseBytes(bytes: string, path: string): KnockdConfig {
   const state: ParseState = {
     options: { useSyslog: false, maxTracked: DEFAULTS.maxTracked, nftTable: DEFAULTS.nftTable },
     warnings: [],
+    fleet: { lines: {} },
   };
   const doors: DoorState[] = [];
   let section = '';
@@ -103,7 +122,7 @@ function parseBytes(bytes: string, path: string): KnockdConfig {
     const value = trimC(line.slice(eq + 1));
     if (section === 'options') {
       if (!Object.hasOwn(OPTION_DIRECTIVES, key)) throw fail(n, 'syntax error');
-      OPTION_DIRECTIVES[key as OptionKey](state.options, value, n);
+      OPTION_DIRECTIVES[key as OptionKey](state.options, value, n, state);
     } else {
       if (!Object.hasOwn(DOOR_DIRECTIVES, key)) throw fail(n, 'syntax error');
       DOOR_DIRECTIVES[key as DoorKey](door!, value, n, state);
@@ -111,6 +130,7 @@ function parseBytes(bytes: string, path: string): KnockdConfig {
   }
 
   for (const d of doors) finishDoor(d, state);
+  finishFleet(state);
   return { path, options: state.options, doors: doors.map((d) => d.config), warnings: state.warnings };
 }
 
@@ -189,7 +209,7 @@ function commaItems(value: string, line: number, key: string, forms: string): st
 // ---------------------------------------------------------------- [options]
 
 type OptionKey = keyof typeof OPTION_DIRECTIVES;
-type OptionHandler = (o: OptionsConfig, value: string, line: number) => void;
+type OptionHandler = (o: OptionsConfig, value: string, line: number, state: ParseState) => void;
 
 const OPTION_DIRECTIVES = {
   LOGFILE: (o, v) => void (o.logFile = fromBytes(v)),
@@ -214,7 +234,112 @@ const OPTION_DIRECTIVES = {
     if (v === '') throw invalid(line, 'StateFile', 'the value is empty', 'StateFile = PATH');
     o.stateFile = fromBytes(v);
   },
+
+  // --- fleet (docs/FLEET.md)
+  FLEET: (_o, v, line, { fleet }) => {
+    if (v === '') throw invalid(line, 'Fleet', 'the value is empty', STORE_URL_FORMS);
+    try {
+      parseStoreUrl(fromBytes(v));
+    } catch (err) {
+      if (err instanceof StoreUrlError) throw invalid(line, 'Fleet', err.message, STORE_URL_FORMS);
+      throw err;
+    }
+    fleet.url = fromBytes(v);
+    fleet.lines.FLEET = line;
+  },
+  FLEET_NAME: (_o, v, line, { fleet }) => {
+    fleet.name = fleetWord(v, line, 'Fleet_Name');
+    fleet.lines.FLEET_NAME = line;
+  },
+  FLEET_MEMBER: (_o, v, line, { fleet }) => {
+    fleet.member = fleetWord(v, line, 'Fleet_Member');
+    fleet.lines.FLEET_MEMBER = line;
+  },
+  FLEET_KEY_FILE: (_o, v, line, { fleet }) => {
+    const forms = 'Fleet_Key_File = PATH of a key file readable only by root (chmod 600) holding 16 to 64 bytes of key, the same on every member';
+    if (v === '') throw invalid(line, 'Fleet_Key_File', 'the value is empty', forms);
+    try {
+      fleet.key = readSecretFile(fromBytes(v));
+    } catch (err) {
+      if (err instanceof SecretFileError) throw invalid(line, 'Fleet_Key_File', err.message, forms);
+      throw invalid(line, 'Fleet_Key_File', perror(fromBytes(v), err), forms);
+    }
+    fleet.keyFile = fromBytes(v);
+    fleet.lines.FLEET_KEY_FILE = line;
+  },
+  FLEET_OFFLINE: (_o, v, line, { fleet }) => {
+    fleet.offline = oneOf(v, line, 'Fleet_Offline', ['local', 'deny'] as const);
+    fleet.lines.FLEET_OFFLINE = line;
+  },
+  FLEET_COMMANDS: (_o, v, line, { fleet }) => {
+    fleet.commands = oneOf(v, line, 'Fleet_Commands', ['local', 'all'] as const);
+    fleet.lines.FLEET_COMMANDS = line;
+  },
+  FLEET_PASSWORD_FILE: (_o, v, line, { fleet }) => {
+    const forms = 'Fleet_Password_File = PATH of a file readable only by root (chmod 600) holding the store password';
+    if (v === '') throw invalid(line, 'Fleet_Password_File', 'the value is empty', forms);
+    try {
+      fleet.password = readPasswordFile(fromBytes(v));
+    } catch (err) {
+      throw invalid(line, 'Fleet_Password_File', err instanceof SecretFileError ? err.message : perror(fromBytes(v), err), forms);
+    }
+    fleet.passwordFile = fromBytes(v);
+    fleet.lines.FLEET_PASSWORD_FILE = line;
+  },
 } satisfies Record<string, OptionHandler>;
+
+const FLEET_WORD = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** Fleet_Name and Fleet_Member become parts of store keys: a plain word. */
+function fleetWord(value: string, line: number, key: string): string {
+  const forms = `${key} = NAME (1 to 64 letters, digits and . _ -, starting with a letter or digit)`;
+  if (value === '') throw invalid(line, key, 'the value is empty', forms);
+  if (!FLEET_WORD.test(value)) throw invalid(line, key, `"${fromBytes(value)}" is not accepted`, forms);
+  return value;
+}
+
+/** The store password: the file's first line, from a file only root can read (like Secret_File). */
+function readPasswordFile(path: string): string {
+  const st = statSync(path);
+  if ((st.mode & 0o077) !== 0) {
+    throw new SecretFileError(`${path}: the password file is readable by other users (mode ${(st.mode & 0o777).toString(8)}); fix with: chmod 600 ${path}`);
+  }
+  const password = readFileSync(path, 'utf8').split('\n')[0].trim();
+  if (password === '') throw new SecretFileError(`${path}: the file is empty; write the store password on its first line`);
+  return password;
+}
+
+function finishFleet(state: ParseState): void {
+  const f = state.fleet;
+  if (f.url === undefined) {
+    const stray = Object.entries(f.lines)[0];
+    if (stray) {
+      const name = stray[0].split('_').map((w) => w[0] + w.slice(1).toLowerCase()).join('_');
+      throw invalid(stray[1], name, 'there is no Fleet directive', 'Fleet = redis://HOST:PORT in [options] to join a fleet');
+    }
+    return;
+  }
+  if (f.key === undefined) {
+    throw invalid(f.lines.FLEET!, 'Fleet', 'a fleet needs Fleet_Key_File (the key every member signs its messages with)', 'Fleet_Key_File = PATH in [options]; create it with: knockd-fast secret > PATH');
+  }
+  state.options.fleet = {
+    url: f.url,
+    name: f.name ?? 'knockd-fast',
+    member: f.member ?? defaultMember(),
+    keyFile: f.keyFile!,
+    key: f.key,
+    offline: f.offline ?? 'local',
+    commands: f.commands ?? 'local',
+    passwordFile: f.passwordFile,
+    password: f.password,
+  };
+}
+
+/** The host name, cut to a Fleet_Member word. */
+function defaultMember(): string {
+  const name = hostname().split('.')[0].replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64);
+  return FLEET_WORD.test(name) ? name : 'member';
+}
 
 /**
  * The interfaces the daemon captures on: -i's list, else Interface='s, else knockd's eth0. Interface= is

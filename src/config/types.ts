@@ -98,6 +98,28 @@ export interface OptionsConfig {
   logFormat?: 'knockd' | 'json';
   metricsListen?: string;
   stateFile?: string;
+  /** Fleet = ...: grants and single-use state shared with other members through Redis (docs/FLEET.md) */
+  fleet?: FleetConfig;
+}
+
+/** Where the fleet's store is and how this member joins it. */
+export interface FleetConfig {
+  /** Fleet as written: may carry a password, so print it only through src/fleet/url.ts redactStoreUrl */
+  url: string;
+  /** Fleet_Name: the namespace of the keys (several fleets may share one Redis); default knockd-fast */
+  name: string;
+  /** Fleet_Member: this member's name; default the host name */
+  member: string;
+  keyFile: string;
+  /** the shared HMAC key read from keyFile (16..64 bytes) */
+  key: Uint8Array;
+  /** Fleet_Offline: single-use doors with the store unreachable decide locally, or refuse */
+  offline: 'local' | 'deny';
+  /** Fleet_Commands: start_command doors run on the member that saw the knock only, or on every member */
+  commands: 'local' | 'all';
+  /** Fleet_Password_File: the store's password (never printed) */
+  passwordFile?: string;
+  password?: string;
 }
 
 export interface KnockdConfig {

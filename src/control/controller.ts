@@ -13,7 +13,8 @@ import { decodeEvents, type KnockEvent } from '../capture/events.js';
 import { eventText, knockerLabel, type LogFields } from '../report/log.js';
 import type { Metrics } from '../report/metrics.js';
 import type { CompiledProgram } from '../config/program.js';
-import { loadState, moveStateAside, StateFileError, StateWriter } from './state.js';
+import { readState, writeState } from './state.js';
+import { doorWindowMs, lineDigest } from '../fleet/message.js';
 
 /** The command backend as the controller drives it (src/actions/commands.ts). */
 export interface CommandActions {
@@ -21,15 +22,31 @@ export interface CommandActions {
   start(grant: Grant): PendingStop | undefined;
   /** runs a stop command that is due */
   stop(stop: PendingStop): void;
-  /** due stops that have not started yet: they stay in the state file */
-  unrunStops?(): PendingStop[];
 }
 
 /** The nftables backend (src/actions/nft.ts): adds or refreshes the source in the door's set. */
 export interface NftActions {
-  grant(grant: Grant): void;
+  /** may resolve once the element is installed */
+  grant(grant: Grant): unknown;
   /** applies whatever is still batched */
   flush(): Promise<void>;
+}
+
+/** A single-use decision of the fleet (src/fleet/link.ts): the store's answer, or what Fleet_Offline says
+ * when it could not answer (local: decide as a single box; deny: do not open). */
+export type FleetDecision =
+  | { outcome: 'granted' | 'extended' | 'local' | 'deny' }
+  | { outcome: 'cooldown'; leftMs: number }
+  | { outcome: 'used'; by: string };
+
+/** The fleet as the controller drives it: single-use decisions before opening, grants shared after. */
+export interface FleetLink {
+  /** true when this door's completions are decided fleet-wide (Cooldown, Dedupe, one-time lines) */
+  decides(door: DoorConfig): boolean;
+  /** the fleet-wide decision for a completion; never rejects, bounded in time */
+  decide(door: DoorConfig, source: string, sequence: readonly Step[]): Promise<FleetDecision>;
+  /** a grant made here, open for openForMs: shared with the other members (never waits) */
+  share(grant: Grant, openForMs: number): void;
 }
 
 /**
@@ -60,6 +77,7 @@ export interface ControllerOptions {
   commands?: CommandActions;
   nft?: NftActions;
   metrics?: Metrics;
+  fleet?: FleetLink;
   /** where pending stop commands are persisted; undefined = not persisted */
   stateFile?: string;
   /** -l: reverse DNS names in the lines */
@@ -89,8 +107,6 @@ const DNS_CACHE_SIZE = 4096;
 const DNS_TIMEOUT_MS = 2000;
 const PROGRAMS_KEPT = 4;
 const EVICTION_SUMMARY_MS = 1000;
-/** setTimeout's longest delay; a stop due later is re-armed in steps of at most this (cmd_timeout up to 2^31-1 s) */
-const MAX_TIMER_MS = 0x7fffffff;
 
 export class DoorController {
   private readonly programs = new Map<number, DoorConfig[]>();
@@ -109,19 +125,16 @@ export class DoorController {
   private evictedSecond = 0;
   private evictedTimeUs = 0;
   private evictionTimer: NodeJS.Timeout | undefined;
-  private readonly stateWriter: StateWriter | undefined;
+  private stateDirty = false;
+  /** the state file was read: only then may close() replace it (a start that failed earlier must not
+   * overwrite a previous run's pending stop commands with an empty list) */
+  private stateRead = false;
   private closed = false;
 
   constructor(opts: ControllerOptions) {
     this.opts = opts;
     this.now = opts.now ?? (() => Date.now());
     this.reverse = opts.reverse;
-    if (opts.stateFile) {
-      const stateFile = opts.stateFile;
-      this.stateWriter = new StateWriter(stateFile, () => [...this.pendingStops(), ...(this.opts.commands?.unrunStops?.() ?? [])], (m) =>
-        this.opts.log(m, { event: 'state_file' }),
-      );
-    }
   }
 
   /**
@@ -149,9 +162,10 @@ export class DoorController {
   }
 
   /** The nft backend and metrics may appear after construction (a reload adds the first nft door). */
-  attach(parts: { nft?: NftActions; metrics?: Metrics }): void {
+  attach(parts: { nft?: NftActions; metrics?: Metrics; fleet?: FleetLink }): void {
     if ('nft' in parts) this.opts.nft = parts.nft;
     if ('metrics' in parts) this.opts.metrics = parts.metrics;
+    if ('fleet' in parts) this.opts.fleet = parts.fleet;
   }
 
   /** A batch of event records as the matchers and the engine deliver them. */
@@ -200,22 +214,13 @@ export class DoorController {
     }
   }
 
-  /**
-   * Resumes the stop commands of a previous run: those already due run now, the others at their time. Only
-   * from here on is the state file written. A corrupt file is moved aside with a log line, never replaced.
-   */
+  /** Resumes the stop commands of a previous run: those already due run now, the others at their time. */
   restoreState(): void {
-    if (!this.opts.stateFile || !this.stateWriter) return;
-    const state = loadState(this.opts.stateFile);
-    if (state.corrupt) {
-      try {
-        this.opts.log(moveStateAside(this.opts.stateFile, state.corrupt), { event: 'state_file' });
-      } catch (err) {
-        throw new StateFileError(`state file ${this.opts.stateFile} ${state.corrupt} and cannot be moved aside (${(err as Error).message}); move it aside by hand`);
-      }
-    }
+    if (!this.opts.stateFile) return;
+    const state = readState(this.opts.stateFile);
+    this.stateRead = true;
     for (const stop of state.stops) this.schedule(stop);
-    this.stateWriter.enable();
+    this.persist();
   }
 
   /** Pending stop commands (for status and tests), soonest first. */
@@ -229,7 +234,13 @@ export class DoorController {
     this.closed = true;
     for (const t of this.stops.values()) clearTimeout(t);
     this.flushSummaries();
-    this.stateWriter?.close();
+    if (this.opts.stateFile && (this.stateRead || this.stops.size > 0)) {
+      try {
+        writeState(this.opts.stateFile, { version: 1, stops: this.pendingStops() });
+      } catch (err) {
+        throw new Error(`cannot write state file ${this.opts.stateFile}: ${(err as Error).message}`, { cause: err });
+      }
+    }
     await this.opts.nft?.flush();
     await this.lineChain;
   }
@@ -247,34 +258,93 @@ export class DoorController {
     // a one-time sequence that was used up while this knock was matched by the old program: not valid any more
     const current = this.sequences.get(door.name);
     if (door.oneTimeSequences && current && current !== door.sequence) return;
-    const now = this.now(timeUs);
-    const key = `${door.name}\u0000${source}`;
-    const win = this.windows.get(key);
-    const fields = { timeUs, door: door.name };
-    if (win && now < win.cooldownUntil) {
-      const left = Math.ceil((win.cooldownUntil - now) / 1000);
-      this.line(source, (who) => eventText.cooldown(who, door.name, left), { event: 'cooldown', ...fields });
-      this.opts.metrics?.grants.inc({ door: door.name, outcome: 'cooldown' });
+    const fleet = this.opts.fleet;
+    if (!fleet?.decides(door)) {
+      this.decideLocally(door, source, family, timeUs);
       return;
     }
+    // single use is decided once for the whole fleet (`door` holds the line that completed)
+    void fleet.decide(door, source, door.sequence).then((d) => {
+      if (this.closed) return;
+      const fields = { timeUs, door: door.name };
+      switch (d.outcome) {
+        case 'local':
+          return this.decideLocally(door, source, family, timeUs);
+        case 'deny':
+          this.line(source, (who) => `${who}: ${door.name}: fleet store unreachable and Fleet_Offline = deny, not opening`, { event: 'fleet_offline_deny', ...fields });
+          this.opts.metrics?.grants.inc({ door: door.name, outcome: 'fleet_offline' });
+          return;
+        case 'cooldown':
+          return this.refuseCooldown(door, source, d.leftMs, timeUs);
+        case 'used':
+          this.line(source, (who) => `${who}: ${door.name}: one-time sequence already used on fleet member ${d.by}, not opening`, { event: 'used_elsewhere', member: d.by, ...fields });
+          this.opts.metrics?.grants.inc({ door: door.name, outcome: 'used_elsewhere' });
+          if (door.oneTimeSequences && this.opts.rotateOneTime && (this.sequences.get(door.name) ?? door.sequence) === door.sequence) this.rotate(door, timeUs);
+          return;
+        default:
+          return this.open(door, source, family, d.outcome, timeUs);
+      }
+    });
+  }
+
+  /** Cooldown and Dedupe from this member's own windows (no fleet, or the fleet's store unreachable). */
+  private decideLocally(door: DoorConfig, source: string, family: 4 | 6, timeUs: number): void {
+    const now = this.now(timeUs);
+    const win = this.windows.get(`${door.name}\u0000${source}`);
+    if (win && now < win.cooldownUntil) return this.refuseCooldown(door, source, win.cooldownUntil - now, timeUs);
+    this.open(door, source, family, door.dedupe && win && now < win.openUntil ? 'extended' : 'granted', timeUs, now);
+  }
+
+  private refuseCooldown(door: DoorConfig, source: string, leftMs: number, timeUs: number): void {
+    const left = Math.ceil(leftMs / 1000);
+    this.line(source, (who) => eventText.cooldown(who, door.name, left), { event: 'cooldown', timeUs, door: door.name });
+    this.opts.metrics?.grants.inc({ door: door.name, outcome: 'cooldown' });
+  }
+
+  private open(door: DoorConfig, source: string, family: 4 | 6, outcome: 'granted' | 'extended', timeUs: number, now = this.now(timeUs)): void {
+    const fields = { timeUs, door: door.name };
     this.line(source, (who) => eventText.open(who, door.name), { event: 'open', ...fields });
     const grant: Grant = { door, source, family };
     const openFor = Math.max(hasNftAction(door) ? door.openTimeout : 0, door.cmdTimeout) * 1000;
-    if (door.dedupe && win && now < win.openUntil) {
+    if (outcome === 'extended') {
       this.extend(grant, now);
-      win.openUntil = now + openFor;
-      win.cooldownUntil = now + door.cooldown * 1000;
       this.line(source, (who) => eventText.extended(who, door.name), { event: 'extended', ...fields });
-      this.opts.metrics?.grants.inc({ door: door.name, outcome: 'extended' });
     } else {
       if (hasNftAction(door)) this.opts.nft?.grant(grant);
       const stop = this.opts.commands?.start(grant);
       if (stop) this.schedule(stop);
-      if (door.dedupe || door.cooldown > 0) this.windows.set(key, { openUntil: now + openFor, cooldownUntil: now + door.cooldown * 1000 });
-      this.opts.metrics?.grants.inc({ door: door.name, outcome: 'granted' });
     }
+    if (door.dedupe || door.cooldown > 0) this.windows.set(`${door.name}\u0000${source}`, { openUntil: now + openFor, cooldownUntil: now + door.cooldown * 1000 });
+    this.opts.metrics?.grants.inc({ door: door.name, outcome });
+    this.opts.fleet?.share(grant, doorWindowMs(door));
     if (door.oneTimeSequences && this.opts.rotateOneTime) this.rotate(door, timeUs);
     this.pruneWindows(now);
+  }
+
+  /** Another member's grant (src/fleet/link.ts): the nft element with the time left, and with
+   * Fleet_Commands = all this member's own start command (once: not while its stop is pending). */
+  async applyRemoteGrant(door: DoorConfig, source: string, family: 4 | 6, remainingMs: number, runCommands: boolean, from: string): Promise<void> {
+    const grant: Grant = { door, source, family, timeoutMs: Math.min(remainingMs, door.openTimeout * 1000) };
+    this.line(source, (who) => `${who}: ${door.name}: opened by fleet member ${from} (${Math.ceil(remainingMs / 1000)}s left)`, { event: 'fleet_open', door: door.name, member: from });
+    this.opts.metrics?.grants.inc({ door: door.name, outcome: 'fleet' });
+    if (runCommands && door.startCommand && !this.pendingStops().some((s) => s.door === door.name && s.source === source)) {
+      const stop = this.opts.commands?.start(grant);
+      if (stop) this.schedule(stop);
+    }
+    if (hasNftAction(door)) await this.opts.nft?.grant(grant);
+  }
+
+  /** A one-time door's current line here (it moves on as lines are used, here or on other members). */
+  currentSequence(door: DoorConfig): Step[] {
+    return this.sequences.get(door.name) ?? door.sequence;
+  }
+
+  /** Another member used this one-time line: this member moves past it too, if it is still current here. */
+  applyLineUsed(door: DoorConfig, digest: string, from: string): void {
+    const current = this.currentSequence(door);
+    if (!door.oneTimeSequences || current.length === 0 || lineDigest(current) !== digest || !this.opts.rotateOneTime) return;
+    this.opts.log(`${door.name}: one-time sequence used on fleet member ${from}; moving to the next line`, { event: 'used_elsewhere', door: door.name, member: from });
+    this.rotate({ ...door, sequence: current }, Date.now() * 1000);
   }
 
   /** Dedupe: refresh the nft element and push this source's pending stop of the door to a full window. */
@@ -312,20 +382,25 @@ export class DoorController {
       this.opts.commands?.stop(stop);
       this.persist();
     };
-    this.arm(stop, fire);
+    const timer = setTimeout(fire, Math.max(0, stop.dueMs - this.now()));
+    timer.unref();
+    this.stops.set(stop, timer);
     this.persist();
   }
 
-  private arm(stop: PendingStop, fire: () => void): void {
-    const wait = stop.dueMs - this.now();
-    const timer = setTimeout(() => (wait > MAX_TIMER_MS ? this.arm(stop, fire) : fire()), Math.min(Math.max(0, wait), MAX_TIMER_MS));
-    timer.unref();
-    this.stops.set(stop, timer);
-  }
-
-  /** The state file follows (coalesced: src/control/state.ts StateWriter). */
+  /** Coalesces state writes: one atomic write per turn of the event loop, whatever the number of changes. */
   private persist(): void {
-    if (!this.closed) this.stateWriter?.changed();
+    if (!this.opts.stateFile || this.stateDirty || this.closed) return;
+    this.stateDirty = true;
+    setImmediate(() => {
+      this.stateDirty = false;
+      if (this.closed || !this.opts.stateFile) return;
+      try {
+        writeState(this.opts.stateFile, { version: 1, stops: this.pendingStops() });
+      } catch (err) {
+        this.opts.log(`error: cannot write state file ${this.opts.stateFile}: ${(err as Error).message}`);
+      }
+    });
   }
 
   private pruneWindows(now: number): void {

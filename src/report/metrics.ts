@@ -9,7 +9,7 @@ import type { MatcherStats } from '../match/matcher-api.js';
 export type EngineCounters = Partial<MatcherStats> & { ringDrops?: number; queueDrops?: number };
 
 /** Everything read at scrape time: the engine's counters and the command backend's. */
-export type ScrapeCounters = EngineCounters & { commandRuns?: number; commandFailures?: number; commandDrops?: number };
+export type ScrapeCounters = EngineCounters & { commandRuns?: number; commandFailures?: number };
 
 export class MetricsAddressError extends Error {}
 
@@ -36,13 +36,20 @@ const STAT_METRICS: [keyof ScrapeCounters, string, string][] = [
   ['suppressed', 'knockd_suppressed_events_total', 'Stage/failure events folded into "N events suppressed" lines'],
   ['commandRuns', 'knockd_command_runs_total', 'start/stop commands run'],
   ['commandFailures', 'knockd_command_failures_total', 'start/stop commands that exited non-zero or could not run'],
-  ['commandDrops', 'knockd_command_drops_total', 'start commands not run because the command limits were reached (a completion flood)'],
 ];
 
 export class Metrics {
   readonly registry = new Registry();
   readonly grants: Counter<'door' | 'outcome'>;
   readonly nftBatchSeconds: Histogram;
+  readonly fleetConnected: Gauge;
+  readonly fleetPublishSeconds: Histogram;
+  readonly fleetApplySeconds: Histogram;
+  readonly fleetRefused: Counter<'reason'>;
+  readonly fleetQueueDepth: Gauge;
+  readonly fleetQueueOverflow: Counter;
+  readonly fleetCatchUpGrants: Gauge;
+  readonly fleetCatchUpSeconds: Gauge;
   private server: Server | undefined;
 
   constructor(readCounters: () => ScrapeCounters) {
@@ -98,6 +105,16 @@ export class Metrics {
       buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers: reg,
     });
+    // fleet (docs/FLEET.md); present, at zero, without a Fleet too, so dashboards need no special case
+    const fleetBuckets = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+    this.fleetConnected = new Gauge({ name: 'knockd_fleet_connected', help: '1 while the fleet store answers, 0 otherwise', registers: reg });
+    this.fleetPublishSeconds = new Histogram({ name: 'knockd_fleet_publish_seconds', help: 'Time to write and publish a grant to the fleet store', buckets: fleetBuckets, registers: reg });
+    this.fleetApplySeconds = new Histogram({ name: 'knockd_fleet_apply_seconds', help: "Time from receiving another member's grant to its element installed here", buckets: fleetBuckets, registers: reg });
+    this.fleetRefused = new Counter({ name: 'knockd_fleet_refused_total', help: 'Fleet messages refused, by reason (bad signature, unknown door, expired, ...)', labelNames: ['reason'], registers: reg });
+    this.fleetQueueDepth = new Gauge({ name: 'knockd_fleet_queue_depth', help: 'Grants waiting for the fleet store to come back', registers: reg });
+    this.fleetQueueOverflow = new Counter({ name: 'knockd_fleet_queue_overflow_total', help: 'Grants dropped from a full outage queue (still open on this member)', registers: reg });
+    this.fleetCatchUpGrants = new Gauge({ name: 'knockd_fleet_catch_up_grants', help: 'Open grants read by the last catch-up', registers: reg });
+    this.fleetCatchUpSeconds = new Gauge({ name: 'knockd_fleet_catch_up_seconds', help: 'Duration of the last catch-up', registers: reg });
   }
 
   /** Serves GET /metrics; resolves once listening (rejects with the bind error). */

@@ -20,14 +20,14 @@ export const NET = {
   server6: '2001:db8:2::10',
 } as const;
 
-const ECHO_SERVER = `
+export const ECHO_SERVER = `
 const net = require('net');
 const srv = net.createServer((s) => { s.on('data', (d) => s.write(d)); s.on('error', () => {}); });
 srv.listen({ port: Number(process.argv[1]), host: '::', ipv6Only: false }, () => console.log('listening'));
 `;
 
 // Prints "open" when a TCP connection succeeds within the timeout, "closed" otherwise; never throws.
-const PROBE = `
+export const PROBE = `
 const net = require('net');
 const [host, port, source] = process.argv.slice(1);
 const s = net.connect({ host, port: Number(port), localAddress: source || undefined });
@@ -132,10 +132,8 @@ export class GatewayLab {
     return path;
   }
 
-  /** Runs the daemon on the gateway; `launcher` (e.g. setpriv with the systemd unit's capabilities) runs it. */
-  async startDaemon(configPath: string, extraArgs: string[] = [], launcher: string[] = []): Promise<Daemon> {
-    const argv = [...launcher, process.execPath, cliPath(), '-c', configPath, '-i', this.gatewayIf, '-v', ...extraArgs];
-    const child = this.lab.spawn('gw', argv[0], argv.slice(1));
+  async startDaemon(configPath: string, extraArgs: string[] = []): Promise<Daemon> {
+    const child = this.lab.spawn('gw', process.execPath, [cliPath(), '-c', configPath, '-i', this.gatewayIf, '-v', ...extraArgs]);
     const lines: string[] = [];
     const stderr: string[] = [];
     collectLines(child, lines);
@@ -169,7 +167,7 @@ export class GatewayLab {
   }
 }
 
-function collectLines(child: ChildProcess, lines: string[]): void {
+export function collectLines(child: ChildProcess, lines: string[]): void {
   let buf = '';
   child.stdout?.on('data', (d: Buffer) => {
     buf += d.toString();
@@ -181,7 +179,7 @@ function collectLines(child: ChildProcess, lines: string[]): void {
   });
 }
 
-async function waitLine(lines: string[], pattern: RegExp, timeoutMs: number, from = 0): Promise<string> {
+export async function waitLine(lines: string[], pattern: RegExp, timeoutMs: number, from = 0): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const hit = lines.slice(from).find((l) => pattern.test(l));
@@ -191,7 +189,7 @@ async function waitLine(lines: string[], pattern: RegExp, timeoutMs: number, fro
   throw new LabError(`timed out after ${timeoutMs} ms waiting for ${pattern}`);
 }
 
-async function firstLine(child: ChildProcess, pattern: RegExp, timeoutMs: number): Promise<string> {
+export async function firstLine(child: ChildProcess, pattern: RegExp, timeoutMs: number): Promise<string> {
   const lines: string[] = [];
   collectLines(child, lines);
   return waitLine(lines, pattern, timeoutMs);

@@ -46,6 +46,8 @@ export class NftBackend {
   private readonly now: () => number;
   private plan: NftPlan;
   private doorIndex = new Map<DoorConfig, number>();
+  /** by name, for the copies of one-time doors that carry their current line (DoorController.withCurrentSequences) */
+  private nameIndex = new Map<string, number>();
   private external = new Map<string, ExternalSet>();
   private writer: ElementWriter | undefined;
   private pending = new Map<string, PendingElement>();
@@ -95,6 +97,8 @@ export class NftBackend {
 
   private indexDoors(doors: readonly DoorConfig[]): void {
     this.doorIndex = new Map(doors.map((d, i) => [d, i]));
+    this.nameIndex = new Map();
+    doors.forEach((d, i) => this.nameIndex.has(d.name) || this.nameIndex.set(d.name, i));
   }
 
   private async install(): Promise<void> {
@@ -144,12 +148,13 @@ export class NftBackend {
   }
 
   /**
-   * Opens the door for the source for the door's Open_Timeout (refreshing an open one). Resolves true once
+   * Opens the door for the source for the grant's timeoutMs, by default the door's Open_Timeout (refreshing
+   * an open one). Resolves true once
    * the element is installed, false if it was not (door without nft action, wrong family, window over).
    * Never rejects.
    */
   grant(g: Grant): Promise<boolean> {
-    const index = this.doorIndex.get(g.door);
+    const index = this.doorIndex.get(g.door) ?? this.nameIndex.get(g.door.name);
     const set = index === undefined ? undefined : this.plan.doorSets[index].find((s) => s.family === g.family);
     if (!set || this.closed) return Promise.resolve(false);
     if (!set.owned && this.external.get(setKey(set.ref))?.family !== g.family) {
@@ -164,7 +169,7 @@ export class NftBackend {
         set,
         address: g.source,
         grantedAt: this.now(),
-        timeoutMs: g.door.openTimeout * 1000,
+        timeoutMs: g.timeoutMs ?? g.door.openTimeout * 1000,
         retried: false,
         done: existing ? [...existing.done, resolve] : [resolve],
       };

@@ -1,0 +1,245 @@
+// The fleet's store: one Redis (or Valkey) reached through node-redis. Two connections: one for commands,
+// one subscribed to the fleet's channel. Keys live under `kf:{NAME}:` (the braces keep a fleet's keys in
+// one Redis Cluster slot, so the decision script may touch two of them):
+//   g:DOOR|FAMILY|ADDRESS   a signed grant message, expiring with the grant (PXAT)
+//   w:DOOR|ADDRESS          Cooldown/Dedupe window "COOLDOWN_UNTIL OPEN_UNTIL" (ms, the store's clock)
+//   o:DOOR|DIGEST           a one-time line used: the member that used it (kept)
+//   m:MEMBER                a member's heartbeat (JSON), expiring when the member goes quiet
+// and the channel `kf:{NAME}:grants` carries every signed message as it is written.
+import { createHash } from 'node:crypto';
+import { createClient, type RedisClientType } from 'redis';
+import type { FleetConfig } from '../config/types.js';
+import { parseStoreUrl } from './url.js';
+
+/** Reconnection backoff: 100 ms doubling up to 5 s, with jitter so a fleet does not reconnect in step. */
+export function backoffMs(attempt: number): number {
+  const base = Math.min(5000, 100 * 2 ** Math.min(attempt, 6));
+  return Math.round(base * (0.75 + Math.random() * 0.5));
+}
+
+const CONNECT_TIMEOUT_MS = 2000;
+
+export interface StoreEvents {
+  /** the command connection is (again) usable */
+  ready(): void;
+  /** it was lost or could not be made (node-redis retries with backoffMs) */
+  down(message: string): void;
+  /** a message arrived on the fleet's channel */
+  message(raw: string): void;
+}
+
+/** Outcome of the fleet-wide single-use decision (DECIDE below). */
+export type StoreDecision = { outcome: 'granted' | 'extended' } | { outcome: 'cooldown'; leftMs: number } | { outcome: 'used'; by: string };
+
+export interface DecideRequest {
+  door: string;
+  source: string;
+  member: string;
+  /** one-time doors: the digest of the line that completed */
+  lineDigest?: string;
+  cooldownMs: number;
+  openMs: number;
+  dedupe: boolean;
+}
+
+// KEYS[1]: the one-time key (when ARGV[2] = 1), then the window key (when Cooldown or Dedupe applies).
+// ARGV: member, one-time?, cooldown ms, open ms, dedupe?. Time is the store's, the same for every member.
+const DECIDE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local k = 1
+if ARGV[2] == '1' then
+  local owner = redis.call('GET', KEYS[1])
+  if owner then return {'used', owner} end
+  k = 2
+end
+local outcome = 'granted'
+local cooldown, open = tonumber(ARGV[3]), tonumber(ARGV[4])
+if KEYS[k] then
+  local cd, op = 0, 0
+  local w = redis.call('GET', KEYS[k])
+  if w then
+    local a, b = string.match(w, '^(%d+) (%d+)$')
+    cd, op = tonumber(a) or 0, tonumber(b) or 0
+  end
+  if now < cd then return {'cooldown', tostring(cd - now)} end
+  if ARGV[5] == '1' and now < op then outcome = 'extended' end
+  local ncd, nop = now + cooldown, now + open
+  redis.call('SET', KEYS[k], ncd .. ' ' .. nop, 'PX', math.max(cooldown, open, 1))
+end
+if ARGV[2] == '1' then redis.call('SET', KEYS[1], ARGV[1]) end
+return {outcome, ''}
+`;
+const DECIDE_SHA = createHash('sha1').update(DECIDE).digest('hex');
+
+export class FleetStore {
+  readonly prefix: string;
+  readonly channel: string;
+  private readonly commands: RedisClientType;
+  private readonly subscriber: RedisClientType;
+  private closed = false;
+  private wasReady = false;
+  /** the subscriber listens on the channel (first subscription made, or restored after a reconnect) */
+  private listening = false;
+  private subscribed = false;
+
+  constructor(
+    cfg: FleetConfig,
+    private readonly events: StoreEvents,
+  ) {
+    this.prefix = `kf:{${cfg.name}}:`;
+    this.channel = `${this.prefix}grants`;
+    const a = parseStoreUrl(cfg.url);
+    const socket =
+      a.kind === 'unix'
+        ? { path: a.path!, connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy: backoffMs }
+        : a.tls
+          ? { host: a.host!, port: a.port!, tls: true as const, connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy: backoffMs }
+          : { host: a.host!, port: a.port!, connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy: backoffMs };
+    this.commands = createClient({
+      socket,
+      username: a.username,
+      password: cfg.password ?? a.password,
+      database: a.database,
+      // commands fail at once while disconnected: the fleet queues what it must keep, bounded (link.ts)
+      disableOfflineQueue: true,
+    }) as RedisClientType;
+    this.subscriber = this.commands.duplicate();
+    this.commands.on('error', (err: Error) => this.onDown(err));
+    this.subscriber.on('error', (err: Error) => {
+      this.listening = false;
+      this.onDown(err);
+    });
+    this.commands.on('ready', () => this.maybeReady());
+    // node-redis subscribes again while reconnecting, before 'ready'
+    this.subscriber.on('ready', () => {
+      this.listening = this.subscribed;
+      this.maybeReady();
+    });
+  }
+
+  /** Up once both connections are: a catch-up then runs while new grants already arrive on the channel,
+   * so none falls between the two. */
+  private maybeReady(): void {
+    if (this.wasReady || this.closed || !this.commands.isReady || !this.listening) return;
+    this.wasReady = true;
+    this.events.ready();
+  }
+
+  /** Starts connecting; resolves at once (the clients keep retrying in the background). */
+  start(): void {
+    this.commands.connect().catch(() => undefined);
+    this.subscriber
+      .connect()
+      .then(() => this.subscriber.subscribe(this.channel, (raw) => this.events.message(raw)))
+      .then(() => {
+        this.subscribed = true;
+        this.listening = true;
+        this.maybeReady();
+      })
+      .catch(() => undefined);
+  }
+
+  get ready(): boolean {
+    return this.commands.isReady;
+  }
+
+  private onDown(err: Error): void {
+    if (this.closed) return;
+    const wasReady = this.wasReady;
+    this.wasReady = false;
+    this.events.down(wasReady ? `lost: ${err.message}` : err.message);
+    // a connection that is back (the other one failed) makes the link ready again when both are
+    this.maybeReady();
+  }
+
+  grantKey(door: string, family: number, address: string): string {
+    return `${this.prefix}g:${door}|${family}|${address}`;
+  }
+
+  /** Writes a signed grant with its absolute expiry and publishes it (one round trip: both are pipelined). */
+  async putGrant(key: string, raw: string, expiryMs: number): Promise<void> {
+    await Promise.all([this.commands.sendCommand(['SET', key, raw, 'PXAT', String(expiryMs)]), this.commands.sendCommand(['PUBLISH', this.channel, raw])]);
+  }
+
+  /** Writes a grant back only where it is missing (a store that lost its data); a newer grant is kept. */
+  async restoreGrant(key: string, raw: string, expiryMs: number): Promise<void> {
+    await this.commands.sendCommand(['SET', key, raw, 'NX', 'PXAT', String(expiryMs)]);
+  }
+
+  /** Publishes a signed message that is not a grant (a one-time line used). */
+  async publish(raw: string): Promise<void> {
+    await this.commands.sendCommand(['PUBLISH', this.channel, raw]);
+  }
+
+  async decide(q: DecideRequest): Promise<StoreDecision> {
+    const keys: string[] = [];
+    if (q.lineDigest !== undefined) keys.push(`${this.prefix}o:${q.door}|${q.lineDigest}`);
+    if (q.cooldownMs > 0 || q.dedupe) keys.push(`${this.prefix}w:${q.door}|${q.source}`);
+    const args = [q.member, q.lineDigest !== undefined ? '1' : '0', String(q.cooldownMs), String(q.openMs), q.dedupe ? '1' : '0'];
+    let reply: unknown;
+    try {
+      reply = await this.commands.sendCommand(['EVALSHA', DECIDE_SHA, String(keys.length), ...keys, ...args]);
+    } catch (err) {
+      if (!/NOSCRIPT/.test((err as Error).message)) throw err;
+      reply = await this.commands.sendCommand(['EVAL', DECIDE, String(keys.length), ...keys, ...args]);
+    }
+    const [outcome, detail] = reply as [string, string];
+    if (outcome === 'cooldown') return { outcome, leftMs: Number(detail) };
+    if (outcome === 'used') return { outcome, by: detail };
+    return { outcome: outcome === 'extended' ? 'extended' : 'granted' };
+  }
+
+  /** Whether a one-time line was used by some member. */
+  async lineUsedBy(door: string, digest: string): Promise<string | undefined> {
+    const v = await this.commands.sendCommand(['GET', `${this.prefix}o:${door}|${digest}`]);
+    return typeof v === 'string' ? v : undefined;
+  }
+
+  /** Every stored grant message, a page at a time (SCAN + MGET: the store is never blocked for long). */
+  async *grantPages(pageSize = 1000): AsyncGenerator<string[]> {
+    yield* this.valuePages(`${this.prefix}g:*`, pageSize);
+  }
+
+  private async *valuePages(match: string, pageSize: number): AsyncGenerator<string[]> {
+    let cursor = '0';
+    do {
+      const [next, keys] = (await this.commands.sendCommand(['SCAN', cursor, 'MATCH', match, 'COUNT', String(pageSize)])) as [string, string[]];
+      cursor = next;
+      if (keys.length === 0) continue;
+      const values = (await this.commands.sendCommand(['MGET', ...keys])) as (string | null)[];
+      yield values.filter((v): v is string => typeof v === 'string');
+    } while (cursor !== '0');
+  }
+
+  async heartbeat(member: string, record: string, ttlMs: number): Promise<void> {
+    await this.commands.sendCommand(['SET', `${this.prefix}m:${member}`, record, 'PX', String(ttlMs)]);
+  }
+
+  /** The heartbeat records of every member still alive. */
+  async members(): Promise<string[]> {
+    const out: string[] = [];
+    for await (const page of this.valuePages(`${this.prefix}m:*`, 100)) out.push(...page);
+    return out;
+  }
+
+  /** One round trip, in ms. */
+  async ping(): Promise<number> {
+    const t = performance.now();
+    await this.commands.sendCommand(['PING']);
+    return performance.now() - t;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const c of [this.subscriber, this.commands]) {
+      try {
+        if (c.isOpen) await c.close();
+        else c.destroy();
+      } catch {
+        c.destroy();
+      }
+    }
+  }
+}
