@@ -17,7 +17,7 @@ import { Logger, SYSLOG_SOCKET, unixDatagramTransport, type LogFormat, type Sysl
 import { Metrics, type EngineCounters } from './report/metrics.js';
 import { CaptureEngine, interfaceAddresses, type CaptureOptions } from './capture/engine.js';
 import { compileProgram, type CompiledProgram } from './config/program.js';
-import { DEFAULT_STATE_FILE } from './control/state.js';
+import { DEFAULT_STATE_FILE, loadState } from './control/state.js';
 import { FleetLinkImpl } from './fleet/link.js';
 import { VERSION } from './cli.js';
 
@@ -204,6 +204,8 @@ export interface DaemonHooks {
 }
 
 const RELOAD_REFUSED = 'error: the new config was not loaded; the running config is kept';
+/** SIGTERM/SIGINT end the process within this, whatever is still being flushed. */
+const SHUTDOWN_LIMIT_MS = 900;
 
 export class Daemon {
   private config: KnockdConfig;
@@ -217,9 +219,13 @@ export class Daemon {
   private engine: CaptureEngineLike | undefined;
   private pidFileWritten = false;
   private stopping = false;
+  private exited = false;
+  /** a SIGHUP reload is running; another SIGHUP meanwhile asks for one more after it (a storm = two) */
+  private reloading: Promise<void> | undefined;
+  private reloadAgain = false;
   private keepAlive: NodeJS.Timeout | undefined;
   private readonly onSignal = {
-    SIGHUP: () => void this.reload(),
+    SIGHUP: () => void this.requestReload(),
     SIGTERM: () => void this.shutdown(15),
     SIGINT: () => void this.shutdown(2),
   };
@@ -287,12 +293,13 @@ export class Daemon {
 
   private async open(): Promise<void> {
     const s = this.settings;
+    // refuse an unsafe or unreadable state file before anything is installed (it is restored at the end)
+    loadState(s.stateFile);
     if (this.config.doors.some(hasNftAction)) {
       this.nft = this.newNft(this.config);
       await this.nft.start();
     }
     this.controller.attach({ nft: this.nft });
-    this.controller.restoreState();
     // the fleet connects in the background: with the store down the daemon starts local-only and retries
     if (this.config.options.fleet) this.startFleet(this.config);
     this.debug(`log file ${s.logFile ?? '(none)'}, state file ${s.stateFile}, ${s.threads} capture thread(s), ${this.args.matcher ?? 'native'} matcher`);
@@ -316,12 +323,14 @@ export class Daemon {
     if (s.metrics) {
       this.metrics = new Metrics(() => {
         const c = this.commands.stats();
-        return { ...this.engine?.stats(), commandRuns: c.runs, commandFailures: c.failures };
+        return { ...this.engine?.stats(), commandRuns: c.runs, commandFailures: c.failures, commandDrops: c.dropped };
       });
       this.controller.attach({ metrics: this.metrics });
       this.fleet?.attachMetrics(this.metrics);
       await this.metrics.listen(s.metrics);
     }
+    // last: the state file is read, and from now on written, only by a daemon that has started
+    this.controller.restoreState();
   }
 
   /** Closes whatever is open, in an order that keeps grants and stops: capture, nft, state, metrics, pid
@@ -333,6 +342,7 @@ export class Daemon {
       await this.fleet?.close();
       // nft first: closing gives up a failing batch instead of retrying it, so shutdown stays prompt
       await this.nft?.close();
+      this.commands.close();
       await this.controller.close();
       await this.metrics?.close();
     } catch (err) {
@@ -342,6 +352,22 @@ export class Daemon {
     this.log.close();
     if (this.keepAlive) clearInterval(this.keepAlive);
     return problems;
+  }
+
+  /** SIGHUP: one reload at a time; SIGHUPs during a reload are folded into one more reload after it. */
+  requestReload(): Promise<void> {
+    if (this.reloading) {
+      this.reloadAgain = true;
+      return this.reloading;
+    }
+    this.reloading = (async () => {
+      do {
+        this.reloadAgain = false;
+        await this.reload();
+      } while (this.reloadAgain && !this.stopping);
+      this.reloading = undefined;
+    })();
+    return this.reloading;
   }
 
   /** SIGHUP: a good config is swapped in; a bad one is logged and the running one kept (deviation 5). */
@@ -382,7 +408,21 @@ export class Daemon {
     this.stopping = true;
     this.log.log('shutting down');
     for (const [sig, fn] of Object.entries(this.onSignal)) process.off(sig, fn);
+    // a flush that hangs must not keep the process: the state is written first, then it exits
+    const watchdog = setTimeout(() => {
+      this.commands.close();
+      void this.controller.close();
+      this.log.log(`shutdown took longer than ${SHUTDOWN_LIMIT_MS} ms; exiting without waiting for the rest`);
+      this.exit(code);
+    }, SHUTDOWN_LIMIT_MS);
     for (const problem of await this.release()) this.io.stderr(`${problem}\n`);
+    clearTimeout(watchdog);
+    this.exit(code);
+  }
+
+  private exit(code: number): void {
+    if (this.exited) return;
+    this.exited = true;
     (this.hooks.exit ?? process.exit)(code);
   }
 

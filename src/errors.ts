@@ -31,7 +31,7 @@ export function captureHint(code: string, iface?: string): string | undefined {
       return (
         'Capturing packets needs the CAP_NET_RAW capability (CAP_NET_ADMIN too for nftables doors). Either run as root, ' +
         `or grant it to node: setcap cap_net_raw,cap_net_admin+ep ${NODE_PATH}, ` +
-        'or in the systemd unit: AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN'
+        'or, in a systemd unit, keep both in CapabilityBoundingSet= (with a non-root User=, also in AmbientCapabilities=)'
       );
     case 'ENODEV':
     case 'ENXIO':

@@ -134,7 +134,7 @@ test('at most maxConcurrent children run; the rest wait and all run', async () =
   const cmd = `mkdir -p ${running}; touch ${running}/$$; ls ${running} | wc -l >> ${out}; sleep 0.2; rm ${running}/$$`;
   const d = door('C', '7000', { startCommand: cmd });
   for (let i = 0; i < 10; i++) b.start({ door: d, source: `198.51.100.${i}`, family: 4 });
-  assert.deepEqual(b.stats(), { runs: 3, failures: 0, running: 3, queued: 7 });
+  assert.deepEqual(b.stats(), { runs: 3, failures: 0, dropped: 0, running: 3, queued: 7 });
   await b.idle();
   const counts = lines(out).map(Number);
   assert.equal(counts.length, 10);
@@ -179,4 +179,60 @@ test('stops from the state file: a due one runs at start-up, a later one at its 
   } finally {
     await controller.close();
   }
+});
+
+test('a completion flood is bounded: per-door waiting limit, one waiting start per source, newest first, doors take turns, drops summed up', async () => {
+  const out = outFile();
+  const logs: string[] = [];
+  const b = new CommandBackend({
+    log: (m) => logs.push(m),
+    output: 'ignore',
+    limits: { maxConcurrent: 1, maxWaitingPerDoor: 3, maxWaiting: 100, startsPerSecond: 1000 },
+  });
+  const a = door('A', '7000', { startCommand: `sleep 0.2; echo A %IP% >> ${out}` });
+  const c = door('C', '7000', { startCommand: `echo C %IP% >> ${out}` });
+  b.start({ door: a, source: '198.51.100.100', family: 4 }); // runs at once
+  for (let i = 1; i <= 10; i++) b.start({ door: a, source: `198.51.100.${i}`, family: 4 }); // 3 wait, 7 dropped
+  b.start({ door: a, source: '198.51.100.2', family: 4 }); // already waiting: dropped
+  b.start({ door: c, source: '203.0.113.1', family: 4 }); // another door: its own share
+  assert.deepEqual(b.stats(), { runs: 1, failures: 0, dropped: 8, running: 1, queued: 4 });
+  await b.idle();
+  assert.deepEqual(lines(out), ['A 198.51.100.100', 'A 198.51.100.3', 'C 203.0.113.1', 'A 198.51.100.2', 'A 198.51.100.1']);
+  for (let i = 0; i < 100 && !logs.some((l) => l.startsWith('warning')); i++) await sleep(20);
+  assert.deepEqual(
+    logs.filter((l) => l.startsWith('warning')),
+    ['warning: A: 8 start command(s) not run under load (7: too many starts waiting for a child; 1: the source already had a start waiting)'],
+  );
+  b.close();
+});
+
+test('doors open awaiting their stop are bounded; stops are never dropped and free their place', async () => {
+  const out = outFile();
+  const logs: string[] = [];
+  const b = new CommandBackend({ log: (m) => logs.push(m), output: 'ignore', now: () => 1_000_000, limits: { maxOpenPerDoor: 2 } });
+  const d = door('A', '7000', { startCommand: `echo START %IP% >> ${out}`, stopCommand: `echo STOP %IP% >> ${out}`, cmdTimeout: 1 });
+  const grant = (i: number) => b.start({ door: d, source: `198.51.100.${i}`, family: 4 });
+  const [s1, s2, s3] = [grant(1), grant(2), grant(3)];
+  assert.ok(s1 && s2);
+  assert.equal(s3, undefined, 'a third open door is refused');
+  await b.idle();
+  b.stop(s1);
+  assert.ok(grant(4), 'the stop freed a place');
+  await b.idle();
+  b.close();
+  assert.deepEqual(lines(out).sort(), ['START 198.51.100.1', 'START 198.51.100.2', 'START 198.51.100.4', 'STOP 198.51.100.1']);
+  assert.match(logs.at(-1)!, /^warning: A: 1 start command\(s\) not run under load \(1: too many doors open awaiting their stop command\)$/);
+});
+
+test('the start rate is bounded: a burst runs at once, the rest at startsPerSecond', async () => {
+  const out = outFile();
+  const b = new CommandBackend({ log: () => undefined, output: 'ignore', limits: { maxConcurrent: 4, startsPerSecond: 20 } });
+  const d = door('R', '7000', { startCommand: `date +%s%N >> ${out}` });
+  const began = Date.now();
+  for (let i = 0; i < 10; i++) b.start({ door: d, source: `198.51.100.${i}`, family: 4 });
+  await b.idle();
+  // 4 at once (the burst), then 6 more at 20 a second: at least 250 ms in all
+  assert.ok(Date.now() - began >= 250, `10 starts took ${Date.now() - began} ms`);
+  assert.equal(lines(out).length, 10);
+  b.close();
 });

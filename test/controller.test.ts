@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -146,6 +146,7 @@ test('state file: pending stops are persisted, restored after a restart, and a d
     const stateFile = join(dir, 'sub', 'state.json');
     const d = door('A', { stopCommand: 'echo STOP %IP%', cmdTimeout: 100 });
     const first = setup([d], { stateFile });
+    first.c.restoreState(); // the file is written only by a controller that has read it
     first.c.handle([ev.done(0)]);
     await sleep(10); // the coalesced write
     const saved = readState(stateFile);
@@ -164,21 +165,57 @@ test('state file: pending stops are persisted, restored after a restart, and a d
     assert.deepEqual(third.calls, [`stop A ${A} echo STOP ${A}`]);
     await sleep(10);
     assert.deepEqual(readState(stateFile).stops, []);
-    assert.ok(!existsSync(`${stateFile}.${process.pid}.tmp`));
+    assert.deepEqual(readdirSync(join(dir, 'sub')), ['state.json'], 'no temporary file is left behind');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
 
-test('a corrupt state file is a clear error, not silently ignored', () => {
+test('a corrupt state file is kept: moved aside with a log line naming both files, never replaced', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'kf-ctl-'));
   try {
     const stateFile = join(dir, 'state.json');
-    writeFileSync(stateFile, '{"version":1,"stops":[{"door":1}]}');
-    const { c } = setup([door('A')], { stateFile });
-    assert.throws(() => c.restoreState(), /not a knockd-fast state file of version 1; move it aside/);
-    writeState(stateFile, { version: 1, stops: [] });
-    assert.equal(readFileSync(stateFile, 'utf8'), '{"version":1,"stops":[]}\n');
+    const corrupt = '{"version":1,"stops":[{"door":1}]}';
+    writeFileSync(stateFile, corrupt);
+    const { c, lines } = setup([door('A')], { stateFile });
+    c.restoreState();
+    const aside = readdirSync(dir).filter((f) => f.startsWith('state.json.unreadable-'));
+    assert.equal(aside.length, 1);
+    assert.equal(readFileSync(join(dir, aside[0]), 'utf8'), corrupt, 'the content is kept as it was');
+    assert.match(lines.join('\n'), new RegExp(`^error: state file ${stateFile} is not a knockd-fast state file of version 1; moved it aside to ${join(dir, aside[0])}`, 'm'));
+    assert.throws(() => readState(join(dir, aside[0])), /is not a knockd-fast state file of version 1/);
+    await c.close();
+    assert.deepEqual(readState(stateFile).stops, [], 'a new state file is written once the controller has started');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('before restoreState the state file is not replaced: a failed start-up keeps it, adding only stops of starts that ran', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kf-ctl-'));
+  try {
+    const stateFile = join(dir, 'state.json');
+    const d = door('A', { stopCommand: 'echo STOP %IP%', cmdTimeout: 100 });
+    const old = { door: 'A', source: '198.51.100.7', family: 4 as const, command: 'echo STOP 198.51.100.7', dueMs: 5e15 };
+    for (const content of ['{not json', JSON.stringify({ version: 1, stops: [old] })]) {
+      writeFileSync(stateFile, content);
+      const quiet = setup([d], { stateFile });
+      await sleep(20);
+      await quiet.c.close(); // start-up failed before any knock: the file stays byte for byte
+      assert.equal(readFileSync(stateFile, 'utf8'), content);
+      const { c, lines } = setup([d], { stateFile });
+      c.handle([ev.done(0)]); // a knock ran its start command before start-up failed
+      await sleep(20);
+      assert.equal(readFileSync(stateFile, 'utf8'), content, 'nothing is written while starting');
+      await c.close();
+      if (content.startsWith('{not')) {
+        assert.equal(readFileSync(stateFile, 'utf8'), content, 'a corrupt file is never replaced');
+        assert.match(lines.at(-1)!, /^error: cannot add 1 pending stop command\(s\) to state file .*: the file is not valid JSON .*; run them by hand: echo STOP 198\.51\.100\.1$/);
+      } else {
+        assert.deepEqual(readState(stateFile).stops.map((s) => s.command), ['echo STOP 198.51.100.7', `echo STOP ${A}`]);
+      }
+      assert.deepEqual(readdirSync(dir), ['state.json']);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, test } from 'node:test';
@@ -519,5 +519,44 @@ test('knockd-fast -d in a private netns: pid file, live duplicate refused, kill 
     assert.match(logText(), /shutting down\n$/);
   } finally {
     lab.destroy();
+  }
+});
+
+// ------------------------------------------------------------------ the state file across failed and corrupt start-ups (issue 14 finding 2)
+
+test('a start-up that fails leaves the state file exactly as it was and runs none of its stops', async () => {
+  const stateFile = file('failed-start-state.json');
+  const out = file('failed-start.out');
+  const content = `{ "version": 1, "stops": [\n  { "door": "A", "source": "127.0.0.7", "family": 4, "command": "echo STOP >> ${out}", "dueMs": ${Date.now() - 1000} }\n] }\n`;
+  writeFileSync(stateFile, content);
+  const conf = writeConf(DOOR('7000').replaceAll('LOG', file('failed.log')).replaceAll('OUT', out));
+  const daemon = new Daemon({ config: conf, interface: 'lo', stateFile, matcher: 'ts' }, parseConfig(conf), { stdout: () => undefined, stderr: () => undefined }, {
+    openCapture: () => {
+      throw new Error('capture failed: Operation not permitted');
+    },
+    exit: () => undefined,
+  });
+  await assert.rejects(daemon.start(), /capture failed/);
+  await sleep(200);
+  assert.equal(readFileSync(stateFile, 'utf8'), content);
+  assert.ok(!existsSync(out), 'the due stop did not run in a daemon that never started');
+});
+
+test('a corrupt state file is moved aside with a log line and the daemon starts', async () => {
+  for (const corrupt of ['', '{', 'null', '[]', '{"version":2,"stops":[]}', '{"version":1,"stops":[{"door":"A"}]}', '\u0000\u0001']) {
+    const stateFile = file('corrupt-state.json');
+    writeFileSync(stateFile, corrupt);
+    const d = await startDaemon(DOOR('7000'), { stateFile });
+    try {
+      const aside = `${stateFile}.unreadable-`;
+      await until('the log line', () => d.logText().includes(`moved it aside to ${aside}`));
+      const kept = readdirSync(dir).filter((f) => join(dir, f).startsWith(aside));
+      assert.equal(kept.length, 1);
+      assert.equal(readFileSync(join(dir, kept[0]), 'utf8'), corrupt);
+      assert.deepEqual(d.exits, []);
+    } finally {
+      await d.daemon.shutdown(15);
+    }
+    assert.deepEqual(readState(stateFile).stops, []);
   }
 });

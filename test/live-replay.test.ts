@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cliPath, knockClientPath } from '../src/tools/demo.js';
+import { collectLines, stop, waitFor } from './helpers/processes.js';
 
 const root = process.getuid?.() === 0;
 const tcpdump = existsSync('/usr/bin/tcpdump') || existsSync('/usr/sbin/tcpdump');
@@ -39,34 +40,6 @@ const inNs = (cmd: string, args: string[], opts = {}): ChildProcess => spawn('ip
 
 function knock(source: string, ports: string[]): void {
   execFileSync('ip', ['netns', 'exec', ns, process.execPath, knockClientPath(), '--source', source, '127.0.0.1', ...ports], { stdio: 'ignore' });
-}
-
-/** A child's stdout as a growing array of lines. */
-function collectLines(child: ChildProcess): string[] {
-  const lines: string[] = [];
-  let buf = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    const parts = buf.split('\n');
-    buf = parts.pop()!;
-    lines.push(...parts);
-  });
-  return lines;
-}
-
-async function stop(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill(signal);
-  await exited;
-}
-
-async function waitFor(lines: string[], pattern: RegExp, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!lines.some((l) => pattern.test(l))) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${pattern}; got:\n${lines.join('\n')}`);
-    await sleep(25);
-  }
 }
 
 let live: string[] = [];

@@ -1,10 +1,23 @@
 // Command backend, knockd compatible (knockd-0.8.md §5): start_command / stop_command and their _6 variants,
-// %IP% expansion, knockd's 4096-byte limit, `/bin/sh -c`, knockd's log texts. Unlike knockd, children are
-// not forked per success without bound: at most maxConcurrent run at once and the rest wait in a queue.
+// %IP% expansion, knockd's 4096-byte limit, `/bin/sh -c`, knockd's log texts. Unlike knockd, the work is
+// bounded, so a flood of completions (spoofed sources completing a fixed sequence) cannot stall the daemon:
+// at most maxConcurrent children run at once and at most startsPerSecond starts begin each second (forking
+// is the costly part), doors take turns, and what waits is limited per door and overall. The drop policy
+// (docs/HARDENING.md "Command work under a completion flood"):
+// - stop commands are never dropped (a door that was opened is always closed) and run before any start;
+// - a source holds at most one waiting start per door: a repeated completion while it waits is dropped;
+// - a start that would exceed the door's or the total waiting limit, or the door's or the total limit of
+//   doors open awaiting their stop, is dropped (the newest: what already waits keeps its place);
+// - a door's waiting starts run newest first: a knock that just arrived has a user waiting on it, and under
+//   a sustained flood each freed child slot goes to the most recent completion, legitimate or not.
+// Children are forked from a worker thread: fork() blocks its caller until the child has exec'd (tens of
+// ms on a loaded host), and the children's SIGCHLDs then go to the worker's event loop, so neither can delay
+// the main loop's capture batches, nft grants, log lines or SIGTERM/SIGHUP.
+// Dropped starts schedule no stop; they are counted (stats, metrics) and summed up in one log line per second.
 // The stop timers belong to the DoorController (it persists them in the state file); it calls stop() when
 // one is due, and this backend makes sure a stop never runs before its own start has finished.
-import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
+import { Worker } from 'node:worker_threads';
 import type { DoorConfig } from '../config/types.js';
 import type { CommandActions } from '../control/controller.js';
 import type { Grant, LogFn, PendingStop } from './types.js';
@@ -12,10 +25,46 @@ import type { Grant, LogFn, PendingStop } from './types.js';
 /** knockd's command buffer: an expanded command of this many bytes or more is not run. */
 export const COMMAND_LIMIT_BYTES = 4096;
 
+export interface CommandLimits {
+  /** children running at once. Default 32. */
+  maxConcurrent: number;
+  /** start commands begun per second, on average (bursts up to maxConcurrent). Default 20. */
+  startsPerSecond: number;
+  /** starts waiting for a child, per door. Default 64. */
+  maxWaitingPerDoor: number;
+  /** starts waiting for a child, all doors together. Default 1024. */
+  maxWaiting: number;
+  /** started doors whose stop command has not run yet, per door. Default 4096. */
+  maxOpenPerDoor: number;
+  /** the same, all doors together (this bounds the state file). Default 16384. */
+  maxOpen: number;
+}
+
+export const DEFAULT_COMMAND_LIMITS: CommandLimits = {
+  maxConcurrent: 32,
+  startsPerSecond: 20,
+  maxWaitingPerDoor: 64,
+  maxWaiting: 1024,
+  maxOpenPerDoor: 4096,
+  maxOpen: 16384,
+};
+
+/** At most one line about dropped starts per this many ms. */
+const DROP_SUMMARY_MS = 1000;
+
+export type DropReason = 'queued' | 'waiting' | 'open';
+
+const DROP_TEXT: Record<DropReason, string> = {
+  queued: 'the source already had a start waiting',
+  waiting: 'too many starts waiting for a child',
+  open: 'too many doors open awaiting their stop command',
+};
+
 export interface CommandBackendOptions {
   log: LogFn;
-  /** children running at once; more wait in a FIFO queue. Default 32. */
+  /** children running at once; more wait. Default 32 (shorthand for limits.maxConcurrent). */
   maxConcurrent?: number;
+  limits?: Partial<CommandLimits>;
   /** default /bin/sh, run as `sh -c command` like system(3) */
   shell?: string;
   /** wall clock in ms for the stops' due times; default Date.now */
@@ -43,35 +92,64 @@ export function selectCommands(door: DoorConfig, family: 4 | 6): { start?: strin
 interface Job {
   door: string;
   command: string;
+  /** a start's (door, source) key while it waits; undefined for a stop */
+  waitingKey?: string;
   /** resolves when the command has finished */
   done: () => void;
 }
 
 export class CommandBackend implements CommandActions {
   private readonly opts: CommandBackendOptions;
-  private readonly max: number;
+  private readonly limits: CommandLimits;
   private readonly now: () => number;
-  private readonly queue: Job[] = [];
-  private head = 0;
+  /** due stop commands, oldest first; they run before any start */
+  private readonly stopQueue: Job[] = [];
+  private stopHead = 0;
+  /** per door, its waiting starts (taken from the end: newest first) */
+  private readonly startQueues = new Map<string, Job[]>();
+  /** doors with waiting starts, in the order they take turns */
+  private readonly turns: string[] = [];
+  private waitingStarts = 0;
+  /** (door, source) of every waiting start */
+  private readonly waitingSources = new Set<string>();
+  /** stops handed out and not yet run, by their key, and their number per door and in total */
+  private readonly openStops = new Map<string, number>();
+  private readonly openPerDoor = new Map<string, number>();
+  private openTotal = 0;
+  /** stops due while their start still runs (kept for the state file until they are queued) */
+  private readonly stopsAwaitingStart = new Set<PendingStop>();
+  private readonly queuedStopRecords = new Map<Job, PendingStop>();
   private running = 0;
   private idleWaiters: (() => void)[] = [];
   /** per (door, source, stop command): the last start still queued or running */
   private readonly starting = new Map<string, Promise<void>>();
   private runs = 0;
   private failures = 0;
+  private dropped = 0;
+  private readonly dropsToReport = new Map<string, Map<DropReason, number>>();
+  private dropTimer: NodeJS.Timeout | undefined;
+  /** token bucket of the start rate; monotonic time of its last refill */
+  private startTokens: number;
+  private tokensAtMs = performance.now();
+  private rateTimer: NodeJS.Timeout | undefined;
+  private closed = false;
 
   constructor(opts: CommandBackendOptions) {
     this.opts = opts;
-    this.max = opts.maxConcurrent ?? 32;
-    if (!Number.isInteger(this.max) || this.max < 1) {
-      throw new RangeError(`command concurrency limit must be a whole number >= 1, not ${opts.maxConcurrent}`);
+    this.limits = { ...DEFAULT_COMMAND_LIMITS, ...opts.limits };
+    if (opts.maxConcurrent !== undefined) this.limits.maxConcurrent = opts.maxConcurrent;
+    for (const [name, value] of Object.entries(this.limits)) {
+      if (!Number.isInteger(value) || value < 1) throw new RangeError(`command limit ${name} must be a whole number >= 1, not ${value}`);
     }
     this.now = opts.now ?? Date.now;
+    this.startTokens = this.limits.maxConcurrent;
+    spawnerFor(opts.shell ?? '/bin/sh', opts.output ?? 'inherit'); // started now, so the first command does not wait for it
   }
 
   /**
-   * Runs the door's start command for the grant (queued when the limit is reached) and returns the stop
-   * command to schedule, due cmd_timeout from now; undefined when no start command runs, as in knockd.
+   * Runs the door's start command for the grant (it waits when every child slot is busy) and returns the
+   * stop command to schedule, due cmd_timeout from now; undefined when no start command runs: none is
+   * configured, it is too long (as in knockd), or it is dropped under load (see the policy above).
    */
   start(grant: Grant): PendingStop | undefined {
     const { door, source, family } = grant;
@@ -87,9 +165,17 @@ export class CommandBackend implements CommandActions {
       this.opts.log(`error: parsed stop command has been truncated! --> won't execute start command`);
       return undefined;
     }
-    const finished = this.enqueue(door.name, start);
+    const reason = this.refusal(door.name, source, stop !== undefined);
+    if (reason) {
+      this.drop(door.name, reason);
+      return undefined;
+    }
+    const finished = this.enqueueStart(door.name, source, start);
     if (stop === undefined) return undefined;
     const key = stopKey(door.name, source, stop);
+    this.openStops.set(key, (this.openStops.get(key) ?? 0) + 1);
+    this.openPerDoor.set(door.name, (this.openPerDoor.get(door.name) ?? 0) + 1);
+    this.openTotal++;
     this.starting.set(key, finished);
     void finished.then(() => {
       if (this.starting.get(key) === finished) this.starting.delete(key);
@@ -97,42 +183,156 @@ export class CommandBackend implements CommandActions {
     return { door: door.name, source, family, dueMs: this.now() + door.cmdTimeout * 1000, command: stop };
   }
 
-  /** Runs a due stop command, after its start command if that is still queued or running. */
+  /** Runs a due stop command, after its start command if that is still queued or running. Never dropped. */
   stop(stop: PendingStop): void {
-    const pendingStart = this.starting.get(stopKey(stop.door, stop.source, stop.command));
-    if (pendingStart) void pendingStart.then(() => this.enqueue(stop.door, stop.command));
-    else void this.enqueue(stop.door, stop.command);
+    const key = stopKey(stop.door, stop.source, stop.command);
+    const handedOut = this.openStops.get(key) ?? 0;
+    if (handedOut > 0) {
+      if (handedOut === 1) this.openStops.delete(key);
+      else this.openStops.set(key, handedOut - 1);
+      this.openPerDoor.set(stop.door, (this.openPerDoor.get(stop.door) ?? 1) - 1);
+      this.openTotal--;
+    }
+    const pendingStart = this.starting.get(key);
+    if (pendingStart) {
+      this.stopsAwaitingStart.add(stop);
+      void pendingStart.then(() => {
+        this.stopsAwaitingStart.delete(stop);
+        this.enqueueStop(stop);
+      });
+    } else this.enqueueStop(stop);
   }
 
-  /** Commands started and failed so far, and the children running and waiting now (metrics). */
-  stats(): { runs: number; failures: number; running: number; queued: number } {
-    return { runs: this.runs, failures: this.failures, running: this.running, queued: this.queue.length - this.head };
+  /** Due stop commands that have not started yet: the daemon keeps them in the state file at shutdown. */
+  unrunStops(): PendingStop[] {
+    return [...this.stopsAwaitingStart, ...this.queuedStopRecords.values()];
+  }
+
+  /** Shutdown: nothing new starts; waiting starts are given up (they never ran, so nothing to undo). */
+  close(): void {
+    this.closed = true;
+    if (this.dropTimer) clearTimeout(this.dropTimer);
+    if (this.rateTimer) clearTimeout(this.rateTimer);
+    this.reportDrops();
+  }
+
+  /** Commands started, failed and dropped so far, and the children running and waiting now (metrics). */
+  stats(): { runs: number; failures: number; dropped: number; running: number; queued: number } {
+    return { runs: this.runs, failures: this.failures, dropped: this.dropped, running: this.running, queued: this.waitingStarts + this.stopQueue.length - this.stopHead };
   }
 
   /** Resolves when no command is running or waiting. */
   idle(): Promise<void> {
-    if (this.running === 0 && this.head === this.queue.length) return Promise.resolve();
+    if (this.isIdle()) return Promise.resolve();
     return new Promise((r) => this.idleWaiters.push(r));
   }
 
-  private enqueue(door: string, command: string): Promise<void> {
+  private isIdle(): boolean {
+    return this.running === 0 && this.waitingStarts === 0 && this.stopHead === this.stopQueue.length && this.stopsAwaitingStart.size === 0;
+  }
+
+  /** Why a start is not accepted now, if it is not. */
+  private refusal(door: string, source: string, hasStop: boolean): DropReason | undefined {
+    if (this.waitingSources.has(`${door}\u0000${source}`)) return 'queued';
+    const l = this.limits;
+    if (hasStop && ((this.openPerDoor.get(door) ?? 0) >= l.maxOpenPerDoor || this.openTotal >= l.maxOpen)) return 'open';
+    if ((this.startQueues.get(door)?.length ?? 0) >= l.maxWaitingPerDoor || this.waitingStarts >= l.maxWaiting) return 'waiting';
+    return undefined;
+  }
+
+  private drop(door: string, reason: DropReason): void {
+    this.dropped++;
+    let byReason = this.dropsToReport.get(door);
+    if (!byReason) this.dropsToReport.set(door, (byReason = new Map()));
+    byReason.set(reason, (byReason.get(reason) ?? 0) + 1);
+    if (!this.dropTimer && !this.closed) {
+      this.dropTimer = setTimeout(() => {
+        this.dropTimer = undefined;
+        this.reportDrops();
+      }, DROP_SUMMARY_MS);
+      this.dropTimer.unref();
+    }
+  }
+
+  private reportDrops(): void {
+    for (const [door, byReason] of this.dropsToReport) {
+      const total = [...byReason.values()].reduce((a, b) => a + b, 0);
+      const why = [...byReason].map(([reason, n]) => `${n}: ${DROP_TEXT[reason]}`).join('; ');
+      this.opts.log(`warning: ${door}: ${total} start command(s) not run under load (${why})`);
+    }
+    this.dropsToReport.clear();
+  }
+
+  private enqueueStart(door: string, source: string, command: string): Promise<void> {
     return new Promise((done) => {
-      this.queue.push({ door, command, done });
+      const waitingKey = `${door}\u0000${source}`;
+      let queue = this.startQueues.get(door);
+      if (!queue) this.startQueues.set(door, (queue = []));
+      if (queue.length === 0) this.turns.push(door);
+      queue.push({ door, command, waitingKey, done });
+      this.waitingSources.add(waitingKey);
+      this.waitingStarts++;
       this.pump();
     });
   }
 
-  private pump(): void {
-    while (this.running < this.max && this.head < this.queue.length) {
-      const job = this.queue[this.head];
-      this.queue[this.head++] = undefined as unknown as Job;
-      if (this.head > 1024 && this.head * 2 > this.queue.length) {
-        this.queue.splice(0, this.head);
-        this.head = 0;
+  private enqueueStop(stop: PendingStop): void {
+    const job: Job = { door: stop.door, command: stop.command, done: () => undefined };
+    this.queuedStopRecords.set(job, stop);
+    this.stopQueue.push(job);
+    this.pump();
+  }
+
+  /** The next job: the oldest due stop, else the newest start of the door whose turn it is. */
+  private next(): Job | undefined {
+    if (this.closed) return undefined; // due stops stay queued: the state file keeps them for the next run
+    if (this.stopHead < this.stopQueue.length) {
+      const job = this.stopQueue[this.stopHead];
+      this.stopQueue[this.stopHead++] = undefined as unknown as Job;
+      if (this.stopHead > 1024 && this.stopHead * 2 > this.stopQueue.length) {
+        this.stopQueue.splice(0, this.stopHead);
+        this.stopHead = 0;
       }
+      this.queuedStopRecords.delete(job);
+      return job;
+    }
+    if (this.turns.length === 0 || !this.takeStartToken()) return undefined;
+    const door = this.turns.shift() as string;
+    const queue = this.startQueues.get(door) as Job[];
+    const job = queue.pop() as Job;
+    if (queue.length > 0) this.turns.push(door);
+    else this.startQueues.delete(door);
+    this.waitingStarts--;
+    this.waitingSources.delete(job.waitingKey as string);
+    return job;
+  }
+
+  /** The start rate: true when a start may begin now; otherwise the pump runs again when one may. */
+  private takeStartToken(): boolean {
+    const now = performance.now();
+    const l = this.limits;
+    this.startTokens = Math.min(l.maxConcurrent, this.startTokens + ((now - this.tokensAtMs) * l.startsPerSecond) / 1000);
+    this.tokensAtMs = now;
+    if (this.startTokens >= 1) {
+      this.startTokens--;
+      return true;
+    }
+    if (!this.rateTimer) {
+      this.rateTimer = setTimeout(() => {
+        this.rateTimer = undefined;
+        this.pump();
+      }, Math.ceil(((1 - this.startTokens) * 1000) / l.startsPerSecond));
+    }
+    return false;
+  }
+
+  private pump(): void {
+    while (this.running < this.limits.maxConcurrent) {
+      const job = this.next();
+      if (!job) break;
       this.run(job);
     }
-    if (this.running === 0 && this.head === this.queue.length) {
+    if (this.isIdle()) {
       for (const w of this.idleWaiters.splice(0)) w();
     }
   }
@@ -141,29 +341,85 @@ export class CommandBackend implements CommandActions {
     this.running++;
     this.runs++;
     this.opts.log(`${job.door}: running command: ${job.command}`);
-    const child = spawn(this.opts.shell ?? '/bin/sh', ['-c', job.command], {
-      stdio: ['ignore', this.opts.output ?? 'inherit', this.opts.output ?? 'inherit'],
-      detached: true, // its own session, as knockd's setsid(): a signal to the daemon's group spares it
-    });
-    let settled = false;
-    const finish = (message: string | undefined) => {
-      if (settled) return;
-      settled = true;
-      if (message) {
-        this.failures++;
-        this.opts.log(message);
-      }
+    spawnerFor(this.opts.shell ?? '/bin/sh', this.opts.output ?? 'inherit').run(job.command, (outcome) => {
+      if (outcome.failed) this.failures++;
+      if (outcome.failed === 'fork') this.opts.log('error: command fork failed!');
+      else if (outcome.failed) this.opts.log(`${job.door}: command returned non-zero status code (${outcome.status})`);
       this.running--;
       // the start's waiters (a stop due meanwhile) run before the queue moves on
       job.done();
       queueMicrotask(() => this.pump());
-    };
-    child.on('error', () => finish('error: command fork failed!'));
-    child.on('close', (code, signal) => {
-      // like system(3) + WEXITSTATUS through sh: a signal shows as 128 + its number
-      const status = code ?? 128 + (signal ? constants.signals[signal] : 0);
-      finish(status === 0 ? undefined : `${job.door}: command returned non-zero status code (${status})`);
     });
+  }
+}
+
+type Outcome = { failed: undefined } | { failed: 'fork' } | { failed: 'status'; status: number };
+
+// The worker's whole program. `sh -c command` in its own session, as knockd's setsid() (a signal to the
+// daemon's group spares it); stdout/stderr are the process's fds 1 and 2 ('inherit') or /dev/null.
+const SPAWNER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { spawn } = require('node:child_process');
+const out = workerData.output === 'inherit' ? [1, 2] : ['ignore', 'ignore'];
+parentPort.on('message', ({ id, command }) => {
+  let child;
+  try {
+    child = spawn(workerData.shell, ['-c', command], { stdio: ['ignore', ...out], detached: true });
+  } catch {
+    parentPort.postMessage({ id, error: true });
+    return;
+  }
+  let sent = false;
+  child.on('error', () => { if (!sent) { sent = true; parentPort.postMessage({ id, error: true }); } });
+  child.on('close', (code, signal) => { if (!sent) { sent = true; parentPort.postMessage({ id, code, signal }); } });
+});
+`;
+
+const spawners = new Map<string, Spawner>();
+
+/** One spawner per shell and output for the whole process (a worker costs a few MB and ~50 ms to start). */
+function spawnerFor(shell: string, output: 'inherit' | 'ignore'): Spawner {
+  const key = `${output} ${shell}`;
+  let spawner = spawners.get(key);
+  if (!spawner || spawner.broken) spawners.set(key, (spawner = new Spawner(shell, output)));
+  return spawner;
+}
+
+/** The worker thread that forks the children; it keeps the process alive only while a command runs. */
+class Spawner {
+  private readonly worker: Worker;
+  private readonly pending = new Map<number, (o: Outcome) => void>();
+  private nextId = 0;
+
+  constructor(shell: string, output: 'inherit' | 'ignore') {
+    this.worker = new Worker(SPAWNER_SOURCE, { eval: true, workerData: { shell, output }, stdout: false, stderr: false });
+    this.worker.on('message', (m: { id: number; error?: boolean; code?: number | null; signal?: NodeJS.Signals | null }) => {
+      const done = this.pending.get(m.id);
+      if (!done) return;
+      this.pending.delete(m.id);
+      if (this.pending.size === 0) this.worker.unref();
+      if (m.error) return done({ failed: 'fork' });
+      // like system(3) + WEXITSTATUS through sh: a signal shows as 128 + its number
+      const status = m.code ?? 128 + (m.signal ? constants.signals[m.signal] : 0);
+      done(status === 0 ? { failed: undefined } : { failed: 'status', status });
+    });
+    this.worker.on('error', () => {
+      // the worker itself failed (out of memory): what it held counts as not run; the next run starts a new one
+      this.broken = true;
+      for (const done of this.pending.values()) done({ failed: 'fork' });
+      this.pending.clear();
+    });
+    this.worker.unref(); // after the listeners: adding a 'message' listener refs the worker again
+  }
+
+  /** the worker died; a new Spawner is needed */
+  broken = false;
+
+  run(command: string, done: (o: Outcome) => void): void {
+    const id = this.nextId++;
+    this.pending.set(id, done);
+    if (this.pending.size === 1) this.worker.ref();
+    this.worker.postMessage({ id, command });
   }
 }
 

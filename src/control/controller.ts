@@ -13,7 +13,7 @@ import { decodeEvents, type KnockEvent } from '../capture/events.js';
 import { eventText, knockerLabel, type LogFields } from '../report/log.js';
 import type { Metrics } from '../report/metrics.js';
 import type { CompiledProgram } from '../config/program.js';
-import { readState, writeState } from './state.js';
+import { loadState, moveStateAside, StateFileError, StateWriter } from './state.js';
 import { doorWindowMs, lineDigest } from '../fleet/message.js';
 
 /** The command backend as the controller drives it (src/actions/commands.ts). */
@@ -22,6 +22,8 @@ export interface CommandActions {
   start(grant: Grant): PendingStop | undefined;
   /** runs a stop command that is due */
   stop(stop: PendingStop): void;
+  /** due stops that have not started yet: they stay in the state file */
+  unrunStops?(): PendingStop[];
 }
 
 /** The nftables backend (src/actions/nft.ts): adds or refreshes the source in the door's set. */
@@ -107,6 +109,8 @@ const DNS_CACHE_SIZE = 4096;
 const DNS_TIMEOUT_MS = 2000;
 const PROGRAMS_KEPT = 4;
 const EVICTION_SUMMARY_MS = 1000;
+/** setTimeout's longest delay; a stop due later is re-armed in steps of at most this (cmd_timeout up to 2^31-1 s) */
+const MAX_TIMER_MS = 0x7fffffff;
 
 export class DoorController {
   private readonly programs = new Map<number, DoorConfig[]>();
@@ -125,16 +129,19 @@ export class DoorController {
   private evictedSecond = 0;
   private evictedTimeUs = 0;
   private evictionTimer: NodeJS.Timeout | undefined;
-  private stateDirty = false;
-  /** the state file was read: only then may close() replace it (a start that failed earlier must not
-   * overwrite a previous run's pending stop commands with an empty list) */
-  private stateRead = false;
+  private readonly stateWriter: StateWriter | undefined;
   private closed = false;
 
   constructor(opts: ControllerOptions) {
     this.opts = opts;
     this.now = opts.now ?? (() => Date.now());
     this.reverse = opts.reverse;
+    if (opts.stateFile) {
+      const stateFile = opts.stateFile;
+      this.stateWriter = new StateWriter(stateFile, () => [...this.pendingStops(), ...(this.opts.commands?.unrunStops?.() ?? [])], (m) =>
+        this.opts.log(m, { event: 'state_file' }),
+      );
+    }
   }
 
   /**
@@ -214,13 +221,22 @@ export class DoorController {
     }
   }
 
-  /** Resumes the stop commands of a previous run: those already due run now, the others at their time. */
+  /**
+   * Resumes the stop commands of a previous run: those already due run now, the others at their time. Only
+   * from here on is the state file written. A corrupt file is moved aside with a log line, never replaced.
+   */
   restoreState(): void {
-    if (!this.opts.stateFile) return;
-    const state = readState(this.opts.stateFile);
-    this.stateRead = true;
+    if (!this.opts.stateFile || !this.stateWriter) return;
+    const state = loadState(this.opts.stateFile);
+    if (state.corrupt) {
+      try {
+        this.opts.log(moveStateAside(this.opts.stateFile, state.corrupt), { event: 'state_file' });
+      } catch (err) {
+        throw new StateFileError(`state file ${this.opts.stateFile} ${state.corrupt} and cannot be moved aside (${(err as Error).message}); move it aside by hand`);
+      }
+    }
     for (const stop of state.stops) this.schedule(stop);
-    this.persist();
+    this.stateWriter.enable();
   }
 
   /** Pending stop commands (for status and tests), soonest first. */
@@ -234,13 +250,7 @@ export class DoorController {
     this.closed = true;
     for (const t of this.stops.values()) clearTimeout(t);
     this.flushSummaries();
-    if (this.opts.stateFile && (this.stateRead || this.stops.size > 0)) {
-      try {
-        writeState(this.opts.stateFile, { version: 1, stops: this.pendingStops() });
-      } catch (err) {
-        throw new Error(`cannot write state file ${this.opts.stateFile}: ${(err as Error).message}`, { cause: err });
-      }
-    }
+    this.stateWriter?.close();
     await this.opts.nft?.flush();
     await this.lineChain;
   }
@@ -382,25 +392,20 @@ export class DoorController {
       this.opts.commands?.stop(stop);
       this.persist();
     };
-    const timer = setTimeout(fire, Math.max(0, stop.dueMs - this.now()));
-    timer.unref();
-    this.stops.set(stop, timer);
+    this.arm(stop, fire);
     this.persist();
   }
 
-  /** Coalesces state writes: one atomic write per turn of the event loop, whatever the number of changes. */
+  private arm(stop: PendingStop, fire: () => void): void {
+    const wait = stop.dueMs - this.now();
+    const timer = setTimeout(() => (wait > MAX_TIMER_MS ? this.arm(stop, fire) : fire()), Math.min(Math.max(0, wait), MAX_TIMER_MS));
+    timer.unref();
+    this.stops.set(stop, timer);
+  }
+
+  /** The state file follows (coalesced: src/control/state.ts StateWriter). */
   private persist(): void {
-    if (!this.opts.stateFile || this.stateDirty || this.closed) return;
-    this.stateDirty = true;
-    setImmediate(() => {
-      this.stateDirty = false;
-      if (this.closed || !this.opts.stateFile) return;
-      try {
-        writeState(this.opts.stateFile, { version: 1, stops: this.pendingStops() });
-      } catch (err) {
-        this.opts.log(`error: cannot write state file ${this.opts.stateFile}: ${(err as Error).message}`);
-      }
-    });
+    if (!this.closed) this.stateWriter?.changed();
   }
 
   private pruneWindows(now: number): void {

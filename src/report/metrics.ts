@@ -9,7 +9,7 @@ import type { MatcherStats } from '../match/matcher-api.js';
 export type EngineCounters = Partial<MatcherStats> & { ringDrops?: number; queueDrops?: number };
 
 /** Everything read at scrape time: the engine's counters and the command backend's. */
-export type ScrapeCounters = EngineCounters & { commandRuns?: number; commandFailures?: number };
+export type ScrapeCounters = EngineCounters & { commandRuns?: number; commandFailures?: number; commandDrops?: number };
 
 export class MetricsAddressError extends Error {}
 
@@ -36,6 +36,7 @@ const STAT_METRICS: [keyof ScrapeCounters, string, string][] = [
   ['suppressed', 'knockd_suppressed_events_total', 'Stage/failure events folded into "N events suppressed" lines'],
   ['commandRuns', 'knockd_command_runs_total', 'start/stop commands run'],
   ['commandFailures', 'knockd_command_failures_total', 'start/stop commands that exited non-zero or could not run'],
+  ['commandDrops', 'knockd_command_drops_total', 'start commands not run because the command limits were reached (a completion flood)'],
 ];
 
 export class Metrics {

@@ -132,8 +132,10 @@ export class GatewayLab {
     return path;
   }
 
-  async startDaemon(configPath: string, extraArgs: string[] = []): Promise<Daemon> {
-    const child = this.lab.spawn('gw', process.execPath, [cliPath(), '-c', configPath, '-i', this.gatewayIf, '-v', ...extraArgs]);
+  /** Runs the daemon on the gateway; `launcher` (e.g. setpriv with the systemd unit's capabilities) runs it. */
+  async startDaemon(configPath: string, extraArgs: string[] = [], launcher: string[] = []): Promise<Daemon> {
+    const argv = [...launcher, process.execPath, cliPath(), '-c', configPath, '-i', this.gatewayIf, '-v', ...extraArgs];
+    const child = this.lab.spawn('gw', argv[0], argv.slice(1));
     const lines: string[] = [];
     const stderr: string[] = [];
     collectLines(child, lines);
