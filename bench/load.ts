@@ -1,14 +1,17 @@
-// The load benchmark (`npm run bench:load`, issue 6): the same knock traces, on the same machine, in the
-// same run, against knockd-fast (native matcher with 1 and 2 threads, TS matcher), Debian's knockd 0.8
-// and the count-only TPACKET_V3 reader. The generator (bench/loadgen) sends from one end of a veth pair
-// between two private namespaces; each system captures on the other end. Writes
-// bench/results/load-<date>.{json,md,svg}.
+// The load benchmark (`npm run bench:load`, issues 6 and 17): the same knock traces, on the same machine,
+// in the same run, against knockd-fast (native matcher with 1 and 2 threads, TS matcher), Debian's knockd
+// 0.8, the nftables-only recipe (per-step sets updated from the ruleset, at the kernel's default set size
+// and enlarged) and the count-only TPACKET_V3 reader. The generator (bench/loadgen) sends from one end of a
+// veth pair between two private namespaces; each system captures on the other end. The equal-CPU scenario
+// holds each user-space system to the same share of one core with CFS bandwidth control (cgroup v1
+// cpu.cfs_quota_us or v2 cpu.max), so its break point is set by its cost per frame, not by the generator.
+// Writes bench/results/load-<date>.{json,md,svg} (and -cpu-<budget>.svg).
 //
 // Detection: `OPEN SESAME` lines per legitimate source on each system's stdout (-v). Latency: from the
 // moment the generator handed the last knock to the kernel to the moment the harness read the line.
 // CPU: /proc/<pid>/stat utime+stime over the traffic. Memory: VmRSS sampled over time, and VmHWM.
 import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -59,7 +62,7 @@ export function createLoadNet(): LoadNet {
 
 export interface LoadgenSpec {
   knockers: number;
-  noise: 'none' | 'background' | 'flood';
+  noise: 'none' | 'background' | 'flood' | 'pairs';
   rate: number; // noise frames/s, 0 = as fast as possible
   durationS: number;
   count?: number;
@@ -174,13 +177,15 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // ---------------------------------------------------------------------------------------------------
 // Systems under test
 
-type SystemId = 'native-1' | 'native-2' | 'ts' | 'knockd' | 'counter';
+type SystemId = 'native-1' | 'native-2' | 'ts' | 'knockd' | 'nft' | 'nft-large' | 'counter';
 
 interface SystemDef {
   id: SystemId;
   label: string;
-  /** true if it prints OPEN SESAME lines (everything but the counter) */
+  /** true if it detects knocks (everything but the counter) */
   detects: boolean;
+  /** the nftables recipe: rules in the kernel, no process (no CPU budget, no latency line, no RSS) */
+  kernelOnly?: { setSize: number | null };
 }
 
 const SYSTEMS: SystemDef[] = [
@@ -188,6 +193,8 @@ const SYSTEMS: SystemDef[] = [
   { id: 'native-2', label: 'knockd-fast, native matcher, 2 threads', detects: true },
   { id: 'ts', label: 'knockd-fast, --matcher ts', detects: true },
   { id: 'knockd', label: 'knockd 0.8 (Debian)', detects: true },
+  { id: 'nft', label: 'nftables recipe, sets at the default size (65,535)', detects: true, kernelOnly: { setSize: null } },
+  { id: 'nft-large', label: 'nftables recipe, sets enlarged to 1,048,576', detects: true, kernelOnly: { setSize: 1_048_576 } },
   { id: 'counter', label: 'count-only TPACKET_V3 reader (ceiling)', detects: false },
 ];
 
@@ -205,6 +212,103 @@ function commandFor(sys: SystemId, conf: string, iface: string, stateFile: strin
     case 'ts': return fast(['--matcher', 'ts', '--threads', '1']);
     case 'knockd': return ['knockd', ['-c', conf, '-i', iface, '-v']];
     case 'counter': return [COUNTER, ['--interface', iface]];
+    case 'nft':
+    case 'nft-large':
+      throw new Error(`${sys} runs no process`);
+  }
+}
+
+const NFT_TABLE = 'knock_bench';
+
+/**
+ * The nftables wiki's port-knocking recipe for the same door: a set of (source, next port) candidates
+ * with `flags timeout`, filled and advanced by the ruleset itself, and a set of sources that completed.
+ * The recipe's sets have no size (the kernel then caps them at 65,535 elements); an operator expecting
+ * floods would enlarge them. The per-step timeout is the door's seq_timeout (the recipe's example uses 1 s
+ * per step; nftables has no whole-sequence timeout), the opened source stays 120 s (long enough to be
+ * listed after the run). A full set refuses new elements: `add` then matches nothing.
+ */
+function nftRuleset(setSize: number | null): string {
+  const size = setSize === null ? '' : ` size ${setSize};`;
+  const [p1, p2, p3] = KNOCK_PORTS;
+  return `table inet ${NFT_TABLE} {
+  set clients { type ipv4_addr; flags timeout;${size} }
+  set candidates { type ipv4_addr . inet_service; flags timeout;${size} }
+  chain input {
+    type filter hook input priority -10; policy accept;
+    tcp dport ${p1} add @candidates { ip saddr . ${p2} timeout 25s }
+    tcp dport ${p2} ip saddr . tcp dport @candidates add @candidates { ip saddr . ${p3} timeout 25s }
+    tcp dport ${p3} ip saddr . tcp dport @candidates add @clients { ip saddr timeout 120s }
+  }
+}
+`;
+}
+
+/** The sources in the recipe's `clients` set: the ones that completed the sequence. */
+function nftClients(net: LoadNet): Set<string> {
+  const out = JSON.parse(net.lab.exec('b', 'nft', ['-j', 'list', 'set', 'inet', NFT_TABLE, 'clients'])) as {
+    nftables: { set?: { elem?: ({ elem: { val: string } } | string)[] } }[];
+  };
+  const found = new Set<string>();
+  for (const item of out.nftables) {
+    for (const e of item.set?.elem ?? []) found.add(typeof e === 'string' ? e : e.elem.val);
+  }
+  return found;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// CPU budgets (CFS bandwidth control)
+
+/** A cgroup that holds what is put in it to `pct` % of one CPU: v2 cpu.max, else v1 cpu.cfs_quota_us. */
+class CpuBudget {
+  readonly path: string;
+  private readonly v2: boolean;
+
+  constructor(readonly pct: number, tag: string) {
+    this.v2 = existsSync('/sys/fs/cgroup/cgroup.controllers');
+    const root = this.v2 ? '/sys/fs/cgroup' : '/sys/fs/cgroup/cpu';
+    if (!this.v2 && !existsSync(join(root, 'cpu.cfs_quota_us'))) {
+      throw new Error('no CPU bandwidth control: neither cgroup v2 (/sys/fs/cgroup/cgroup.controllers) nor the v1 cpu controller (/sys/fs/cgroup/cpu) is mounted');
+    }
+    if (this.v2 && !readFileSync(join(root, 'cgroup.subtree_control'), 'utf8').includes('cpu')) {
+      writeFileSync(join(root, 'cgroup.subtree_control'), '+cpu');
+    }
+    this.path = join(root, `knockd-fast-bench-${process.pid}-${tag}`);
+    mkdirSync(this.path, { recursive: true });
+    const periodUs = 100_000;
+    const quotaUs = Math.round((periodUs * pct) / 100);
+    if (this.v2) writeFileSync(join(this.path, 'cpu.max'), `${quotaUs} ${periodUs}`);
+    else {
+      writeFileSync(join(this.path, 'cpu.cfs_period_us'), String(periodUs));
+      writeFileSync(join(this.path, 'cpu.cfs_quota_us'), String(quotaUs));
+    }
+  }
+
+  /** Moves a process, all its threads and its future children, into the budget. */
+  add(pid: number): void {
+    writeFileSync(join(this.path, 'cgroup.procs'), String(pid));
+  }
+
+  /** Periods in which the budget ran out, and the time spent waiting for the next one. */
+  throttling(): { periods: number; throttled: number; throttledS: number } {
+    const stat = new Map(readFileSync(join(this.path, 'cpu.stat'), 'utf8').trim().split('\n').map((l) => {
+      const [k, v] = l.split(' ');
+      return [k, Number(v)] as const;
+    }));
+    return {
+      periods: stat.get('nr_periods') ?? 0,
+      throttled: stat.get('nr_throttled') ?? 0,
+      throttledS: this.v2 ? (stat.get('throttled_usec') ?? 0) / 1e6 : (stat.get('throttled_time') ?? 0) / 1e9,
+    };
+  }
+
+  /** Removes the cgroup once nothing is left in it. */
+  remove(): void {
+    try {
+      rmdirSync(this.path);
+    } catch {
+      /* a process is still exiting: the kernel keeps the group until it is gone; retried by the caller */
+    }
   }
 }
 
@@ -226,7 +330,7 @@ function configText(allowDuplicates: boolean): string {
 // ---------------------------------------------------------------------------------------------------
 // Scenarios
 
-type ScenarioId = 'none' | 'background' | 'flood' | 'duplicates' | 'sustained';
+type ScenarioId = 'none' | 'background' | 'flood' | 'pairs' | 'cpu' | 'duplicates' | 'sustained';
 
 interface ScenarioDef {
   id: ScenarioId;
@@ -239,6 +343,8 @@ interface ScenarioDef {
   durationS?: number;
   /** the systems it applies to, when not all */
   systems?: SystemId[];
+  /** run every rate once per CPU budget (% of one core) */
+  budgets?: number[];
 }
 
 const SCENARIOS: ScenarioDef[] = [
@@ -250,6 +356,22 @@ const SCENARIOS: ScenarioDef[] = [
     noise: 'flood',
     rates: [1_000, 2_000, 3_000, 5_000, 10_000, 30_000, 100_000, 0],
     dupGapMs: 0,
+  },
+  {
+    id: 'pairs',
+    title: "(f) two-known-ports attack: spoofed sources send the door's first two ports",
+    noise: 'pairs',
+    rates: [1_000, 3_000, 10_000, 30_000, 100_000, 0],
+    dupGapMs: 0,
+  },
+  {
+    id: 'cpu',
+    title: "(g) equal CPU: spoofed flood to the door's first port, each system held to the same share of one core",
+    noise: 'flood',
+    rates: [300, 1_000, 3_000, 10_000, 30_000, 100_000, 0],
+    dupGapMs: 0,
+    systems: ['native-1', 'native-2', 'ts', 'knockd', 'counter'],
+    budgets: [5, 10, 25],
   },
   { id: 'duplicates', title: '(d) every legitimate knock sent twice (Allow_Duplicates)', noise: 'none', rates: [0], dupGapMs: 1 },
   {
@@ -293,6 +415,9 @@ interface PointResult {
   memory: MemSample[];
   startupS: number; // spawn to ready line
   shutdownS: number; // SIGTERM to exit
+  cpuBudgetPct: number | null; // CFS bandwidth limit over the traffic, % of one core
+  settleS?: number; // ready line to idle, before the budget applies
+  throttledPeriods: number | null; // 100 ms periods in which the budget ran out
   note?: string;
   error?: string;
 }
@@ -345,19 +470,58 @@ interface RunSettings {
   graceS: number;
 }
 
-async function runPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: number, st: RunSettings, workDir: string): Promise<PointResult> {
-  const allowDup = sc.dupGapMs > 0 && sys.id !== 'knockd';
-  const conf = join(workDir, `${sys.id}-${sc.id}.conf`);
-  writeFileSync(conf, configText(allowDup));
-  const [cmd, args] = commandFor(sys.id, conf, net.receiverIf, join(workDir, `${sys.id}.state.json`));
-  const base: PointResult = {
+function newPoint(sys: SystemDef, sc: ScenarioDef, rate: number, st: RunSettings, budgetPct: number | null): PointResult {
+  return {
     scenario: sc.id, system: sys.id, rateTarget: rate, offeredRate: 0, sent: 0, elapsedS: 0, knockers: st.knockers, detected: 0,
     detectedPct: 0, latencyMs: [], cpuS: 0, packetsDelivered: null, cpuNsPerOfferedPacket: 0,
     cpuNsPerDeliveredPacket: null, ringDrops: null, queueDrops: null, vethRxDropped: 0, peakRssKiB: 0, memory: [], startupS: 0, shutdownS: 0,
+    cpuBudgetPct: budgetPct, throttledPeriods: null,
     ...(sc.dupGapMs > 0 && sys.id === 'knockd'
       ? { note: 'knockd 0.8 has no Allow_Duplicates: a repeated SYN invalidates the attempt (knockd-0.8.md §4.4)' }
       : {}),
   };
+}
+
+/** A point for the nftables recipe: load the ruleset, send, list who completed, remove the table. */
+async function runNftPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: number, st: RunSettings, workDir: string): Promise<PointResult> {
+  const base = newPoint(sys, sc, rate, st, null);
+  const rules = join(workDir, `${sys.id}.nft`);
+  writeFileSync(rules, nftRuleset(sys.kernelOnly!.setSize));
+  try {
+    net.lab.exec('b', 'nft', ['-f', rules]);
+    const drop0 = vethRxDropped(net);
+    const gen = await runLoadgen(net, {
+      knockers: st.knockers, noise: sc.noise, rate, durationS: sc.durationS ?? st.durationS, dupGapMs: sc.dupGapMs, seed: 1 + rate,
+    });
+    const clients = nftClients(net);
+    base.vethRxDropped = vethRxDropped(net) - drop0;
+    base.offeredRate = Math.round(gen.noiseRate);
+    base.sent = gen.sent;
+    base.elapsedS = gen.elapsedS;
+    base.detected = gen.knockers.filter((k) => clients.has(k.src)).length;
+    base.detectedPct = gen.knockers.length ? (100 * base.detected) / gen.knockers.length : 0;
+    base.note = 'the nftables recipe works in the softirq of the receiving CPU: no process, so no CPU figure, latency line or RSS';
+  } catch (err) {
+    base.error = (err as Error).message.split('\n')[0];
+  } finally {
+    try {
+      net.lab.exec('b', 'nft', ['delete', 'table', 'inet', NFT_TABLE]);
+    } catch {
+      /* never loaded */
+    }
+  }
+  return base;
+}
+
+async function runPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: number, st: RunSettings, workDir: string, budgetPct: number | null = null): Promise<PointResult> {
+  if (sys.kernelOnly) return runNftPoint(net, sys, sc, rate, st, workDir);
+  const allowDup = sc.dupGapMs > 0 && sys.id !== 'knockd';
+  const conf = join(workDir, `${sys.id}-${sc.id}.conf`);
+  writeFileSync(conf, configText(allowDup));
+  const [cmd, args] = commandFor(sys.id, conf, net.receiverIf, join(workDir, `${sys.id}.state.json`));
+  const base = newPoint(sys, sc, rate, st, budgetPct);
+  // Start-up runs unlimited; the budget holds from before the traffic to the exit.
+  const budget = budgetPct === null ? null : new CpuBudget(budgetPct, `${sys.id}-${rate}`);
   const spawnedAt = performance.now();
   const child = net.lab.spawn('b', cmd, args, { cwd: packageRoot });
   const pid = child.pid!;
@@ -374,6 +538,19 @@ async function runPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: num
       });
     }
     base.startupS = (performance.now() - spawnedAt) / 1000;
+    if (budget) {
+      // Work left over from start-up (module loading, JIT warm-up) would take the first seconds of a small
+      // budget: wait until the process idles (at most 10 ms of CPU in each of two 500 ms windows).
+      const settleBy = performance.now() + 15_000;
+      for (let quiet = 0, last = readCpuTicks(pid); quiet < 2 && performance.now() < settleBy; ) {
+        await sleep(500);
+        const now = readCpuTicks(pid);
+        quiet = now - last <= CLK_TCK / 100 ? quiet + 1 : 0;
+        last = now;
+      }
+      base.settleS = (performance.now() - spawnedAt) / 1000 - base.startupS;
+      budget.add(pid);
+    }
     await sleep(300); // the capture socket is bound before the ready line; let the ring settle
     const drop0 = vethRxDropped(net);
     const cpu0 = readCpuTicks(pid);
@@ -426,6 +603,7 @@ async function runPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: num
       }
     }
     if (base.packetsDelivered) base.cpuNsPerDeliveredPacket = (base.cpuS * 1e9) / base.packetsDelivered;
+    if (budget) base.throttledPeriods = budget.throttling().throttled;
   } catch (err) {
     base.error = `${(err as Error).message}${stderrTail.length ? `; stderr: ${stderrTail.slice(-3).join(' | ')}` : ''}`;
   } finally {
@@ -433,6 +611,10 @@ async function runPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: num
     child.kill('SIGTERM');
     await waitForExit(child, 5_000);
     base.shutdownS = (performance.now() - stopAt) / 1000;
+    for (let i = 0; budget && i < 20 && existsSync(budget.path); i++) {
+      budget.remove();
+      if (existsSync(budget.path)) await sleep(100);
+    }
   }
   return base;
 }
@@ -453,7 +635,22 @@ interface SystemSummary {
   topFloodCpuNsPerFrame: number | null; // CPU per frame read (or offered, for knockd) at the highest flood point
   ringDrops: number | null;
   peakRssKiB: number;
+  /** equal-CPU scenario, per budget: break point (the counter: first ring drop) and capacity per core */
+  cpu: { budgetPct: number; zeroMissRate: number | null; firstMissRate: number | null; perCoreRate: number | null }[];
 }
+
+/** The highest rate with no miss at it or any lower rate, and the first rate with a miss (by offered rate). */
+function breakPoint(pts: PointResult[], missed: (p: PointResult) => boolean): { zero: number | null; first: number | null } {
+  const sorted = [...pts].sort((a, b) => a.offeredRate - b.offeredRate);
+  const firstMiss = sorted.findIndex(missed);
+  return {
+    zero: firstMiss === 0 || sorted.length === 0 ? null : sorted[(firstMiss < 0 ? sorted.length : firstMiss) - 1].offeredRate,
+    first: firstMiss < 0 ? null : sorted[firstMiss].offeredRate,
+  };
+}
+
+const budgetsOf = (points: PointResult[]): number[] =>
+  [...new Set(points.map((p) => p.cpuBudgetPct).filter((b): b is number => b !== null))].sort((a, b) => a - b);
 
 function summarize(points: PointResult[]): SystemSummary[] {
   return SYSTEMS.filter((sys) => points.some((p) => p.system === sys.id)).map((sys) => {
@@ -461,16 +658,21 @@ function summarize(points: PointResult[]): SystemSummary[] {
     const zeroMissRate: SystemSummary['zeroMissRate'] = {};
     const firstMissRate: SystemSummary['firstMissRate'] = {};
     for (const sc of SCENARIOS) {
-      const pts = mine.filter((p) => p.scenario === sc.id).sort((a, b) => a.offeredRate - b.offeredRate);
+      const pts = mine.filter((p) => p.scenario === sc.id && p.cpuBudgetPct === null);
       if (!sys.detects || pts.length === 0) continue;
-      const firstMiss = pts.findIndex((p) => p.detected < p.knockers);
-      zeroMissRate[sc.id] = firstMiss === 0 ? null : pts[(firstMiss < 0 ? pts.length : firstMiss) - 1].offeredRate;
-      firstMissRate[sc.id] = firstMiss < 0 ? null : pts[firstMiss].offeredRate;
+      const bp = breakPoint(pts, (p) => p.detected < p.knockers);
+      zeroMissRate[sc.id] = bp.zero;
+      firstMissRate[sc.id] = bp.first;
     }
+    const cpu = budgetsOf(mine).map((budgetPct) => {
+      const pts = mine.filter((p) => p.scenario === 'cpu' && p.cpuBudgetPct === budgetPct);
+      const bp = breakPoint(pts, (p) => (sys.detects ? p.detected < p.knockers : (p.ringDrops ?? 0) > 0));
+      return { budgetPct, zeroMissRate: bp.zero, firstMissRate: bp.first, perCoreRate: bp.zero === null ? null : Math.round(bp.zero / (budgetPct / 100)) };
+    });
     const lat = mine.flatMap((p) => p.latencyMs).sort((a, b) => a - b);
     const flood = mine.filter((p) => p.scenario === 'flood' && p.packetsDelivered !== null);
     const top = flood.sort((a, b) => b.offeredRate - a.offeredRate)[0];
-    const topCpu = mine.filter((p) => p.scenario === 'flood').sort((a, b) => b.offeredRate - a.offeredRate)[0];
+    const topCpu = mine.filter((p) => p.scenario === 'flood' && !sys.kernelOnly).sort((a, b) => b.offeredRate - a.offeredRate)[0];
     const drops = mine.map((p) => p.ringDrops).filter((d): d is number => d !== null);
     return {
       system: sys.id, label: sys.label, zeroMissRate, firstMissRate,
@@ -479,6 +681,7 @@ function summarize(points: PointResult[]): SystemSummary[] {
       topFloodCpuNsPerFrame: topCpu && topCpu.cpuS >= MIN_CPU_S ? (topCpu.cpuNsPerDeliveredPacket ?? topCpu.cpuNsPerOfferedPacket) : null,
       ringDrops: drops.length ? drops.reduce((a, b) => a + b, 0) : null,
       peakRssKiB: Math.max(0, ...mine.map((p) => p.peakRssKiB)),
+      cpu,
     };
   });
 }
@@ -496,6 +699,7 @@ function markdown(report: Report): string {
     `${report.settings.knockers} legitimate knockers per point, whole run ${Math.round(report.wallS)} s).`, '');
   out.push(`Machine: ${report.machine.cpus} × ${report.machine.cpuModel}, ${report.machine.memGiB} GiB, kernel ${report.machine.kernel}, Node ${report.machine.node}.`, '');
   out.push(`Charts: [offered flood rate vs legitimate knocks detected](load-${report.date}.svg), ` +
+    (report.points.some((p) => p.scenario === 'pairs') ? `[the two-known-ports attack](load-${report.date}-pairs.svg), ` : '') +
     `[memory over time under the flood](load-${report.date}-memory.svg).`, '');
   out.push('## Summary', '');
   out.push('| System | zero-miss flood rate (pps) | first miss at (pps) | latency p50 / p99 (ms) | frames read/s at top flood | ring drops | peak RSS (MiB) |');
@@ -504,6 +708,22 @@ function markdown(report: Report): string {
     out.push(`| ${s.label} | ${fmtRate(s.zeroMissRate.flood)} | ${fmtRate(s.firstMissRate.flood)} | ` +
       `${fmtNum(s.latencyP50Ms, 2)} / ${fmtNum(s.latencyP99Ms, 2)} (n=${s.latencySamples}) | ${fmtRate(s.maxDeliveredRate)} | ` +
       `${s.ringDrops ?? '—'} | ${(s.peakRssKiB / 1024).toFixed(1)} |`);
+  }
+  const budgets = budgetsOf(report.points);
+  if (budgets.length) {
+    out.push('', '## Equal CPU (CFS bandwidth control)', '');
+    out.push('Each user-space system is held to the same share of one core from the end of its start-up to its exit; ' +
+      'break point = the highest flood rate at which it, and every lower rate, detected every legitimate knock ' +
+      '(the count-only reader: no ring drop); per core = break point ÷ budget. ' +
+      `Charts: ${budgets.map((b) => `[${b} %](load-${report.date}-cpu-${b}.svg)`).join(', ')}.`, '');
+    out.push(`| System | ${budgets.map((b) => `${b} %: no miss up to / first miss (pps) | ${b} %: per core`).join(' | ')} |`);
+    out.push(`|---|${budgets.map(() => '---|---').join('|')}|`);
+    for (const s of report.summary.filter((x) => x.cpu.length)) {
+      out.push(`| ${s.label} | ${budgets.map((b) => {
+        const c = s.cpu.find((x) => x.budgetPct === b);
+        return c ? `${fmtRate(c.zeroMissRate)} / ${c.firstMissRate === null ? 'none' : fmtRate(c.firstMissRate)} | ${fmtRate(c.perCoreRate)}` : '— | —';
+      }).join(' | ')} |`);
+    }
   }
   const found = findings(report);
   if (found.length) out.push('', '## Findings (computed from the points below)', '', ...found.map((f) => `- ${f}`));
@@ -516,9 +736,10 @@ function markdown(report: Report): string {
     for (const p of pts) {
       const lat = [...p.latencyMs].sort((a, b) => a - b);
       const det = SYSTEMS.find((s) => s.id === p.system)!.detects ? `${p.detected}/${p.knockers} (${p.detectedPct.toFixed(0)} %)` : 'n/a';
+      const who = `${p.system}${p.cpuBudgetPct === null ? '' : ` @ ${p.cpuBudgetPct} % CPU`}`;
       out.push(p.error
-        ? `| ${p.system} | ${p.rateTarget ? fmtRate(p.rateTarget) : 'max'} | error: ${p.error.replace(/\|/g, '/')} |||||||||`
-        : `| ${p.system} | ${p.rateTarget ? fmtRate(p.rateTarget) : sc.noise === 'none' ? '—' : 'max'} | ${fmtRate(p.offeredRate)} | ${det} | ` +
+        ? `| ${who} | ${p.rateTarget ? fmtRate(p.rateTarget) : 'max'} | error: ${p.error.replace(/\|/g, '/')} |||||||||`
+        : `| ${who} | ${p.rateTarget ? fmtRate(p.rateTarget) : sc.noise === 'none' ? '—' : 'max'} | ${fmtRate(p.offeredRate)} | ${det} | ` +
           `${fmtNum(percentile(lat, 50), 2)} / ${fmtNum(lat.at(-1), 2)} | ${p.cpuS.toFixed(2)} | ` +
           `${sc.noise !== 'none' && p.cpuS >= MIN_CPU_S ? p.cpuNsPerOfferedPacket.toFixed(0) : '—'} | ` + // knocks alone: idle CPU over a few frames
           `${p.packetsDelivered ?? '—'} | ${p.ringDrops ?? '—'} | ${p.vethRxDropped} | ${(p.peakRssKiB / 1024).toFixed(1)} |`);
@@ -582,6 +803,22 @@ function findings(report: Report): string[] {
       `--matcher ts ${ts.topFloodCpuNsPerFrame.toFixed(0)} ns (TS/native ${(ts.topFloodCpuNsPerFrame / native.topFloodCpuNsPerFrame).toFixed(1)}×); ` +
       `knockd ${knockd?.topFloodCpuNsPerFrame ? `${knockd.topFloodCpuNsPerFrame.toFixed(0)} ns per offered frame at its last flood point` : '—'}.`);
   }
+  for (const b of budgetsOf(report.points)) {
+    const at = (x: SystemSummary | undefined) => x?.cpu.find((c) => c.budgetPct === b);
+    const k = at(knockd);
+    const parts = report.summary.filter((x) => x.system !== 'knockd' && at(x)).map((x) => {
+      const c = at(x)!;
+      const reach = c.firstMissRate === null ? `${x.system !== 'counter' ? 'no miss' : 'no ring drop'} up to ${fmtRate(c.zeroMissRate)} pps (the highest rate offered)`
+        : `${fmtRate(c.zeroMissRate)} pps, first ${x.system !== 'counter' ? 'miss' : 'ring drop'} at ${fmtRate(c.firstMissRate)}`;
+      const ratio = k?.firstMissRate && c.zeroMissRate && x.system !== 'counter'
+        ? `, ${c.firstMissRate === null ? '≥ ' : ''}${(c.zeroMissRate / k.firstMissRate).toFixed(0)}× knockd's first-miss rate` : '';
+      return `${x.system} ${reach} (${fmtRate(c.perCoreRate)} pps per core${ratio})`;
+    });
+    out.push(`At ${b} % of one core: knockd 0.8 ${k ? (k.firstMissRate === null ? `missed nothing up to ${fmtRate(k.zeroMissRate)} pps` : `first missed at ${fmtRate(k.firstMissRate)} pps (no miss up to ${fmtRate(k.zeroMissRate)})`) : 'not run'}; ${parts.join('; ')}.`);
+  }
+  const pairsLines = report.summary.filter((x) => x.zeroMissRate.pairs !== undefined).map((x) =>
+    `${x.system} ${x.firstMissRate.pairs == null ? `no miss up to ${fmtRate(x.zeroMissRate.pairs)} pps` : `no miss up to ${fmtRate(x.zeroMissRate.pairs)} pps, first miss at ${fmtRate(x.firstMissRate.pairs)}`}`);
+  if (pairsLines.length) out.push(`Two-known-ports attack (spoofed sources send the first two ports): ${pairsLines.join('; ')}.`);
   const lat = report.summary.filter((s) => s.latencySamples > 0)
     .map((s) => `${s.system} ${fmtNum(s.latencyP50Ms, 1)} / ${fmtNum(s.latencyP99Ms, 1)} ms`);
   if (lat.length) out.push(`Last knock sent → OPEN SESAME line read, p50 / p99 over every detected knock of the run (target p99 ≤ 10 ms): ${lat.join('; ')}.`);
@@ -596,7 +833,7 @@ function findings(report: Report): string[] {
 }
 
 const SYSTEM_COLORS: Record<SystemId, string> = {
-  'native-1': '#1f77b4', 'native-2': '#2ca02c', ts: '#9467bd', knockd: '#d62728', counter: '#7f7f7f',
+  'native-1': '#1f77b4', 'native-2': '#2ca02c', ts: '#9467bd', knockd: '#d62728', nft: '#ff7f0e', 'nft-large': '#8c564b', counter: '#7f7f7f',
 };
 
 interface Series {
@@ -655,9 +892,10 @@ function svgLineChart(c: {
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif">\n${el.join('\n')}\n</svg>\n`;
 }
 
-/** Offered flood rate (log scale) vs legitimate knocks detected, one line per system. */
-function svgDetection(report: Report): string {
-  const flood = report.points.filter((p) => p.scenario === 'flood' && !p.error && p.offeredRate > 0);
+/** Offered flood rate (log scale) vs legitimate knocks detected, one line per system, for one scenario
+ * (and CPU budget). */
+function svgDetection(report: Report, scenario: ScenarioId, budgetPct: number | null, title: string): string {
+  const flood = report.points.filter((p) => p.scenario === scenario && p.cpuBudgetPct === budgetPct && !p.error && p.offeredRate > 0);
   const rates = flood.map((p) => p.offeredRate);
   const lo = Math.pow(10, Math.floor(Math.log10(Math.min(1000, ...rates) * 1.05))); // 999 pps offered still starts at 1k
   const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(lo * 10, ...rates))));
@@ -670,7 +908,7 @@ function svgDetection(report: Report): string {
       lines: [`generator maximum, ${fmtRate(top.offeredRate)} pps,`, `${fmtRate(top.packetsDelivered! / top.elapsedS)}/s read by the count-only reader`] }] : [];
   });
   return svgLineChart({
-    title: "Spoofed flood to the door's first port: legitimate knocks detected",
+    title,
     xLabel: 'offered flood rate (frames/s, log scale)',
     yLabel: 'legitimate knocks detected',
     x: (v) => (Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)),
@@ -757,6 +995,8 @@ async function main(): Promise<void> {
       knockers: { type: 'string', default: '12' },
       systems: { type: 'string', default: SYSTEMS.map((s) => s.id).join(',') },
       scenarios: { type: 'string', default: SCENARIOS.map((s) => s.id).join(',') },
+      rates: { type: 'string' },
+      budgets: { type: 'string' },
       out: { type: 'string', default: join(packageRoot, 'bench', 'results') },
       render: { type: 'string' },
       help: { type: 'boolean', default: false },
@@ -765,6 +1005,7 @@ async function main(): Promise<void> {
   if (values.help) {
     console.log(`usage: npm run bench:load -- [--seconds S] [--knockers N] [--systems ${SYSTEMS.map((s) => s.id).join(',')}]
                           [--scenarios ${SCENARIOS.map((s) => s.id).join(',')}] [--out DIR]
+                          [--rates PPS,... (0 = max; instead of each scenario's)] [--budgets PCT,... (the cpu scenario's)]
        npm run bench:load -- --render DIR/load-<date>.json [--out DIR]   (rewrite the .md and .svg files from a report)
 Needs root (network namespaces, AF_PACKET). Writes DIR/load-<date>.{json,md,svg} and DIR/load-<date>-memory.svg.`);
     return;
@@ -778,7 +1019,16 @@ Needs root (network namespaces, AF_PACKET). Writes DIR/load-<date>.{json,md,svg}
       throw new Error(`unknown ${what} "${id}": choose from ${all.map((x) => x.id).join(', ')}`);
     })());
   const systems = pick(SYSTEMS, values.systems!, 'system');
-  const scenarios = pick(SCENARIOS, values.scenarios!, 'scenario');
+  const numbers = (list: string, what: string): number[] => list.split(',').map((v) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < 0) throw new Error(`--${what}: "${v}" is not a number >= 0`);
+    return n;
+  });
+  const scenarios = pick(SCENARIOS, values.scenarios!, 'scenario').map((sc) => ({
+    ...sc,
+    ...(values.rates && sc.noise !== 'none' ? { rates: numbers(values.rates, 'rates') } : {}),
+    ...(values.budgets && sc.budgets ? { budgets: numbers(values.budgets, 'budgets').filter((b) => b > 0) } : {}),
+  }));
   const settings: RunSettings = { durationS: Number(values.seconds), knockers: Number(values.knockers), graceS: 3 };
   if (!(settings.durationS >= 2) || !(settings.knockers >= 1)) throw new Error('--seconds must be >= 2 and --knockers >= 1');
 
@@ -793,16 +1043,17 @@ Needs root (network namespaces, AF_PACKET). Writes DIR/load-<date>.{json,md,svg}
   const skipped: string[] = [];
   try {
     for (const sc of scenarios) {
+      for (const budget of sc.budgets ?? [null]) {
       const misses = new Map<SystemId, number>(); // consecutive points below 100 %
       for (const rate of sc.rates) {
         for (const sys of systems) {
-          const label = `${sc.id} @ ${rate ? `${rate} pps` : sc.noise === 'none' ? 'legit only' : 'max'}`;
+          const label = `${sc.id}${budget === null ? '' : ` ${budget}% cpu`} @ ${rate ? `${rate} pps` : sc.noise === 'none' ? 'legit only' : 'max'}`;
           if (sc.systems && !sc.systems.includes(sys.id)) continue;
           if ((misses.get(sys.id) ?? 0) >= 2) {
             skipped.push(`${sys.id} ${label}: already missed knocks at two lower rates`);
             continue;
           }
-          const p = await runPoint(net, sys, sc, rate, settings, workDir);
+          const p = await runPoint(net, sys, sc, rate, settings, workDir, budget);
           points.push(p);
           if (sys.detects && !p.error) misses.set(sys.id, p.detected < p.knockers ? (misses.get(sys.id) ?? 0) + 1 : 0);
           if (p.error) misses.set(sys.id, 2); // an unavailable system is not retried at higher rates
@@ -811,9 +1062,11 @@ Needs root (network namespaces, AF_PACKET). Writes DIR/load-<date>.{json,md,svg}
               (p.error ? `error: ${p.error}` : `offered ${fmtRate(p.offeredRate)} pps, ` +
                 `detected ${sys.detects ? `${p.detected}/${p.knockers}` : 'n/a'}, ` +
                 `cpu ${p.cpuS.toFixed(2)} s, read ${p.packetsDelivered ?? '?'}, ring drops ${p.ringDrops ?? '?'}, ` +
-                `rss ${(p.peakRssKiB / 1024).toFixed(1)} MiB, start ${p.startupS.toFixed(1)} s, stop ${p.shutdownS.toFixed(1)} s`),
+                `rss ${(p.peakRssKiB / 1024).toFixed(1)} MiB, start ${p.startupS.toFixed(1)} s, stop ${p.shutdownS.toFixed(1)} s` +
+                (p.throttledPeriods === null ? '' : `, settled ${p.settleS?.toFixed(1)} s, throttled in ${p.throttledPeriods} periods`)),
           );
         }
+      }
       }
     }
   } finally {
@@ -842,7 +1095,13 @@ function writeReport(report: Report, dir: string): void {
   const base = join(dir, `load-${report.date}`);
   writeFileSync(`${base}.json`, JSON.stringify(report, null, 1) + '\n');
   writeFileSync(`${base}.md`, markdown(report));
-  writeFileSync(`${base}.svg`, svgDetection(report));
+  writeFileSync(`${base}.svg`, svgDetection(report, 'flood', null, "Spoofed flood to the door's first port: legitimate knocks detected"));
+  if (report.points.some((p) => p.scenario === 'pairs')) {
+    writeFileSync(`${base}-pairs.svg`, svgDetection(report, 'pairs', null, 'Two-known-ports attack: legitimate knocks detected'));
+  }
+  for (const b of budgetsOf(report.points)) {
+    writeFileSync(`${base}-cpu-${b}.svg`, svgDetection(report, 'cpu', b, `Spoofed first-port flood, every system held to ${b} % of one core`));
+  }
   writeFileSync(`${base}-memory.svg`, svgMemory(report));
   console.error(`wrote ${base}.json, .md, .svg, -memory.svg (run took ${Math.round(report.wallS)} s)`);
 }

@@ -8,6 +8,8 @@
 //   background  TCP SYNs and UDP datagrams from random sources to random non-knock ports
 //   flood       TCP SYNs to the first knock port from spoofed sources, a new address for every frame
 //               (a bijection over 10.0.0.0/8: 16.7 million addresses before one repeats)
+//   pairs       the two-known-ports attack: each spoofed source sends the first knock port, then the
+//               second (frames 2m and 2m+1 come from source m, drawn as in flood)
 // With --dup every legitimate knock is sent twice (browsers and `nc -z` send two SYNs).
 //
 // Every frame is built in advance: the legitimate frames in full, the noise from one template whose
@@ -32,7 +34,7 @@
 
 enum { ETH_LEN = 14, IP_LEN = 20, TCP_LEN = 20, UDP_LEN = 8, FRAME_MAX = ETH_LEN + IP_LEN + TCP_LEN };
 enum { BATCH_MAX = 1024, PORTS_MAX = 16 };
-enum noise_kind { NOISE_NONE, NOISE_BACKGROUND, NOISE_FLOOD };
+enum noise_kind { NOISE_NONE, NOISE_BACKGROUND, NOISE_FLOOD, NOISE_PAIRS };
 
 struct options {
   const char *ifname;
@@ -150,10 +152,12 @@ static int is_knock_port(const struct options *o, uint16_t port) {
 
 // The next noise frame, written into f. n is the noise frame's index in the run.
 static void build_noise(struct frame *f, const struct options *o, uint64_t n) {
-  if (o->noise == NOISE_FLOOD) {
-    // An odd multiplier is a bijection modulo 2^24: every address of 10/8 once per 16.7 M frames.
-    uint32_t host = (uint32_t)((n * 0x9E3779B1ull + 1) & 0xFFFFFF);
-    build_frame(f, o, 0x0A000000u | host, (uint16_t)(1024 + (n % 60000)), o->ports[0], 0, (uint32_t)n);
+  if (o->noise == NOISE_FLOOD || o->noise == NOISE_PAIRS) {
+    const int pairs = o->noise == NOISE_PAIRS && o->nports >= 2;
+    const uint64_t m = pairs ? n / 2 : n;  // the spoofed source's index
+    // An odd multiplier is a bijection modulo 2^24: every address of 10/8 once per 16.7 M sources.
+    uint32_t host = (uint32_t)((m * 0x9E3779B1ull + 1) & 0xFFFFFF);
+    build_frame(f, o, 0x0A000000u | host, (uint16_t)(1024 + (m % 60000)), o->ports[pairs ? n % 2 : 0], 0, (uint32_t)n);
     return;
   }
   uint64_t r = rng_next();
@@ -195,7 +199,7 @@ static void usage(FILE *out) {
   fprintf(out,
           "usage: loadgen --interface IF --src-mac MAC --dst-mac MAC --dst-ip IPV4 --ports P1,P2,...\n"
           "               [--knockers N] [--knock-gap-ms MS] [--dup-gap-ms MS]\n"
-          "               [--noise none|background|flood] [--rate PPS (0 = as fast as possible)]\n"
+          "               [--noise none|background|flood|pairs] [--rate PPS (0 = as fast as possible)]\n"
           "               --duration SECONDS [--count FRAMES] [--seed N] [--batch N]\n"
           "Sends the trace on IF with AF_PACKET (needs CAP_NET_RAW) and prints a JSON report on stdout.\n");
 }
@@ -248,7 +252,8 @@ static void parse_options(int argc, char **argv, struct options *o) {
         if (!strcmp(optarg, "none")) o->noise = NOISE_NONE;
         else if (!strcmp(optarg, "background")) o->noise = NOISE_BACKGROUND;
         else if (!strcmp(optarg, "flood")) o->noise = NOISE_FLOOD;
-        else die_usage("--noise must be none, background or flood");
+        else if (!strcmp(optarg, "pairs")) o->noise = NOISE_PAIRS;
+        else die_usage("--noise must be none, background, flood or pairs");
         break;
       case 'r': o->rate = parse_number(optarg, "rate", 0); break;
       case 't': o->duration_s = parse_number(optarg, "duration", 0.001); break;
@@ -410,7 +415,7 @@ int main(int argc, char **argv) {
   elapsed = now_mono_s() - start;
 
   printf("{\"interface\":\"%s\",\"noise\":\"%s\",\"rateTarget\":%.0f,\"durationTarget\":%.3f,\"countLimit\":%llu,",
-         o.ifname, o.noise == NOISE_FLOOD ? "flood" : o.noise == NOISE_BACKGROUND ? "background" : "none", o.rate,
+         o.ifname, o.noise == NOISE_FLOOD ? "flood" : o.noise == NOISE_PAIRS ? "pairs" : o.noise == NOISE_BACKGROUND ? "background" : "none", o.rate,
          o.duration_s, (unsigned long long)o.count);
   printf("\"stoppedBy\":\"%s\",\"startUs\":%.0f,\"elapsedS\":%.6f,\"sent\":%llu,\"sentLegit\":%llu,"
          "\"sentNoise\":%llu,\"noiseRate\":%.0f,\"enobufsRetries\":%llu,\"sendErrors\":%llu,\"legitScheduled\":%zu,",
