@@ -264,6 +264,7 @@ export class Daemon {
       rotateOneTime: (door) => rotateOneTimeFile(door, door.oneTimeSequences as string, (m) => this.log.log(m)),
       onDoorsChanged: () => this.swapProgram(),
     });
+    this.commands.onDropped = (stop) => this.controller.forgetStop(stop);
   }
 
   /** Start-up in knockd's order; throws (with a message for stderr) when the daemon cannot run. */

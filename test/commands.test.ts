@@ -181,7 +181,7 @@ test('stops from the state file: a due one runs at start-up, a later one at its 
   }
 });
 
-test('a completion flood is bounded: per-door waiting limit, one waiting start per source, newest first, doors take turns, drops summed up', async () => {
+test('a completion flood is bounded: per-door waiting limit (the oldest waiting start goes), one waiting start per source, newest first, doors take turns, drops summed up', async () => {
   const out = outFile();
   const logs: string[] = [];
   const b = new CommandBackend({
@@ -192,12 +192,12 @@ test('a completion flood is bounded: per-door waiting limit, one waiting start p
   const a = door('A', '7000', { startCommand: `sleep 0.2; echo A %IP% >> ${out}` });
   const c = door('C', '7000', { startCommand: `echo C %IP% >> ${out}` });
   b.start({ door: a, source: '198.51.100.100', family: 4 }); // runs at once
-  for (let i = 1; i <= 10; i++) b.start({ door: a, source: `198.51.100.${i}`, family: 4 }); // 3 wait, 7 dropped
-  b.start({ door: a, source: '198.51.100.2', family: 4 }); // already waiting: dropped
+  for (let i = 1; i <= 10; i++) b.start({ door: a, source: `198.51.100.${i}`, family: 4 }); // the newest 3 wait, 7 dropped
+  b.start({ door: a, source: '198.51.100.10', family: 4 }); // already waiting: dropped
   b.start({ door: c, source: '203.0.113.1', family: 4 }); // another door: its own share
   assert.deepEqual(b.stats(), { runs: 1, failures: 0, dropped: 8, running: 1, queued: 4 });
   await b.idle();
-  assert.deepEqual(lines(out), ['A 198.51.100.100', 'A 198.51.100.3', 'C 203.0.113.1', 'A 198.51.100.2', 'A 198.51.100.1']);
+  assert.deepEqual(lines(out), ['A 198.51.100.100', 'A 198.51.100.10', 'C 203.0.113.1', 'A 198.51.100.9', 'A 198.51.100.8']);
   for (let i = 0; i < 100 && !logs.some((l) => l.startsWith('warning')); i++) await sleep(20);
   assert.deepEqual(
     logs.filter((l) => l.startsWith('warning')),
@@ -234,5 +234,17 @@ test('the start rate is bounded: a burst runs at once, the rest at startsPerSeco
   // 4 at once (the burst), then 6 more at 20 a second: at least 250 ms in all
   assert.ok(Date.now() - began >= 250, `10 starts took ${Date.now() - began} ms`);
   assert.equal(lines(out).length, 10);
+  b.close();
+});
+
+test('the stop of a start dropped while waiting does not run; the others do', async () => {
+  const out = outFile();
+  const b = new CommandBackend({ log: () => undefined, output: 'ignore', limits: { maxConcurrent: 1, maxWaitingPerDoor: 1 } });
+  const d = door('A', '7000', { startCommand: `sleep 0.2; echo START %IP% >> ${out}`, stopCommand: `echo STOP %IP% >> ${out}`, cmdTimeout: 1 });
+  const stops = [1, 2, 3].map((i) => b.start({ door: d, source: `198.51.100.${i}`, family: 4 })!); // .2 waits, then .3 replaces it
+  assert.equal(b.stats().dropped, 1);
+  for (const s of stops) b.stop(s);
+  await b.idle();
+  assert.deepEqual(lines(out), ['START 198.51.100.1', 'STOP 198.51.100.1', 'START 198.51.100.3', 'STOP 198.51.100.3']);
   b.close();
 });

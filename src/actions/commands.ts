@@ -6,14 +6,14 @@
 // (docs/HARDENING.md "Command work under a completion flood"):
 // - stop commands are never dropped (a door that was opened is always closed) and run before any start;
 // - a source holds at most one waiting start per door: a repeated completion while it waits is dropped;
-// - a start that would exceed the door's or the total waiting limit, or the door's or the total limit of
-//   doors open awaiting their stop, is dropped (the newest: what already waits keeps its place);
-// - a door's waiting starts run newest first: a knock that just arrived has a user waiting on it, and under
-//   a sustained flood each freed child slot goes to the most recent completion, legitimate or not.
+// - a door's waiting starts run newest first, and when the door's or the total waiting limit is reached the
+//   oldest waiting start is dropped: a knock that just arrived has a user waiting on it, and once a flood
+//   stops a legitimate knock runs at once instead of after (or instead of) the flood's backlog;
+// - a start beyond the door's or the total limit of doors open awaiting their stop is dropped.
 // Children are forked from a worker thread: fork() blocks its caller until the child has exec'd (tens of
 // ms on a loaded host), and the children's SIGCHLDs then go to the worker's event loop, so neither can delay
 // the main loop's capture batches, nft grants, log lines or SIGTERM/SIGHUP.
-// Dropped starts schedule no stop; they are counted (stats, metrics) and summed up in one log line per second.
+// A dropped start runs no stop (the controller is told to forget it: onDropped); drops are counted (stats, metrics) and summed up in one log line per second.
 // The stop timers belong to the DoorController (it persists them in the state file); it calls stop() when
 // one is due, and this backend makes sure a stop never runs before its own start has finished.
 import { constants } from 'node:os';
@@ -73,6 +73,9 @@ export interface CommandBackendOptions {
   output?: 'inherit' | 'ignore';
 }
 
+/** A waiting start was dropped after its stop was handed out: the stop must not run (DoorController.forgetStop). */
+export type OnStartDropped = (stop: PendingStop) => void;
+
 /** Every exact, case-sensitive `%IP%` becomes the source address, unquoted (knockd-0.8.md §5.2). */
 export function expandCommand(command: string, source: string): string {
   return command.split('%IP%').join(source);
@@ -94,6 +97,8 @@ interface Job {
   command: string;
   /** a start's (door, source) key while it waits; undefined for a stop */
   waitingKey?: string;
+  /** a start's stop, handed out when the start was accepted */
+  stop?: PendingStop;
   /** resolves when the command has finished */
   done: () => void;
 }
@@ -133,6 +138,10 @@ export class CommandBackend implements CommandActions {
   private tokensAtMs = performance.now();
   private rateTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** stops of dropped starts, by key, when no onDropped hook forgets them: stop() skips them */
+  private readonly cancelled = new Map<string, number>();
+  /** set by the daemon: the controller forgets the stop of a dropped start */
+  onDropped: OnStartDropped | undefined;
 
   constructor(opts: CommandBackendOptions) {
     this.opts = opts;
@@ -170,29 +179,38 @@ export class CommandBackend implements CommandActions {
       this.drop(door.name, reason);
       return undefined;
     }
-    const finished = this.enqueueStart(door.name, source, start);
-    if (stop === undefined) return undefined;
-    const key = stopKey(door.name, source, stop);
-    this.openStops.set(key, (this.openStops.get(key) ?? 0) + 1);
-    this.openPerDoor.set(door.name, (this.openPerDoor.get(door.name) ?? 0) + 1);
-    this.openTotal++;
+    const pending: PendingStop | undefined = stop === undefined ? undefined : { door: door.name, source, family, dueMs: this.now() + door.cmdTimeout * 1000, command: stop };
+    if (pending) this.countOpen(pending, 1);
+    const finished = this.enqueueStart(door.name, source, start, pending);
+    if (!pending) return undefined;
+    const key = stopKey(pending.door, source, pending.command);
     this.starting.set(key, finished);
     void finished.then(() => {
       if (this.starting.get(key) === finished) this.starting.delete(key);
     });
-    return { door: door.name, source, family, dueMs: this.now() + door.cmdTimeout * 1000, command: stop };
+    return pending;
+  }
+
+  private countOpen(stop: PendingStop, delta: 1 | -1): void {
+    const key = stopKey(stop.door, stop.source, stop.command);
+    const n = (this.openStops.get(key) ?? 0) + delta;
+    if (n > 0) this.openStops.set(key, n);
+    else this.openStops.delete(key);
+    this.openPerDoor.set(stop.door, (this.openPerDoor.get(stop.door) ?? 0) + delta);
+    this.openTotal += delta;
   }
 
   /** Runs a due stop command, after its start command if that is still queued or running. Never dropped. */
   stop(stop: PendingStop): void {
     const key = stopKey(stop.door, stop.source, stop.command);
-    const handedOut = this.openStops.get(key) ?? 0;
-    if (handedOut > 0) {
-      if (handedOut === 1) this.openStops.delete(key);
-      else this.openStops.set(key, handedOut - 1);
-      this.openPerDoor.set(stop.door, (this.openPerDoor.get(stop.door) ?? 1) - 1);
-      this.openTotal--;
+    const cancelled = this.cancelled.get(key);
+    if (cancelled) {
+      // its start was dropped before it ran: nothing to undo
+      if (cancelled === 1) this.cancelled.delete(key);
+      else this.cancelled.set(key, cancelled - 1);
+      return;
     }
+    if (this.openStops.has(key)) this.countOpen(stop, -1);
     const pendingStart = this.starting.get(key);
     if (pendingStart) {
       this.stopsAwaitingStart.add(stop);
@@ -236,8 +254,37 @@ export class CommandBackend implements CommandActions {
     if (this.waitingSources.has(`${door}\u0000${source}`)) return 'queued';
     const l = this.limits;
     if (hasStop && ((this.openPerDoor.get(door) ?? 0) >= l.maxOpenPerDoor || this.openTotal >= l.maxOpen)) return 'open';
-    if ((this.startQueues.get(door)?.length ?? 0) >= l.maxWaitingPerDoor || this.waitingStarts >= l.maxWaiting) return 'waiting';
     return undefined;
+  }
+
+  /** Makes room for a new start of `door`: the oldest waiting start of that door (or of the longest queue) goes. */
+  private dropOldestIfFull(door: string): void {
+    const l = this.limits;
+    let victim: string | undefined;
+    if ((this.startQueues.get(door)?.length ?? 0) >= l.maxWaitingPerDoor) victim = door;
+    else if (this.waitingStarts >= l.maxWaiting) {
+      let longest = 0;
+      for (const [name, q] of this.startQueues) if (q.length > longest) [victim, longest] = [name, q.length];
+    }
+    if (victim === undefined) return;
+    const queue = this.startQueues.get(victim) as Job[];
+    const job = queue.shift() as Job;
+    if (queue.length === 0) {
+      this.startQueues.delete(victim);
+      this.turns.splice(this.turns.indexOf(victim), 1);
+    }
+    this.waitingStarts--;
+    this.waitingSources.delete(job.waitingKey as string);
+    this.drop(victim, 'waiting');
+    if (job.stop) {
+      this.countOpen(job.stop, -1);
+      if (this.onDropped) this.onDropped(job.stop);
+      else {
+        const key = stopKey(job.stop.door, job.stop.source, job.stop.command);
+        this.cancelled.set(key, (this.cancelled.get(key) ?? 0) + 1);
+      }
+    }
+    job.done();
   }
 
   private drop(door: string, reason: DropReason): void {
@@ -263,13 +310,14 @@ export class CommandBackend implements CommandActions {
     this.dropsToReport.clear();
   }
 
-  private enqueueStart(door: string, source: string, command: string): Promise<void> {
+  private enqueueStart(door: string, source: string, command: string, stop: PendingStop | undefined): Promise<void> {
+    this.dropOldestIfFull(door);
     return new Promise((done) => {
       const waitingKey = `${door}\u0000${source}`;
       let queue = this.startQueues.get(door);
       if (!queue) this.startQueues.set(door, (queue = []));
       if (queue.length === 0) this.turns.push(door);
-      queue.push({ door, command, waitingKey, done });
+      queue.push({ door, command, waitingKey, stop, done });
       this.waitingSources.add(waitingKey);
       this.waitingStarts++;
       this.pump();

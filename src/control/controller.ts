@@ -239,6 +239,20 @@ export class DoorController {
     this.stateWriter.enable();
   }
 
+  /** The command backend dropped the start of this stop before it ran (a completion flood): nothing to undo. */
+  forgetStop(stop: PendingStop): void {
+    let key: PendingStop | undefined = this.stops.has(stop) ? stop : undefined;
+    // Dedupe may have replaced it by a copy: the latest stop of the same door, source and command
+    for (const s of this.stops.keys()) {
+      if (!key && s.door === stop.door && s.source === stop.source && s.command === stop.command) key = s;
+      else if (key && key !== stop && s.door === stop.door && s.source === stop.source && s.command === stop.command && s.dueMs > key.dueMs) key = s;
+    }
+    if (!key) return;
+    clearTimeout(this.stops.get(key));
+    this.stops.delete(key);
+    this.persist();
+  }
+
   /** Pending stop commands (for status and tests), soonest first. */
   pendingStops(): PendingStop[] {
     return [...this.stops.keys()].sort((a, b) => a.dueMs - b.dueMs);
