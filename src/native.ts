@@ -3,6 +3,8 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { EVENT_RECORD_SIZE } from './capture/events.js';
+import { PROTO_ICMP } from './config/program.js';
 
 export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 /** the package's version, for -V of both commands */
@@ -87,6 +89,11 @@ export interface NftElementsHandle {
 
 export interface Binding {
   EVENT_RECORD_SIZE: number;
+  /** the step protocol of an ICMP echo request in programs and parsed packets (native/core/packet.h) */
+  PROTO_ICMP: number;
+  /** one ICMP echo request with payloadBytes of payload through a ping socket (native/core/echo_request.h);
+   * addresses are 16 bytes (IPv4 in bytes 0-3); throws an Error with code, errno and syscall */
+  sendEchoRequest(family: 4 | 6, destination: Uint8Array, source: Uint8Array | null, payloadBytes: number): void;
   Engine: EngineClass;
   NativeMatcher: new (shard?: number) => NativeMatcherHandle;
   /** opens the socket, in the network namespace at netnsPath when given; throws an Error with code and errno */
@@ -108,7 +115,9 @@ export function loadBinding(): Binding {
   try {
     const require = createRequire(import.meta.url);
     const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
-    cached = nodeGypBuild(packageRoot) as Binding;
+    const binding = nodeGypBuild(packageRoot) as Binding;
+    checkConstants(binding);
+    cached = binding;
     return cached;
   } catch (err) {
     loadError = new NativeLoadError(
@@ -120,5 +129,18 @@ export function loadBinding(): Binding {
       ].join('\n'),
     );
     throw loadError;
+  }
+}
+
+/** Constants both sides of the boundary define: an addon built from other sources would misread programs. */
+function checkConstants(binding: Binding): void {
+  const expected: [keyof Binding, number][] = [
+    ['EVENT_RECORD_SIZE', EVENT_RECORD_SIZE],
+    ['PROTO_ICMP', PROTO_ICMP],
+  ];
+  for (const [name, value] of expected) {
+    if (binding[name] !== value) {
+      throw new Error(`the addon's ${name} is ${String(binding[name])}, this code's is ${value}: the addon was built from other sources`);
+    }
   }
 }

@@ -79,10 +79,12 @@ function corpus(cfg: KnockdConfig, seed: number, lite = false): CapturedFrame[] 
     { fragment: { offset: 0, more: true } },
     { fragment: { offset: 5, more: false } },
     { otherProtocol: 1 },
+    { otherProtocol: 58 },
     { payload: 3 },
   ];
   for (const port of ports) {
-    for (const proto of ['tcp', 'udp'] as const) {
+    // ICMP echo requests carry `port` bytes: lengths up to 10,000 keep the corpus small
+    for (const proto of port <= 10_000 ? (['tcp', 'udp', 'icmp'] as const) : (['tcp', 'udp'] as const)) {
       const allFlags = lite ? [TCP.SYN, TCP.SYN | TCP.ACK] : [TCP.SYN, TCP.ACK, TCP.SYN | TCP.ACK, TCP.RST, TCP.FIN | TCP.PSH | TCP.URG];
       for (const flags of proto === 'tcp' ? allFlags : [0]) {
         for (const [src, dsts] of [['198.51.100.1', DSTS4], ['2001:db8::5', DSTS6]] as const) {
@@ -178,6 +180,28 @@ test('derived doors: the filter admits their protocols × port ranges with their
   ]);
   const { checked, admitted } = agree('derived', cfg, {}, 6);
   assert.ok(admitted > 50 && admitted < checked - 1000, `a real mix of admitted (${admitted}) and rejected frames (${checked})`);
+});
+
+test('ICMP echo steps: the filter admits echo requests of the steps\' payload lengths, by the IP header\'s length', () => {
+  // first steps that are ICMP get every shape: truncated in the payload (the declared length still
+  // counts), lying length fields, extension headers, fragments; other ICMP types and families' mix-ups
+  const cfg = config([
+    door('I', '1200:icmp,7000,9000:icmp', { tcpflags: 'syn,!ack' }),
+    door('J', '56:icmp,8000:udp', { target: 'fd00::2' }),
+    door('K', '0:icmp', { target: '192.0.2.77' }),
+    door('T', '7000,56'),
+    derivedDoor('D', { ports: range(1100, 1300), protocols: ['tcp', 'udp'] }),
+  ]);
+  const { checked, admitted } = agree('icmp', cfg, {}, 7);
+  assert.ok(admitted > 50 && admitted < checked - 1000, `a real mix of admitted (${admitted}) and rejected frames (${checked})`);
+  const words = compile(cfg).words;
+  const echo = (dport: number, shape: IpShape = {}) => knockFrame({ src: '198.51.100.1', dst: '192.0.2.2', dport, proto: 'icmp' }, shape);
+  const admits = (frame: Uint8Array) => runFilter(filterFor(words, LinkType.ETHERNET), frame) > 0;
+  assert.equal(admits(echo(1200)), true, 'ping -s 1200');
+  assert.equal(admits(echo(1200).subarray(0, 14 + 20 + 8)), true, 'captured without its payload: the IP header says 1200');
+  assert.equal(admits(echo(1201)), false);
+  assert.equal(admits(echo(1150)), false, "a length in a derived door's range is not one of its knocks");
+  assert.deepEqual(visibility(words, [{ data: echo(1200).subarray(0, 14 + 20 + 8), timeUs: T0, linkType: LinkType.ETHERNET }]), [true]);
 });
 
 test('many ports and many local addresses still agree (binary search trees, wide jumps)', () => {

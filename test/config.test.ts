@@ -245,8 +245,21 @@ describe('sequence syntax', () => {
   });
 
   test('unknown protocol', () => {
-    fails('[A]\nsequence=7000:icmp\n', 'config: section A: unknown protocol in knock sequence', 2);
+    fails('[A]\nsequence=7000:sctp\n', 'config: section A: unknown protocol in knock sequence', 2);
     fails('[A]\nsequence=7000:\n', 'config: section A: unknown protocol in knock sequence', 2);
+  });
+
+  test('extension: LEN:icmp is an ICMP echo request with LEN bytes of payload (knockd 0.8 refuses icmp)', () => {
+    assert.deepEqual(parse('[A]\nsequence=7000, 1200:ICMP ,0:icmp,65527:icmp\n').doors[0].sequence, [
+      { port: 7000, proto: 'tcp' },
+      { port: 1200, proto: 'icmp' },
+      { port: 0, proto: 'icmp' },
+      { port: 65527, proto: 'icmp' },
+    ]);
+    const forms = 'expected LEN:icmp with LEN 0 to 65527 (65507 over IPv4), the size given to ping -s';
+    fails('[A]\nsequence=65528:icmp\n', `config: section A: ICMP payload length 65528 is invalid; ${forms}`, 2);
+    fails('[A]\nsequence=-1:icmp\n', `config: section A: ICMP payload length -1 is invalid; ${forms}`, 2);
+    assert.equal(stepWord({ port: 1200, proto: 'icmp' }), 1200 | (1 << 16), 'the program stores proto 1 (MATCHER.md §6)');
   });
 
   test('at most 32 steps; a 33rd item, even an empty one, is an error', () => {

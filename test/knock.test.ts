@@ -122,6 +122,16 @@ describe('ports and services', () => {
     assert.equal(resolvePortArg('7:tcp', true, services).proto, 'udp');
   });
 
+  test('extension: LEN:icmp (exact lowercase) is an echo request with LEN bytes of payload, -u or not', () => {
+    assert.deepEqual(resolvePortArg('1200:icmp', false, services), { text: '1200', port: 1200, proto: 'icmp' });
+    assert.deepEqual(resolvePortArg('0:icmp', true, services), { text: '0', port: 0, proto: 'icmp' });
+    assert.equal(resolvePortArg('1200:ICMP', false, services).proto, 'tcp', 'as knock reads any other suffix');
+    const forms = /needs a payload length from 0 to 65527 before :icmp \(65507 over IPv4\), e\.g\. 1200:icmp/;
+    assert.throws(() => resolvePortArg('65528:icmp', false, services), forms);
+    assert.throws(() => resolvePortArg('ssh:icmp', false, services), forms);
+    assert.throws(() => resolvePortArg(':icmp', false, services), forms);
+  });
+
   test('service names resolve per protocol, aliases included', () => {
     assert.deepEqual(resolvePortArg('ssh', false, services), { text: 'ssh', port: 22, proto: 'tcp' });
     assert.deepEqual(resolvePortArg('http', false, services), { text: 'http', port: 80, proto: 'tcp' });

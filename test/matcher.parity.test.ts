@@ -39,6 +39,15 @@ const CONFIG_CHOICES: (() => KnockdConfig)[] = [
       door('D', '8000:udp,9000,7000', { seqTimeout: 0 }),
       door('E', '9000,9000,9000', { seqTimeout: -1, allowDuplicates: true }),
     ]),
+  // ICMP echo steps (their "port" is the payload length): a length equal to a TCP and a UDP port, a first
+  // step shared with a TCP door's, ICMP between TCP steps, and flags that ICMP must ignore
+  () =>
+    config([
+      door('I', '7000,1200:icmp,9000', { seqTimeout: 5, tcpflags: 'syn,!ack' }),
+      door('J', '56:icmp,8000:udp,56:icmp', { seqTimeout: 3, allowDuplicates: true }),
+      door('K', '7000:icmp,7000', { seqTimeout: 2 }),
+      door('L', '7000,8000:icmp', { seqTimeout: 4, target: 'fd00::2' }),
+    ]),
   () =>
     config([
       door('A', '7000,8000,9000', { seqTimeout: 70 }),

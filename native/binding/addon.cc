@@ -1,8 +1,10 @@
 // Node-facing module init: exports the classes and the constants src/native.ts declares.
 #include <napi.h>
 
+#include "echo_request_binding.h"
 #include "engine.h"
 #include "event.h"
+#include "packet.h"
 #include "native_matcher.h"
 #include "nft_elements_binding.h"
 #include "unix_datagram.h"
@@ -11,6 +13,8 @@ namespace knockd {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("EVENT_RECORD_SIZE", Napi::Number::New(env, sizeof(EventRecord)));
+  exports.Set("PROTO_ICMP", Napi::Number::New(env, kProtoIcmp));
+  exports.Set("sendEchoRequest", Napi::Function::New<SendEchoRequest>(env, "sendEchoRequest"));
   exports.Set("Engine", Engine::Define(env));
   exports.Set("NativeMatcher", NativeMatcher::Define(env));
   exports.Set("NftElements", NftElements::Define(env));

@@ -18,10 +18,10 @@ namespace {
 // Scratch memory slots (BPF_MEMWORDS = 16).
 enum Mem : uint32_t {
   kMemNet = 0,    // offset of the IP header
-  kMemProto = 1,  // next header while walking IPv6; 6 or 17 once found
+  kMemProto = 1,  // next header while walking IPv6; then the step protocol: 6, 17 or kProtoIcmp
   kMemEnd = 2,    // offset one past the IP packet (min of its length and the captured length)
   kMemL4 = 3,     // offset of the TCP/UDP header
-  kMemPort = 4,   // destination port
+  kMemPort = 4,   // destination port; an ICMP echo's payload length
   kMemFlags = 5,  // TCP flags & 0x3f
   kMemAvail = 6,  // bytes available (captured IP bytes, or bytes left before kMemEnd)
   kMemLen = 7,    // length of the IPv6 extension header being skipped
@@ -29,6 +29,7 @@ enum Mem : uint32_t {
 };
 
 constexpr uint32_t kEtherIpv4 = 0x0800, kEtherIpv6 = 0x86DD;
+constexpr uint32_t kIpProtoIcmp = 1, kIpProtoIcmpv6 = 58;  // IP protocol numbers (kProtoIcmp is the step's)
 constexpr uint32_t kVlanTypes[] = {0x8100, 0x88A8, 0x9100};
 constexpr int kMaxVlanTags = 2, kMaxExtensionHeaders = 8;
 
@@ -108,6 +109,7 @@ constexpr uint16_t kSt = BPF_ST, kStx = BPF_STX, kTax = BPF_MISC | BPF_TAX, kTxa
 constexpr uint16_t kJeq = BPF_JMP | BPF_JEQ | BPF_K, kJge = BPF_JMP | BPF_JGE | BPF_K, kJset = BPF_JMP | BPF_JSET | BPF_K;
 constexpr uint16_t kJgeX = BPF_JMP | BPF_JGE | BPF_X, kJgtX = BPF_JMP | BPF_JGT | BPF_X, kJgt = BPF_JMP | BPF_JGT | BPF_K;
 constexpr uint16_t kAddK = BPF_ALU | BPF_ADD | BPF_K, kAddX = BPF_ALU | BPF_ADD | BPF_X, kSubX = BPF_ALU | BPF_SUB | BPF_X;
+constexpr uint16_t kSubK = BPF_ALU | BPF_SUB | BPF_K;
 constexpr uint16_t kAndK = BPF_ALU | BPF_AND | BPF_K, kRshK = BPF_ALU | BPF_RSH | BPF_K, kLshK = BPF_ALU | BPF_LSH | BPF_K;
 constexpr uint16_t kXorX = BPF_ALU | BPF_XOR | BPF_X, kMulK = BPF_ALU | BPF_MUL | BPF_K;
 constexpr uint16_t kRetK = BPF_RET | BPF_K, kRetA = BPF_RET | BPF_A;
@@ -347,7 +349,7 @@ class FilterBuilder {
     a_.op(kSt, kMemProto);
     a_.op(kLdWInd, 16);
     a_.op(kSt, kMemDst);
-    emit_l4();
+    emit_l4(4);
     emit_visibility(4);
   }
 
@@ -391,12 +393,14 @@ class FilterBuilder {
     // Extension headers, unrolled: at most kMaxExtensionHeaders, as packet.cc walks them.
     int done = a_.label();
     for (int header = 0;; header++) {
-      int not_tcp = a_.label(), not_udp = a_.label();
+      int not_tcp = a_.label(), not_udp = a_.label(), not_icmp = a_.label();
       a_.op(kLdMem, kMemProto);
       a_.jump(kJeq, kProtoTcp, done, not_tcp);
       a_.bind(not_tcp);
       a_.jump(kJeq, kProtoUdp, done, not_udp);
       a_.bind(not_udp);
+      a_.jump(kJeq, kIpProtoIcmpv6, done, not_icmp);
+      a_.bind(not_icmp);
       if (header == kMaxExtensionHeaders) {
         a_.jump_to(reject_);
         break;
@@ -453,17 +457,20 @@ class FilterBuilder {
       a_.op(kSt, kMemL4);
     }
     a_.bind(done);
-    emit_l4();
+    emit_l4(6);
     emit_visibility(6);
   }
 
-  // kMemProto, kMemEnd, kMemL4 set: check the TCP/UDP header fits and read port and flags.
-  void emit_l4() {
-    int tcp = a_.label(), not_tcp = a_.label(), udp = a_.label(), parsed = a_.label();
+  // kMemProto, kMemEnd, kMemL4 set: check the TCP/UDP/ICMP header fits and read port and flags (an
+  // ICMP echo request: kMemProto = kProtoIcmp, kMemPort = its payload length by the IP header).
+  void emit_l4(int family) {
+    int tcp = a_.label(), not_tcp = a_.label(), udp = a_.label(), not_udp = a_.label(), icmp = a_.label(), parsed = a_.label();
     a_.op(kLdMem, kMemProto);
     a_.jump(kJeq, kProtoTcp, tcp, not_tcp);
     a_.bind(not_tcp);
-    a_.jump(kJeq, kProtoUdp, udp, reject_);
+    a_.jump(kJeq, kProtoUdp, udp, not_udp);
+    a_.bind(not_udp);
+    a_.jump(kJeq, family == 4 ? kIpProtoIcmp : kIpProtoIcmpv6, icmp, reject_);
     a_.bind(tcp);
     emit_mem_diff(kMemEnd, kMemL4);
     require_ge(20);
@@ -482,6 +489,41 @@ class FilterBuilder {
     a_.op(kLdHInd, 2);
     a_.op(kSt, kMemPort);
     a_.op(kLdImm, 0);  // the kernel's checker wants every scratch word written on every path
+    a_.op(kSt, kMemFlags);
+    a_.jump_to(parsed);
+    a_.bind(icmp);
+    emit_mem_diff(kMemEnd, kMemL4);
+    require_ge(8);
+    int echo = a_.label(), declared = a_.label(), whole = a_.label();
+    a_.op(kLdBInd, 0);  // X = kMemL4: the ICMP type
+    a_.jump(kJeq, family == 4 ? 8 : 128, echo, reject_);
+    a_.bind(echo);
+    // the length the IP header declares, from the ICMP header on, less the 8-byte echo header
+    a_.op(kLdxMem, kMemNet);
+    if (family == 4) {
+      a_.op(kLdHInd, 2);  // total length
+    } else {
+      int jumbo = a_.label(), sized = a_.label();
+      a_.op(kLdHInd, 4);  // payload length; 0: to the end of the capture (kMemEnd)
+      a_.jump(kJeq, 0, jumbo, sized);
+      a_.bind(sized);
+      a_.op(kAddK, 40);
+      a_.jump_to(declared);
+      a_.bind(jumbo);
+      a_.op(kLdMem, kMemEnd);
+      a_.op(kLdxImm, 0);
+    }
+    a_.bind(declared);
+    a_.op(kAddX);
+    a_.op(kLdxMem, kMemL4);
+    a_.op(kSubX);
+    a_.op(kSubK, 8);
+    a_.jump(kJgt, 0xffff, reject_, whole);  // an IPv6 jumbogram's
+    a_.bind(whole);
+    a_.op(kSt, kMemPort);
+    a_.op(kLdImm, kProtoIcmp);
+    a_.op(kSt, kMemProto);
+    a_.op(kLdImm, 0);
     a_.op(kSt, kMemFlags);
     a_.bind(parsed);
   }
@@ -513,7 +555,7 @@ class FilterBuilder {
   // Jumps to accept_ when some door of `doors` has (proto, port) as a step, or a derived door has it in
   // its protocols × ranges, and the door accepts the flags.
   void emit_steps(const std::vector<const Door*>& doors, int on_false) {
-    PortSet udp;
+    PortSet udp, icmp;
     std::map<std::pair<uint8_t, uint8_t>, PortSet> tcp;  // (must_set, must_clear) -> ports
     for (const Door* d : doors) {
       if (d->is_derived()) {
@@ -523,19 +565,24 @@ class FilterBuilder {
       for (uint32_t step : d->steps) {
         uint32_t port = step & 0xffff;
         if ((step >> 16) == kProtoUdp) udp.ports.push_back(port);
+        else if ((step >> 16) == kProtoIcmp) icmp.ports.push_back(port);
         else tcp[{d->must_set, d->must_clear}].ports.push_back(port);
       }
     }
-    int is_tcp = a_.label(), is_udp = a_.label();
+    int is_tcp = a_.label(), not_tcp = a_.label(), is_udp = a_.label(), is_icmp = a_.label();
     a_.op(kLdMem, kMemProto);
-    a_.jump(kJeq, kProtoTcp, is_tcp, is_udp);
-    a_.bind(is_udp);
-    if (precision_ == Precision::kAnyPort) {
-      if (udp.empty()) a_.jump_to(on_false);
-      else a_.jump_to(accept_);
-    } else {
-      a_.op(kLdMem, kMemPort);
-      emit_port_set(a_, udp, accept_, on_false);
+    a_.jump(kJeq, kProtoTcp, is_tcp, not_tcp);
+    a_.bind(not_tcp);
+    a_.jump(kJeq, kProtoUdp, is_udp, is_icmp);
+    for (auto [label, set] : {std::pair{is_udp, &udp}, std::pair{is_icmp, &icmp}}) {
+      a_.bind(label);
+      if (precision_ == Precision::kAnyPort) {
+        if (set->empty()) a_.jump_to(on_false);
+        else a_.jump_to(accept_);
+      } else {
+        a_.op(kLdMem, kMemPort);
+        emit_port_set(a_, *set, accept_, on_false);
+      }
     }
     a_.bind(is_tcp);
     for (auto& [rule, ports] : tcp) {

@@ -24,7 +24,10 @@ inline void set_ipv4(uint8_t field[16], const uint8_t* addr) {
 
 inline bool is_vlan(uint16_t ethertype) { return ethertype == 0x8100 || ethertype == 0x88A8 || ethertype == 0x9100; }
 
-ParseResult parse_l4(const uint8_t* l4, size_t avail, uint8_t proto, Packet& out) {
+// avail: bytes from l4 to the end of the IP packet that were captured; declared: the same distance by the
+// IP header's length fields (more than avail when the capture was cut short). An ICMP echo's length is
+// the declared one: it is what the sender chose, whatever the capture kept.
+ParseResult parse_l4(const uint8_t* l4, size_t avail, size_t declared, uint8_t proto, uint8_t family, Packet& out) {
   if (proto == 6) {
     if (avail < 20) return ParseResult::kMalformed;
     if ((l4[12] >> 4) < 5) return ParseResult::kMalformed;
@@ -32,6 +35,14 @@ ParseResult parse_l4(const uint8_t* l4, size_t avail, uint8_t proto, Packet& out
   } else if (proto == 17) {
     if (avail < 8) return ParseResult::kMalformed;
     out.tcp_flags = 0;
+  } else if ((proto == 1 && family == 4) || (proto == 58 && family == 6)) {
+    if (avail < 8) return ParseResult::kMalformed;
+    if (l4[0] != (family == 4 ? 8 : 128)) return ParseResult::kNotKnock;  // only echo requests knock
+    if (declared - 8 > 0xffff) return ParseResult::kNotKnock;           // an IPv6 jumbogram's
+    out.tcp_flags = 0;
+    out.proto = kProtoIcmp;
+    out.dport = uint16_t(declared - 8);
+    return ParseResult::kKnock;
   } else {
     return ParseResult::kNotKnock;
   }
@@ -50,16 +61,17 @@ ParseResult parse_ipv4(const uint8_t* ip, size_t cap, Packet& out) {
   out.family = 4;
   set_ipv4(out.src, ip + 12);
   set_ipv4(out.dst, ip + 16);
-  return parse_l4(ip + ihl, end - ihl, ip[9], out);
+  return parse_l4(ip + ihl, end - ihl, total - ihl, ip[9], 4, out);
 }
 
 ParseResult parse_ipv6(const uint8_t* ip, size_t cap, Packet& out) {
   if (cap < 40 || (ip[0] >> 4) != 6) return ParseResult::kMalformed;
   size_t payload = be16(ip + 4);
   size_t end = payload == 0 || 40 + payload > cap ? cap : 40 + payload;
+  size_t declared_end = payload == 0 ? cap : 40 + payload;  // a jumbogram's length is not in this header
   uint8_t next = ip[6];
   size_t off = 40;
-  for (size_t headers = 0; next != 6 && next != 17; headers++) {
+  for (size_t headers = 0; next != 6 && next != 17 && next != 58; headers++) {
     size_t len;
     switch (next) {
       case 0:
@@ -86,7 +98,7 @@ ParseResult parse_ipv6(const uint8_t* ip, size_t cap, Packet& out) {
   out.family = 6;
   std::memcpy(out.src, ip + 8, 16);
   std::memcpy(out.dst, ip + 24, 16);
-  return parse_l4(ip + off, end - off, next, out);
+  return parse_l4(ip + off, end - off, declared_end - off, next, 6, out);
 }
 
 // After the link header: up to two VLAN tags, then the ethertype picks the IP parser.

@@ -19,11 +19,15 @@ enum LinkType : uint16_t {
 
 enum class ParseResult { kKnock, kMalformed, kNotKnock };
 
+// Packet::proto of an ICMP echo request (ICMPv4 type 8 or ICMPv6 type 128): the step protocol "icmp"
+// of both families, whose "port" is the echo payload length (docs/MATCHER.md §3).
+constexpr uint8_t kProtoIcmp = 1;
+
 struct Packet {
   uint8_t family;  // 4 or 6
-  uint8_t proto;   // 6 TCP, 17 UDP
+  uint8_t proto;   // 6 TCP, 17 UDP, kProtoIcmp
   uint8_t tcp_flags;
-  uint16_t dport;
+  uint16_t dport;  // TCP/UDP destination port; ICMP: bytes of echo payload
   uint8_t src[16];  // IPv4 in bytes 0-3, rest zero
   uint8_t dst[16];
 };

@@ -72,7 +72,8 @@ std::string decode_derived(const uint32_t* w, size_t o, Door& d) {
 }  // namespace
 
 bool Door::derived_sees(uint8_t proto, uint16_t port, uint8_t tcp_flags) const {
-  if (!(derived.proto_mask & (proto == kProtoTcp ? 1 : 2)) || !flags_ok(proto, tcp_flags)) return false;
+  const uint8_t bit = proto == kProtoTcp ? 1 : proto == kProtoUdp ? 2 : 0;  // derived doors knock with tcp and udp only
+  if (!(derived.proto_mask & bit) || !flags_ok(proto, tcp_flags)) return false;
   auto after = std::upper_bound(derived.ranges.begin(), derived.ranges.end(), port,
                                 [](uint16_t p, uint32_t range) { return p < (range & 0xffff); });
   return after != derived.ranges.begin() && port <= (after[-1] >> 16);
@@ -171,8 +172,8 @@ std::shared_ptr<const Program> Program::decode(const uint32_t* words, size_t n, 
     for (uint32_t k = 0; k < n_steps && !derived; k++) {
       uint32_t s = w[kDoorHeaderWords + k];
       uint32_t proto = s >> 16;
-      if (proto != kProtoTcp && proto != kProtoUdp) {
-        return fail(error, which + " step " + std::to_string(k) + " has protocol " + std::to_string(proto) + ", not 6 or 17" +
+      if (proto != kProtoTcp && proto != kProtoUdp && proto != kProtoIcmp) {
+        return fail(error, which + " step " + std::to_string(k) + " has protocol " + std::to_string(proto) + ", not 6, 17 or 1" +
                                at(o + kDoorHeaderWords + k));
       }
       d.steps.push_back(s);
@@ -210,12 +211,12 @@ std::shared_ptr<const Program> Program::decode(const uint32_t* words, size_t n, 
     p->cohort_by_key.push_back(cohort);
   }
 
-  p->step_bits.assign((2u << 16) / 64, 0);
+  p->step_bits.assign((kStepPlanes << 16) / 64, 0);
   for (size_t i = 0; i < p->doors.size(); i++) {
     const Door& d = p->doors[i];
     for (uint32_t s : d.steps) {
       p->step_uses.push_back(StepUse{group_step_key(d.group, s), uint16_t(i)});
-      size_t bit = size_t((s >> 16) == kProtoUdp) << 16 | (s & 0xffff);
+      size_t bit = step_plane(uint8_t(s >> 16)) << 16 | (s & 0xffff);
       p->step_bits[bit >> 6] |= uint64_t(1) << (bit & 63);
     }
   }

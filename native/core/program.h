@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "derive.h"
+#include "packet.h"
 
 namespace knockd {
 
@@ -20,10 +21,13 @@ constexpr size_t kHeaderWords = 16, kAddressWords = 5, kDoorHeaderWords = 7;
 constexpr size_t kDerivedWords = 4;  // timeStep, protocols, bindSource, keyBytes (MATCHER.md §10)
 // Limits of the fixed-size event record and matcher record (door is a u16, group a u8).
 constexpr size_t kMaxDoors = 65535, kMaxTargets = 255;
-constexpr uint8_t kProtoTcp = 6, kProtoUdp = 17;
+constexpr uint8_t kProtoTcp = 6, kProtoUdp = 17;  // and kProtoIcmp (packet.h): an echo request, port = payload bytes
 
 // A step as the program stores it: port | proto << 16.
 constexpr uint32_t step_word(uint8_t proto, uint16_t port) { return uint32_t(port) | uint32_t(proto) << 16; }
+// The plane of Program::step_bits that a step protocol uses.
+constexpr size_t step_plane(uint8_t proto) { return proto == kProtoTcp ? 0 : proto == kProtoUdp ? 1 : 2; }
+constexpr size_t kStepPlanes = 3;
 
 struct Address {
   uint8_t family;  // 4 or 6
@@ -56,7 +60,7 @@ struct Door {
 
   bool is_derived() const { return options & kOptDerived; }
   bool flags_ok(uint8_t proto, uint8_t tcp_flags) const {
-    return proto == kProtoUdp || ((tcp_flags & must_set) == must_set && (tcp_flags & must_clear) == 0);
+    return proto != kProtoTcp || ((tcp_flags & must_set) == must_set && (tcp_flags & must_clear) == 0);
   }
   // Derived door: (proto, port) is in its protocols × ranges and the flags pass.
   bool derived_sees(uint8_t proto, uint16_t port, uint8_t tcp_flags) const;
@@ -90,7 +94,7 @@ struct Program {
   std::vector<uint64_t> cohort_keys;  // sorted group << 32 | first_step, parallel to cohort_by_key
   std::vector<uint32_t> cohort_by_key;
   std::vector<StepUse> step_uses;
-  std::vector<uint64_t> step_bits;  // bit (proto == UDP) << 16 | port: some door uses that step
+  std::vector<uint64_t> step_bits;  // bit step_plane(proto) << 16 | port: some door uses that step
   std::vector<std::vector<uint16_t>> derived_by_group;  // group -> its derived doors in program order
   bool has_derived = false;
 
@@ -101,7 +105,7 @@ struct Program {
   // Whether some door of `group` has `step` in its sequence and accepts these TCP flags.
   bool group_sees(uint32_t group, uint32_t step, uint8_t proto, uint8_t tcp_flags) const;
   bool any_door_uses(uint8_t proto, uint16_t port) const {
-    size_t bit = size_t(proto == kProtoUdp) << 16 | port;
+    size_t bit = step_plane(proto) << 16 | port;
     return (step_bits[bit >> 6] >> (bit & 63)) & 1;
   }
 

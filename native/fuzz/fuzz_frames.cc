@@ -16,13 +16,13 @@ using namespace knockd;
 namespace {
 
 std::shared_ptr<const Program> fuzz_program() {
-  // Two cohorts on 7000, a UDP door, an IPv6 target, all-local and small limits so eviction,
-  // rejection and the budget are reachable.
+  // Two cohorts on 7000, UDP and ICMP echo (56 bytes: ping's default) steps, an IPv6 target, all-local
+  // and small limits so eviction, rejection and the budget are reachable.
   static const uint32_t words[] = {
       kProgramMagic, kProgramVersion, 1, kFlagStageEvents | kFlagAllLocal, 4, 3, 0, 1, 3, 0, 0, 0, 0, 0, 0, 0,
       6, 0xfd000000, 0, 0, 2,                                                              // target fd00::2
       10, 0, 1, 5, 2, kOptAllowDuplicates, 3, 7000 | 6u << 16, 8000 | 6u << 16, 9000 | 6u << 16,  //
-      9, 0, 2, 1, 0, 0, 2, 7000 | 6u << 16, 8000 | 17u << 16,                                 //
+      9, 0, 2, 1, 0, 0, 2, 7000 | 6u << 16, 56 | 1u << 16,                                    //
       9, 1, 3, 0, 0, 0, 2, 7000 | 6u << 16, 1 | 17u << 16,                                    //
   };
   static std::shared_ptr<const Program> program = [] {

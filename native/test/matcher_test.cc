@@ -435,7 +435,7 @@ void program_decoding() {
   corrupt(door0 + 1, 2, "group");
   corrupt(door0 + 6, 0, "steps");
   corrupt(door0 + 6, 33, "steps");
-  corrupt(door0 + 7, 7000 | 1u << 16, "protocol");
+  corrupt(door0 + 7, 7000 | 2u << 16, "protocol");  // 1 is ICMP, 6 TCP, 17 UDP
   // Nine doors with one first step: the record holds eight members.
   ProgramSpec crowd = with_doors({});
   for (int i = 0; i < 9; i++) crowd.doors.push_back({{tcp(7000), tcp(uint16_t(8000 + i))}});

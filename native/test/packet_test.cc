@@ -98,7 +98,7 @@ void ipv4_malformed_and_not_knocks() {
   bad[6] = 0x40;  // DF alone is fine
   CHECK(parse(bad, kLinkIpv4) == ParseResult::kKnock);
   bad = ip;
-  bad[9] = 1;  // ICMP
+  bad[9] = 1;  // ICMP of type 156 (the TCP header's first byte): not an echo request
   CHECK(parse(bad, kLinkIpv4) == ParseResult::kNotKnock);
   bad = ip;
   bad[20 + 12] = 4 << 4;  // TCP data offset 4
@@ -145,7 +145,7 @@ void ipv6_walks() {
   CHECK(parse(shortened, kLinkIpv6) == ParseResult::kMalformed);
   put16(shortened, 4, 0);  // 0 = up to the captured length
   CHECK(parse(shortened, kLinkIpv6) == ParseResult::kKnock);
-  // Other next headers (ICMPv6, no next header) are not knocks.
+  // Other next headers (ICMPv6 other than an echo request, no next header) are not knocks.
   CHECK(parse(ipv6(kSrc6, kDst6, 58, tcp6), kLinkIpv6) == ParseResult::kNotKnock);
   CHECK(parse(ipv6(kSrc6, kDst6, 59, tcp6), kLinkIpv6) == ParseResult::kNotKnock);
   auto v4_on_v6 = ipv4(kSrc4, kDst4, kProtoTcp, tcp6);
@@ -191,6 +191,42 @@ void vlan_stacks() {
   CHECK(parse(cut, kLinkEthernet) == ParseResult::kMalformed);
 }
 
+// An ICMP echo header (type, code 0, checksum, identifier 1, sequence 1) and `payload` bytes.
+std::vector<uint8_t> echo(uint8_t type, size_t payload) {
+  std::vector<uint8_t> h(8 + payload, 0xa5);
+  h[0] = type;
+  h[1] = 0;
+  h[2] = h[3] = h[4] = h[6] = 0;
+  h[5] = h[7] = 1;
+  return h;
+}
+
+// ICMP echo requests (docs/MATCHER.md §3): proto kProtoIcmp in both families, the payload length by the
+// IP header in dport, even when the capture kept less; other types, and each family's ICMP in the other
+// family, are not knocks.
+void icmp_echo() {
+  Packet p;
+  CHECK(parse(ipv4(kSrc4, kDst4, 1, echo(8, 1200)), kLinkIpv4, &p) == ParseResult::kKnock);
+  CHECK(p.family == 4 && p.proto == kProtoIcmp && p.dport == 1200 && p.tcp_flags == 0);
+  CHECK(parse(ipv6(kSrc6, kDst6, 58, echo(128, 56)), kLinkIpv6, &p) == ParseResult::kKnock);
+  CHECK(p.family == 6 && p.proto == kProtoIcmp && p.dport == 56);
+  CHECK(parse(ipv6(kSrc6, kDst6, 0, cat({ext(60, 0, 8), ext(58, 0, 8), echo(128, 0)})), kLinkIpv6, &p) == ParseResult::kKnock && p.dport == 0);
+  auto cut = ipv4(kSrc4, kDst4, 1, echo(8, 1200));
+  cut.resize(20 + 8);  // the capture kept the headers only
+  CHECK(parse(cut, kLinkIpv4, &p) == ParseResult::kKnock && p.dport == 1200);
+  cut.resize(20 + 7);
+  CHECK(parse(cut, kLinkIpv4) == ParseResult::kMalformed);
+  auto jumbo = ipv6(kSrc6, kDst6, 58, echo(128, 300));
+  put16(jumbo, 4, 0);  // payload length 0: the captured length counts
+  CHECK(parse(jumbo, kLinkIpv6, &p) == ParseResult::kKnock && p.dport == 300);
+  CHECK(parse(ipv4(kSrc4, kDst4, 1, echo(0, 56)), kLinkIpv4) == ParseResult::kNotKnock);     // echo reply
+  CHECK(parse(ipv4(kSrc4, kDst4, 1, echo(128, 56)), kLinkIpv4) == ParseResult::kNotKnock);   // ICMPv6's type in ICMP
+  CHECK(parse(ipv6(kSrc6, kDst6, 58, echo(8, 56)), kLinkIpv6) == ParseResult::kNotKnock);    // and the other way round
+  CHECK(parse(ipv4(kSrc4, kDst4, 58, echo(128, 56)), kLinkIpv4) == ParseResult::kNotKnock);  // ICMPv6 over IPv4
+  CHECK(parse(ipv6(kSrc6, kDst6, 1, echo(8, 56)), kLinkIpv6) == ParseResult::kNotKnock);     // ICMP over IPv6
+  CHECK(parse(ipv6(kSrc6, kDst6, 58, echo(135, 24)), kLinkIpv6) == ParseResult::kNotKnock);  // neighbour solicitation
+}
+
 // Every prefix of a valid frame is either malformed or (for a prefix that still holds the whole
 // packet) a knock; never out of bounds.
 void truncations() {
@@ -217,6 +253,7 @@ int main() {
   link_types();
   vlan_stacks();
   truncations();
+  icmp_echo();
   if (failures) std::fprintf(stderr, "packet_test: %d failures\n", failures);
   else std::printf("packet_test: ok\n");
   return failures ? 1 : 0;

@@ -5,7 +5,7 @@
 // 4095-byte chunking, ASCII-only upper-casing and name truncation exact for non-ASCII input; values
 // leave this layer as UTF-8 again through fromBytes().
 import { getSystemErrorMap } from 'node:util';
-import type { Proto, Step } from './types.js';
+import { MAX_ICMP_PAYLOAD, type StepProto, type Step } from './types.js';
 
 /** A config error: `message` is exactly the stderr line knockd prints; `line` when one is known. */
 export class ConfigError extends Error {
@@ -82,11 +82,18 @@ export function parseSequence(value: string, door: string): Step[] {
     const parts = item.split(':');
     const port = atoi(parts[0]);
     if (port > 65535) throw new ConfigError(`config: section ${door}: port ${fromBytes(parts[0])} is invalid`);
-    let proto: Proto = 'tcp';
+    let proto: StepProto = 'tcp';
     if (parts.length > 1) {
       const p = upperC(trimC(parts[1]));
       if (p === 'UDP') proto = 'udp';
+      else if (p === 'ICMP') proto = 'icmp'; // extension: knockd 0.8 refuses it
       else if (p !== 'TCP') throw new ConfigError(`config: section ${door}: unknown protocol in knock sequence`);
+    }
+    if (proto === 'icmp' && (port < 0 || port > MAX_ICMP_PAYLOAD)) {
+      throw new ConfigError(
+        `config: section ${door}: ICMP payload length ${fromBytes(parts[0])} is invalid; ` +
+          `expected LEN:icmp with LEN 0 to ${MAX_ICMP_PAYLOAD} (65507 over IPv4), the size given to ping -s`,
+      );
     }
     steps.push({ port: port & 0xffff, proto });
   }

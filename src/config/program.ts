@@ -17,6 +17,9 @@ export const ProgramFlag = { STAGE_EVENTS: 1, ALL_LOCAL: 2, IGNORE_IPV6: 4 } as 
 export const DoorOption = { ALLOW_DUPLICATES: 1, DERIVED: 2 } as const;
 export const PROTO_TCP = 6;
 export const PROTO_UDP = 17;
+/** An ICMP/ICMPv6 echo request step; its port is the echo payload length (docs/MATCHER.md §3, §6). */
+export const PROTO_ICMP = 1;
+const STEP_PROTO = { tcp: PROTO_TCP, udp: PROTO_UDP, icmp: PROTO_ICMP } as const;
 
 export const Header = {
   MAGIC: 0,
@@ -58,7 +61,7 @@ export interface CompiledProgram {
 
 export class ProgramError extends Error {}
 
-export const stepWord = (s: Step): number => (s.port | ((s.proto === 'udp' ? PROTO_UDP : PROTO_TCP) << 16)) >>> 0;
+export const stepWord = (s: Step): number => (s.port | (STEP_PROTO[s.proto] << 16)) >>> 0;
 
 /** A hash of everything that defines a door's matching, so a reload can keep its attempts (MATCHER.md §5). */
 export function doorFingerprint(d: DoorConfig): number {

@@ -2,11 +2,16 @@
 // Field names follow the directives; defaults are knockd 0.8's (knockd-0.8.md §2) and SEMANTICS.md §3's.
 
 export type Proto = 'tcp' | 'udp';
+/** A knock step's protocol: `icmp` (an extension) is an ICMP/ICMPv6 echo request, `port` its payload length. */
+export type StepProto = Proto | 'icmp';
 
 export interface Step {
-  port: number; // 0..65535
-  proto: Proto;
+  port: number; // 0..65535; icmp: 0..MAX_ICMP_PAYLOAD
+  proto: StepProto;
 }
+
+/** The largest echo payload an IPv6 packet carries (65,535 − 8); over IPv4 it is 65,507. */
+export const MAX_ICMP_PAYLOAD = 65527;
 
 /** TCP flag bits as on the wire (byte 13 of the TCP header). */
 export const TCP_FLAG = { FIN: 1, SYN: 2, RST: 4, PSH: 8, ACK: 16, URG: 32 } as const;

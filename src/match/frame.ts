@@ -12,13 +12,17 @@ const MAX_VLAN_TAGS = 2;
 const MAX_IPV6_EXTENSIONS = 8;
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
+const IPPROTO_ICMP = 1;
+const IPPROTO_ICMPV6 = 58;
+/** ParsedPacket.proto of an ICMP echo request of either family: the step protocol "icmp" (PROTO_ICMP). */
+const ICMP_ECHO = 1;
 
 /** The parser's output; reused for every frame. IPv4 addresses occupy bytes 0-3, the rest is zero. */
 export class ParsedPacket {
   family: 4 | 6 = 4;
-  proto = 0; // 6 TCP, 17 UDP
-  dport = 0;
-  tcpFlags = 0; // byte 13 & 0x3f; 0 for UDP
+  proto = 0; // 6 TCP, 17 UDP, 1 ICMP echo request (ICMPv4 type 8 or ICMPv6 type 128)
+  dport = 0; // ICMP: bytes of echo payload (what `ping -s` sets)
+  tcpFlags = 0; // byte 13 & 0x3f; 0 for UDP and ICMP
   readonly src = new Uint8Array(16);
   readonly dst = new Uint8Array(16);
   // the same bytes as four words each, for comparing and hashing addresses a word at a time
@@ -97,7 +101,7 @@ function parseIpv4(data: Uint8Array, at: number, end: number, out: ParsedPacket)
   const frag = (data[at + 6] << 8) | data[at + 7];
   if ((frag & 0x3fff) !== 0) return ParseResult.NOT_KNOCK; // MF set or offset != 0
   const proto = data[at + 9];
-  if (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) return ParseResult.NOT_KNOCK;
+  if (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP && proto !== IPPROTO_ICMP) return ParseResult.NOT_KNOCK;
   const src = out.srcWords;
   const dst = out.dstWords;
   src[0] = addressWord(data, at + 12);
@@ -105,7 +109,7 @@ function parseIpv4(data: Uint8Array, at: number, end: number, out: ParsedPacket)
   src[1] = src[2] = src[3] = 0;
   dst[1] = dst[2] = dst[3] = 0;
   out.family = 4;
-  return parseTransport(data, at + headerLen, ipEnd, proto, out);
+  return parseTransport(data, at + headerLen, ipEnd, at + totalLen, proto, out);
 }
 
 function parseIpv6(data: Uint8Array, at: number, end: number, out: ParsedPacket): ParseResultCode {
@@ -113,10 +117,11 @@ function parseIpv6(data: Uint8Array, at: number, end: number, out: ParsedPacket)
   if (captured < 40 || data[at] >> 4 !== 6) return ParseResult.MALFORMED;
   const payloadLen = (data[at + 4] << 8) | data[at + 5];
   const ipEnd = payloadLen === 0 ? end : at + Math.min(40 + payloadLen, captured);
+  const declaredEnd = payloadLen === 0 ? end : at + 40 + payloadLen; // a jumbogram's length is not in this header
   let next = data[at + 6];
   let h = at + 40;
   let extensions = 0;
-  while (next !== IPPROTO_TCP && next !== IPPROTO_UDP) {
+  while (next !== IPPROTO_TCP && next !== IPPROTO_UDP && next !== IPPROTO_ICMPV6) {
     let len: number;
     if (next === 0 || next === 43 || next === 60 || next === 51) {
       if (++extensions > MAX_IPV6_EXTENSIONS) return ParseResult.MALFORMED;
@@ -142,13 +147,27 @@ function parseIpv6(data: Uint8Array, at: number, end: number, out: ParsedPacket)
     dst[k] = addressWord(data, at + 24 + 4 * k);
   }
   out.family = 6;
-  return parseTransport(data, h, ipEnd, next, out);
+  return parseTransport(data, h, ipEnd, declaredEnd, next, out);
 }
 
-function parseTransport(data: Uint8Array, at: number, end: number, proto: number, out: ParsedPacket): ParseResultCode {
+/**
+ * The transport header at data[at, end) (the captured part of the IP packet); declaredEnd is where the IP
+ * header says the packet ends. An ICMP echo's length is the declared one: what the sender chose, whatever
+ * the capture kept.
+ */
+function parseTransport(data: Uint8Array, at: number, end: number, declaredEnd: number, proto: number, out: ParsedPacket): ParseResultCode {
   if (proto === IPPROTO_TCP) {
     if (end - at < 20 || data[at + 12] >> 4 < 5) return ParseResult.MALFORMED;
     out.tcpFlags = data[at + 13] & 0x3f;
+  } else if (proto === IPPROTO_ICMP || proto === IPPROTO_ICMPV6) {
+    if (end - at < 8) return ParseResult.MALFORMED;
+    if (data[at] !== (out.family === 4 ? 8 : 128)) return ParseResult.NOT_KNOCK; // only echo requests knock
+    const length = declaredEnd - at - 8;
+    if (length > 0xffff) return ParseResult.NOT_KNOCK; // an IPv6 jumbogram's
+    out.tcpFlags = 0;
+    out.proto = ICMP_ECHO;
+    out.dport = length;
+    return ParseResult.KNOCK;
   } else {
     if (end - at < 8) return ParseResult.MALFORMED;
     out.tcpFlags = 0;

@@ -23,6 +23,7 @@ import {
   MAX_STEPS,
   PROGRAM_MAGIC,
   PROGRAM_VERSION,
+  PROTO_ICMP,
   PROTO_TCP,
   PROTO_UDP,
   ProgramFlag,
@@ -36,6 +37,7 @@ const COHORT = MAX_COHORT;
 const STEPS = MAX_STEPS;
 const TCP = PROTO_TCP;
 const UDP = PROTO_UDP;
+const ICMP = PROTO_ICMP;
 const FLAG_STAGE_EVENTS = ProgramFlag.STAGE_EVENTS;
 const FLAG_ALL_LOCAL = ProgramFlag.ALL_LOCAL;
 const FLAG_IGNORE_IPV6 = ProgramFlag.IGNORE_IPV6;
@@ -231,11 +233,11 @@ class Program {
       for (let k = 0; k < nSteps && !derived; k++) {
         const s = w[o + DOOR_HEADER_WORDS + k];
         const proto = s >>> 16;
-        if (proto !== TCP && proto !== UDP) fail(`door ${d} step ${k} has protocol ${proto}`);
+        if (proto !== TCP && proto !== UDP && proto !== ICMP) fail(`door ${d} step ${k} has protocol ${proto}`);
         this.doorSteps[d * STEPS + k] = s;
       }
       // a derived door is a cohort of its own and has no first step to be found by
-      const key = group * 0x20000 + stepKey(this.doorSteps[d * STEPS]);
+      const key = group * STEP_KEYS + stepKey(this.doorSteps[d * STEPS]);
       let c = derived ? undefined : cohortOf.get(key);
       if (c === undefined) {
         c = cohortDoors.length;
@@ -266,7 +268,7 @@ class Program {
     const doorsOf = new Map<number, number[]>();
     for (let d = 0; d < nDoors; d++) {
       for (let k = 0; k < this.doorLength[d] && !this.doorDerived[d]; k++) {
-        const key = doorGroup[d] * 0x20000 + stepKey(this.doorSteps[d * STEPS + k]);
+        const key = doorGroup[d] * STEP_KEYS + stepKey(this.doorSteps[d * STEPS + k]);
         const list = doorsOf.get(key) ?? [];
         if (list[list.length - 1] !== d) list.push(d);
         doorsOf.set(key, list);
@@ -335,7 +337,8 @@ class Program {
 
   /** Whether derived door d sees (proto, port) with these flags: protocols × ranges, flagsOk. */
   derivedSees(d: number, proto: number, port: number, tcpFlags: number): boolean {
-    if ((this.derivedProtoMask[d] & (proto === TCP ? 1 : 2)) === 0 || !this.flagsOk(d, proto, tcpFlags)) return false;
+    // derived doors knock with tcp and udp only
+    if ((this.derivedProtoMask[d] & (proto === TCP ? 1 : proto === UDP ? 2 : 0)) === 0 || !this.flagsOk(d, proto, tcpFlags)) return false;
     const r = this.derivedRanges;
     let lo = this.derivedRangeStart[d];
     let hi = lo + this.derivedRangeCount[d] * 3; // binary search over ranges (3 words each) by their lo
@@ -362,7 +365,7 @@ class Program {
 
   /** The lookup slot of (group, step word), or NONE if no door of the group has that step. */
   slot(group: number, step: number): number {
-    const key = group * 0x20000 + stepKey(step);
+    const key = group * STEP_KEYS + stepKey(step);
     let s = hashSmall(key) & this.slotMask;
     for (;;) {
       const k = this.slotKey[s];
@@ -373,14 +376,15 @@ class Program {
   }
 
   flagsOk(door: number, proto: number, tcpFlags: number): boolean {
-    if (proto === UDP) return true;
+    if (proto !== TCP) return true;
     const set = this.doorMustSet[door];
     return (tcpFlags & set) === set && (tcpFlags & this.doorMustClear[door]) === 0;
   }
 }
 
-/** port | proto << 16 squeezed to 17 bits (proto is 6 or 17). */
-const stepKey = (step: number): number => (step & 0xffff) | ((step >>> 16 === UDP ? 1 : 0) << 16);
+/** port | proto << 16 squeezed to 18 bits: TCP 0, UDP 1, ICMP 2 above the port. */
+const stepKey = (step: number): number => (step & 0xffff) | ((step >>> 16 === TCP ? 0 : step >>> 16 === UDP ? 1 : 2) << 16);
+const STEP_KEYS = 3 << 16;
 
 const hashSmall = (key: number): number => {
   const h = Math.imul(key ^ (key >>> 15), 0x2c1b3c6d);

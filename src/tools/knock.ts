@@ -1,7 +1,8 @@
 // The knock client: knockd 0.8's `knock` (knockd-0.8.md §7.2) plus `--source`, and derived knocks
 // (`--secret-file`: the sequence of the current time window for our source, docs/MATCHER.md §10).
 // A TCP hit is exactly one SYN (connect() issued, then the socket closed before any reply is handled);
-// a UDP hit is one datagram carrying a single 0x00 byte.
+// a UDP hit is one datagram carrying a single 0x00 byte; an ICMP hit (`LEN:icmp`, an extension) is one
+// echo request with LEN bytes of payload, as `ping -c 1 -s LEN` sends, through the addon's ping socket.
 import { createSocket } from 'node:dgram';
 import { lookup } from 'node:dns/promises';
 import { readFileSync } from 'node:fs';
@@ -10,10 +11,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseAddress } from '../address.js';
 import { deriveSequence, readSecretFile, SecretFileError, windowOf, type DerivedParams } from '../match/derive.js';
 import { portRanges } from '../config/program.js';
-import { VERSION } from '../native.js';
+import { MAX_ICMP_PAYLOAD } from '../config/types.js';
+import { loadBinding, VERSION, type Binding } from '../native.js';
 
 export type KnockProto = 'tcp' | 'udp';
 export type KnockFamily = 4 | 6;
+/** A hit's protocol: for icmp, `port` is the echo payload length. */
+export type HitProto = KnockProto | 'icmp';
 
 export interface KnockOptions {
   /** -u: every hit is UDP, whatever the port's suffix says */
@@ -46,7 +50,7 @@ export interface KnockPort {
   /** the port text as given, without its suffix (what -v prints, as knock does) */
   text: string;
   port: number;
-  proto: KnockProto;
+  proto: HitProto;
 }
 
 export interface KnockRequest {
@@ -179,6 +183,7 @@ export function knockUsage(programName: string): string {
     rows.join('') +
     '\n' +
     `example:  ${programName} myserver.example.com 123:tcp 456:udp 789:tcp\n` +
+    `          ${programName} myserver.example.com 7000 1200:icmp 9000   (1200:icmp: an echo request with 1200 bytes of payload)\n` +
     `          ${programName} --secret-file ssh.key --port-range 40000-49999 myserver.example.com\n\n`
   );
 }
@@ -303,10 +308,19 @@ export function loadServices(path = '/etc/services'): ServiceTable {
   }
 }
 
-/** Resolves one `port[:proto]` argument: `:udp` (exact lowercase) is UDP, any other suffix TCP; -u forces UDP. */
+/**
+ * Resolves one `port[:proto]` argument: `:udp` (exact lowercase) is UDP, any other suffix TCP; -u forces UDP.
+ * Extension: `LEN:icmp` (exact lowercase, -u or not) is an ICMP echo request with LEN bytes of payload.
+ */
 export function resolvePortArg(arg: string, forceUdp: boolean, services: ServiceTable): KnockPort {
   const colon = arg.indexOf(':');
   const text = colon < 0 ? arg : arg.slice(0, colon);
+  if (colon >= 0 && arg.slice(colon + 1) === 'icmp') {
+    if (!/^\d+$/.test(text) || Number(text) > MAX_ICMP_PAYLOAD) {
+      throw new KnockError(`error: '${arg}' needs a payload length from 0 to ${MAX_ICMP_PAYLOAD} before :icmp (65507 over IPv4), e.g. 1200:icmp`);
+    }
+    return { text, port: Number(text), proto: 'icmp' };
+  }
   const proto: KnockProto = forceUdp || (colon >= 0 && arg.slice(colon + 1) === 'udp') ? 'udp' : 'tcp';
   if (/^\d+$/.test(text)) {
     const port = Number(text);
@@ -351,10 +365,11 @@ export async function resolveHost(host: string, family: KnockFamily | undefined)
 
 const UDP_PAYLOAD = Buffer.of(0);
 
-function sendFailure(proto: KnockProto, address: string, port: number, err: Error): KnockError {
+function sendFailure(proto: HitProto, address: string, port: number, err: Error): KnockError {
   const code = (err as NodeJS.ErrnoException).code ?? err.message;
   const hint = code === 'EADDRNOTAVAIL' ? ' (is the --source address configured on this host?)' : '';
-  return new KnockError(`error: ${proto} hit to ${address} port ${port} could not be sent: ${code}${hint}`);
+  const what = proto === 'icmp' ? `(${port} bytes)` : `port ${port}`;
+  return new KnockError(`error: ${proto} hit to ${address} ${what} could not be sent: ${code}${hint}`);
 }
 
 /**
@@ -395,6 +410,43 @@ function hitUdp(address: string, port: number, family: KnockFamily, source: stri
     if (source) socket.bind(0, source, send);
     else send();
   });
+}
+
+/**
+ * Sends one ICMP echo request with `length` bytes of payload through a ping socket (the addon's: Node has
+ * none). Without permission for ping sockets the error says how to grant it, or to use ping.
+ */
+function hitIcmp(address: string, length: number, family: KnockFamily, source: string | undefined): void {
+  const ping = `ping -c 1 -s ${length}${source ? ` -I ${source}` : ''} ${address}`;
+  let binding: Binding;
+  try {
+    binding = loadBinding();
+  } catch (err) {
+    throw new KnockError(`error: an icmp hit needs the native addon, which did not load; or send it with \`${ping}\`\n${(err as Error).message}`);
+  }
+  const bytes = (text: string): Uint8Array => {
+    const a = parseAddress(text);
+    if (!a || a.family !== family) throw new KnockError(`error: '${text}' is not an IPv${family} address`);
+    return a.bytes;
+  };
+  try {
+    binding.sendEchoRequest(family, bytes(address), source ? bytes(source) : null, length);
+  } catch (err) {
+    if (err instanceof KnockError) throw err;
+    const e = err as NodeJS.ErrnoException;
+    if (e.syscall === 'socket' && (e.code === 'EACCES' || e.code === 'EPERM')) {
+      const gid = process.getgid?.() ?? 0;
+      throw new KnockError(
+        `error: icmp hit to ${address} (${length} bytes) could not be sent: this system does not let group ${gid} open ICMP ` +
+          `echo ("ping") sockets. Allow it with \`sysctl -w net.ipv4.ping_group_range="${gid} ${gid}"\` (or a range holding ` +
+          `one of your groups; it covers IPv6 too), or send this step with \`${ping}\``,
+      );
+    }
+    if (e.code === 'EMSGSIZE') {
+      throw new KnockError(`error: icmp hit to ${address}: ${length} bytes of payload do not fit in one IPv${family} packet (at most ${family === 4 ? 65507 : MAX_ICMP_PAYLOAD})`);
+    }
+    throw sendFailure('icmp', address, length, err as Error);
+  }
 }
 
 /**
@@ -462,6 +514,7 @@ export async function knock(request: KnockRequest, out: (line: string) => void =
     const target = await resolveHost(host, family);
     if (options.verbose) out(`hitting ${hit.proto} ${target.address}:${hit.text}\n`);
     if (hit.proto === 'udp') await hitUdp(target.address, hit.port, target.family, options.source);
+    else if (hit.proto === 'icmp') hitIcmp(target.address, hit.port, target.family, options.source);
     else await hitTcp(target.address, hit.port, options.source);
     if (options.delayMs > 0) await sleep(options.delayMs);
   }

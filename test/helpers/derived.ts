@@ -1,7 +1,7 @@
 // Derived doors for tests (docs/MATCHER.md §10): a door config with a fixed test key, and the sequence a
 // source must knock in a window, computed by src/match/derive.ts (node:crypto), independent of both matchers.
 import { parseAddress } from '../../src/address.js';
-import type { DerivedDoor, DoorConfig } from '../../src/config/types.js';
+import type { DerivedDoor, DoorConfig, StepProto } from '../../src/config/types.js';
 import { deriveSequence, windowOf, type DerivedStep } from '../../src/match/derive.js';
 import type { CapturedFrame } from '../../src/match/frame.js';
 import { LinkType } from '../../src/match/matcher-api.js';
@@ -90,7 +90,7 @@ export function derivedTrace(opts: DerivedTraceOptions): CapturedFrame[] {
     return steps;
   };
   const progress = new Map<string, { steps: DerivedStep[]; next: number }>();
-  const last = new Map<string, { dport: number; proto: 'tcp' | 'udp'; flags: number; dst: string }>();
+  const last = new Map<string, { dport: number; proto: StepProto; flags: number; dst: string }>();
   const links = [LinkType.ETHERNET, LinkType.ETHERNET, LinkType.LINUX_SLL, LinkType.RAW];
   const frames: CapturedFrame[] = [];
   let now = (opts.startUs ?? 1_700_000_000_000_000) + Math.floor(rand() * 5_000_000);
@@ -108,7 +108,7 @@ export function derivedTrace(opts: DerivedTraceOptions): CapturedFrame[] {
     const src = pick(sources);
     const roll = rand();
     let dport: number;
-    let proto: 'tcp' | 'udp';
+    let proto: StepProto;
     let flags: number = rand() < 0.05 ? TCP.ACK : TCP.SYN;
     let door = pick(derived);
     if (roll < 0.45) {

@@ -1,18 +1,18 @@
 // Terse DoorConfig / KnockdConfig construction for tests, and the configs C1..C15 of knockd-0.8.md §10.
 import { parseAddress, type Address } from '../../src/address.js';
 import { defaultDoor, parseConfigText } from '../../src/config/parse.js';
-import { DEFAULTS, TCP_FLAG, type DoorConfig, type KnockdConfig, type OptionsConfig, type Proto, type Step } from '../../src/config/types.js';
+import { DEFAULTS, TCP_FLAG, type DoorConfig, type KnockdConfig, type OptionsConfig, type StepProto, type Step } from '../../src/config/types.js';
 import { compileProgram, type CompiledProgram, type CompileOptions } from '../../src/config/program.js';
 
-/** `7000,8000:udp,9000` -> steps (the knockd sequence syntax, without its atoi leniency); '' -> none
+/** `7000,8000:udp,1200:icmp,9000` -> steps (the knockd sequence syntax, without its atoi leniency); '' -> none
  * (an exhausted one-time sequences file). */
 export function steps(sequence: string): Step[] {
   if (sequence === '') return [];
   return sequence.split(',').map((item) => {
     const [port, proto = 'tcp'] = item.trim().split(':');
     const p = proto.trim().toLowerCase();
-    if (p !== 'tcp' && p !== 'udp') throw new Error(`test helper: bad protocol in ${sequence}`);
-    return { port: Number(port), proto: p as Proto };
+    if (p !== 'tcp' && p !== 'udp' && p !== 'icmp') throw new Error(`test helper: bad protocol in ${sequence}`);
+    return { port: Number(port), proto: p as StepProto };
   });
 }
 

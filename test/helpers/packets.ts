@@ -2,7 +2,7 @@
 // IPv6 with extension headers, TCP flags, UDP) and a seeded random trace generator for the
 // differential test.
 import { parseAddress } from '../../src/address.js';
-import type { DoorConfig } from '../../src/config/types.js';
+import type { DoorConfig, StepProto } from '../../src/config/types.js';
 import type { CapturedFrame } from '../../src/match/frame.js';
 import { LinkType } from '../../src/match/matcher-api.js';
 
@@ -12,7 +12,7 @@ export interface Knock {
   src: string;
   dst: string;
   dport: number;
-  proto?: 'tcp' | 'udp'; // default tcp
+  proto?: StepProto; // default tcp; icmp: an echo request with `dport` bytes of payload
   flags?: number; // TCP flags, default SYN
   sport?: number;
 }
@@ -36,9 +36,15 @@ function address(text: string): { family: 4 | 6; bytes: Uint8Array } {
   return a;
 }
 
-function transport(k: Knock, shape: IpShape): { proto: number; bytes: Uint8Array } {
+function transport(k: Knock, shape: IpShape, family: 4 | 6): { proto: number; bytes: Uint8Array } {
   const payload = shape.payload ?? 0;
   if (shape.otherProtocol !== undefined) return { proto: shape.otherProtocol, bytes: new Uint8Array(8 + payload) };
+  if (k.proto === 'icmp') {
+    const b = new Uint8Array(8 + k.dport).fill(0xa5, 8);
+    b[0] = family === 4 ? 8 : 128; // echo request
+    b[5] = 1; // identifier 1, sequence 0 (checksums are not checked by the matchers)
+    return { proto: family === 4 ? 1 : 58, bytes: b };
+  }
   const sport = k.sport ?? 40000;
   if ((k.proto ?? 'tcp') === 'udp') {
     const b = new Uint8Array(8 + payload);
@@ -66,7 +72,7 @@ export function ipPacket(k: Knock, shape: IpShape = {}): Uint8Array {
   const src = address(k.src);
   const dst = address(k.dst);
   if (src.family !== dst.family) throw new Error(`test helper: ${k.src} and ${k.dst} are of different families`);
-  const l4 = transport(k, shape);
+  const l4 = transport(k, shape, src.family);
   if (src.family === 4) {
     const optLen = Math.ceil((shape.ipv4Options ?? 0) / 4) * 4;
     const hl = 20 + optLen;
@@ -221,7 +227,7 @@ interface SourceState {
   door: number;
   next: number; // index of the next step to send
   firstUs: number;
-  last?: { dport: number; proto: 'tcp' | 'udp'; flags: number; dst: string };
+  last?: { dport: number; proto: StepProto; flags: number; dst: string };
 }
 
 /**
@@ -253,7 +259,7 @@ export function randomTrace(opts: TraceOptions): CapturedFrame[] {
   let floodNo = 0;
   const links = [LinkType.ETHERNET, LinkType.ETHERNET, LinkType.ETHERNET, LinkType.LINUX_SLL, LinkType.LINUX_SLL2, LinkType.RAW];
 
-  const emit = (s: SourceState, dport: number, proto: 'tcp' | 'udp', flags: number, dst?: string) => {
+  const emit = (s: SourceState, dport: number, proto: StepProto, flags: number, dst?: string) => {
     const six = s.addr.includes(':') && !s.addr.startsWith('::ffff:');
     const mapped = s.addr.startsWith('::ffff:');
     const to = dst ?? (six || mapped ? local6 : local4);
@@ -305,19 +311,20 @@ export function randomTrace(opts: TraceOptions): CapturedFrame[] {
       emit(s, step.port, step.proto, pick([TCP.ACK, TCP.SYN | TCP.ACK, TCP.RST, TCP.FIN | TCP.ACK]));
     } else if (roll < 0.69) {
       const step = door.sequence[Math.min(s.next, door.sequence.length - 1)];
-      emit(s, step.port, step.proto === 'tcp' ? 'udp' : 'tcp', TCP.SYN); // wrong protocol
+      emit(s, step.port, pick((['tcp', 'udp', 'icmp'] as const).filter((p) => p !== step.proto)), TCP.SYN); // wrong protocol
     } else if (roll < 0.8) {
       const [port, proto] = pick(allPorts).split('/');
-      emit(s, Number(port), proto as 'tcp' | 'udp', TCP.SYN); // a port of some door
+      emit(s, Number(port), proto as StepProto, TCP.SYN); // a port of some door
     } else if (roll < 0.86) {
-      emit(s, 1 + Math.floor(rand() * 65000), 'tcp', TCP.SYN); // most likely invisible
+      emit(s, 1 + Math.floor(rand() * 65000), rand() < 0.8 ? 'tcp' : 'icmp', TCP.SYN); // most likely invisible
     } else if (roll < 0.9) {
       const step = door.sequence[0];
       const other = s.addr.includes(':') ? '2001:db8:ffff::9' : '203.0.113.9';
       emit(s, step.port, step.proto, TCP.SYN, other); // not to us
     } else if (roll < 0.95) {
-      // damaged frames: truncated copies of a knock, an IPv4 fragment, an ICMP packet
-      const k: Knock = { src: s.addr, dst: s.addr.includes(':') ? local6 : local4, dport: door.sequence[0].port };
+      // damaged frames: truncated copies of a knock (an ICMP echo cut in its payload still knocks with the
+      // length its IP header declares), an IPv4 fragment, an ICMP packet that is no echo request
+      const k: Knock = { src: s.addr, dst: s.addr.includes(':') ? local6 : local4, dport: door.sequence[0].port, proto: door.sequence[0].proto };
       const kind = rand();
       let data: Uint8Array;
       if (kind < 0.5) {
