@@ -316,3 +316,26 @@ test('decisions use the clock given the event time (--replay: the capture\'s clo
   assert.deepEqual(lines, [`${A}: A: OPEN SESAME`, `${A}: A: sequence completed during cooldown (1s left), not opening`, `${A}: A: OPEN SESAME`]);
   assert.equal(seen[1], 1_700_000_009_500_000);
 });
+
+test('timers over 2^31-1 ms: a 30-day cmd_timeout and a state entry due in 30 days do not fire early (issue 14 finding 4)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kf-ctl-'));
+  try {
+    const stateFile = join(dir, 'state.json');
+    const month = 30 * 24 * 3600 * 1000;
+    writeState(stateFile, { version: 1, stops: [{ door: 'A', source: '198.51.100.9', family: 4, command: 'echo LATER', dueMs: Date.now() + month }] });
+    const d = door('A', { stopCommand: 'echo STOP %IP%', cmdTimeout: 2592000 });
+    const { calls, actions } = recordingCommands(Date.now);
+    const lines: string[] = [];
+    const c = new DoorController({ log: (m) => lines.push(m), commands: actions, stateFile });
+    c.setProgram({ words: new Uint32Array(0), doors: [d], generation: 1 });
+    c.restoreState();
+    c.handle([ev.done(0)]);
+    await sleep(100);
+    assert.deepEqual(calls, [`start A ${A}`], 'no stop ran');
+    assert.ok(!lines.some((l) => l.includes('command timeout')));
+    assert.equal(c.pendingStops().length, 2);
+    await c.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
