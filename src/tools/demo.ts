@@ -2,7 +2,7 @@
 // knock, the port open for that client only, closed again — narrated step by step. The same building
 // blocks (GatewayLab) drive the end-to-end tests, so what the demo shows is what the tests prove.
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -258,13 +258,22 @@ export async function runDemo(opts: DemoOptions = {}): Promise<number> {
     out(`   client ${NET.client} / ${NET.client6}, gateway ${NET.gateway}, server ${NET.server}; port 22 listens on gateway and server.`);
 
     out('2. Starting knockd-fast on the gateway with two doors: [ssh] guards the gateway, [server] the host behind it.');
-    const daemon = await lab.startDaemon(demoConfig(lab, openTimeout));
+    const config = demoConfig(lab, openTimeout);
+    out(`   gateway# knockd-fast -c ${config} -i ${lab.gatewayIf} -v`);
+    for (const l of readFileSync(config, 'utf8').trimEnd().split('\n')) out(`   | ${l}`);
+    const daemon = await lab.startDaemon(config);
     out(`   ${daemon.lines.find((l) => l.includes('starting up')) ?? 'started'}`);
 
     out('3. Before any knock, the client tries to connect to the gateway on port 22.');
-    check('port 22 is closed before knocking', lab.probe(NET.gateway) === 'closed', 'the guarded port is invisible to everyone who has not knocked.');
+    out(`   client$ nc -z -w 2 ${NET.gateway} 22        (the demo opens this TCP connection itself)`);
+    check(
+      'port 22 is closed before knocking: the SYN is dropped and the connection times out',
+      lab.probe(NET.gateway) === 'closed',
+      'the guarded port is invisible to everyone who has not knocked (no reset, no answer at all).',
+    );
 
     out('4. The client knocks 7000, 8000, 9000 (one SYN each).');
+    out(`   client$ knock-fast ${NET.gateway} 7000 8000 9000`);
     lab.knock([NET.gateway, '7000', '8000', '9000']);
     const opened = await daemon.waitFor(/OPEN SESAME/).catch(() => '');
     out(`   daemon: ${opened || '(no OPEN SESAME line)'}`);
@@ -279,7 +288,11 @@ export async function runDemo(opts: DemoOptions = {}): Promise<number> {
     const session = await lab.openSession(NET.gateway);
     out(`   waiting ${openTimeout + 1} s for the door's Open_Timeout (${openTimeout} s) to pass...`);
     await sleep((openTimeout + 1) * 1000);
-    check('a new connection is refused after Open_Timeout', lab.probe(NET.gateway) === 'closed', 'the kernel expired the set element itself: a crashed daemon would still close the door on time.');
+    check(
+      'a new connection is dropped (times out) after Open_Timeout',
+      lab.probe(NET.gateway) === 'closed',
+      'the kernel expired the set element itself: a crashed daemon would still close the door on time.',
+    );
     const before = session.lines.length;
     await sleep(1000);
     check(
@@ -290,18 +303,25 @@ export async function runDemo(opts: DemoOptions = {}): Promise<number> {
     session.child.kill();
 
     out('6. The client knocks the [server] door (7100/udp, 8100, 9100) to reach the server behind the gateway.');
-    check('the server is unreachable before the knock', lab.probe(NET.server) === 'closed', 'Hook = forward guards traffic routed through the gateway too.');
+    check('the server is unreachable before the knock (dropped, times out)', lab.probe(NET.server) === 'closed', 'Hook = forward guards traffic routed through the gateway too.');
+    out(`   client$ knock-fast ${NET.gateway} 7100:udp 8100 9100`);
     lab.knock([NET.gateway, '7100:udp', '8100', '9100']);
     await daemon.waitFor(/server: OPEN SESAME/).catch(() => '');
     check('the server is reachable after the knock', lab.probe(NET.server) === 'open', 'one knock on the gateway opens the path to the host behind it.');
 
-    out('7. A wrong knock (7000, 9000, 8000) opens nothing.');
+    out(`7. Over IPv6 this time, a wrong knock (7000, 9000, 8000 to ${NET.gateway6}) opens nothing.`);
+    out(`   client$ knock-fast -6 ${NET.gateway6} 7000 9000 8000`);
     lab.knock(['-6', NET.gateway6, '7000', '9000', '8000']);
     await sleep(300);
-    check('a wrong sequence does not open the door', lab.probe(NET.gateway6) === 'closed', 'only the exact sequence, in order, within Seq_Timeout, counts.');
+    check(
+      'a wrong sequence does not open the door (IPv6 port 22 stays dropped)',
+      lab.probe(NET.gateway6) === 'closed',
+      'only the exact sequence, in order, within Seq_Timeout, counts; IPv6 sources have their own set.',
+    );
 
-    out('8. What knockd-fast installed in the gateway (nft list table inet knockd_fast_demo):');
-    for (const l of lab.nft(['list', 'table', 'inet', 'knockd_fast_demo']).split('\n').slice(0, 40)) out(`   | ${l}`);
+    out('8. What knockd-fast installed in the gateway:');
+    out('   gateway# nft list table inet knockd_fast_demo');
+    for (const l of lab.nft(['list', 'table', 'inet', 'knockd_fast_demo']).trimEnd().split('\n')) out(`   | ${l}`);
     await daemon.stop();
   } catch (err) {
     out(`The demo stopped with an error: ${(err as Error).message}`);
