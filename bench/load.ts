@@ -477,7 +477,7 @@ function newPoint(sys: SystemDef, sc: ScenarioDef, rate: number, st: RunSettings
     cpuNsPerDeliveredPacket: null, ringDrops: null, queueDrops: null, vethRxDropped: 0, peakRssKiB: 0, memory: [], startupS: 0, shutdownS: 0,
     cpuBudgetPct: budgetPct, throttledPeriods: null,
     ...(sc.dupGapMs > 0 && sys.id === 'knockd'
-      ? { note: 'knockd 0.8 has no Allow_Duplicates: a repeated SYN invalidates the attempt (knockd-0.8.md §4.4)' }
+      ? { note: 'knockd 0.8 has no Allow_Duplicates: a repeated SYN invalidates the attempt' }
       : {}),
   };
 }

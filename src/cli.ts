@@ -1,5 +1,5 @@
 // The `knockd-fast` command line: knockd 0.8's flags with their meanings, defaults and exit codes
-// (knockd-0.8.md §7.1, §8), plus the extensions (--test, --replay, --metrics, ..., `nft status|uninstall`).
+// (as knockd 0.8's getopt and main), plus the extensions (--test, --replay, --metrics, ..., `nft status|uninstall`).
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';

@@ -1,4 +1,4 @@
-// The daemon's lifecycle (knockd-0.8.md §8, SEMANTICS.md deviations 5 and 8): start-up order, -d with a
+// The daemon's lifecycle (knockd 0.8's; README.md deviations 5 and 8): start-up order, -d with a
 // pid file that refuses a live duplicate, SIGHUP reload that never kills, SIGTERM/SIGINT shutdown that
 // flushes the nft batch and the state file and exits with the signal's number as knockd does.
 import { fork } from 'node:child_process';
@@ -462,6 +462,7 @@ export class Daemon {
       table: config.options.nftTable,
       log: (m) => this.log.log(m),
       onBatch: (_n, ms) => this.metrics?.nftBatchSeconds.observe(ms / 1000),
+      onBatchFailure: () => this.metrics?.nftBatchFailures.inc(),
     });
   }
 

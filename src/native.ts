@@ -124,8 +124,8 @@ export function loadBinding(): Binding {
       [
         `could not load the knockd-fast native addon: ${(err as Error).message}`,
         `looked in ${join(packageRoot, 'prebuilds')} (prebuilt, linux-x64 glibc) and ${join(packageRoot, 'build', 'Release')}.`,
-        'To fix: rebuild it from source with `npm rebuild knockd-fast` (needs cmake and g++:',
-        '`apt-get install cmake g++`), or in a checkout run `npm run build:native`.',
+        'To fix: rebuild it from source with `npm rebuild knockd-fast` (needs cmake, g++ and make:',
+        '`apt-get install cmake g++ make`), or in a checkout run `npm run build:native`.',
       ].join('\n'),
     );
     throw loadError;

@@ -1,5 +1,5 @@
-// The knockd.conf parser: knockd 0.8's grammar and error texts (knockd-0.8.md §2), one-time sequence
-// files (§5.5, SEMANTICS.md deviation 6), the extension and derived-door directives, and compileProgram
+// The knockd.conf parser: knockd 0.8's grammar and error texts (byte for byte), one-time sequence
+// files (README.md deviation 6), the extension and derived-door directives, and compileProgram
 // on parsed configs. The last suite compares error texts and sequences with the installed reference.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -748,7 +748,7 @@ describe('against the reference knockd', { skip: existsSync(KNOCKD) ? false : `$
     `[A]\none_time_sequences=${ots}\n[B]\nsequence=5\n`,
     `[A]\none_time_sequences=${join(dir, 'absent')}\n`,
     '[A]\nsequence=1\0,2\nbad\0\n',
-    // knockd-0.8.md §10 configs C3, C7b, C10, C12, C13, C15
+    // reference configs C3, C7b, C10, C12, C13, C15
     '[A]\nsequence=7000,8000,9000\ntcpflags=syn\n[B]\nsequence=8000,5555\n',
     '[A]\nsequence=7000:udp,8000:tcp,9000:udp\n[B]\nsequence=8000:udp,1:udp\n',
     '[A]\nsequence=7000,8000,9000\nseq_timeout=5\ncommand = echo A %IP% >> out\ncommand_6 = echo A6 %IP% >> out\n',

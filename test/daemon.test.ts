@@ -235,7 +235,7 @@ test('daemon: a stop already due in the state file (the daemon was killed) runs 
   assert.deepEqual(readState(stateFile).stops, []);
 });
 
-// ------------------------------------------------------------------ golden log files (knockd-0.8.md §10 rows)
+// ------------------------------------------------------------------ golden log files (reference rows)
 
 const CONFORMANCE = ['192.0.2.2', 'fd00::2'];
 const A = '198.51.100.1';

@@ -1,13 +1,16 @@
 // The front door: what README.md and examples/ tell an operator works as written. Every ini/conf block of
 // the README and every config in examples/ passes --test (the files they refer to — one-time sequence
-// files, derived-door keys — are created by the test, in a temporary directory the paths are moved to).
+// files, derived-door keys — are created by the test, in a temporary directory the paths are moved to);
+// links stay inside the repository; the npm scripts it names exist; every message its Troubleshooting
+// table quotes is printed by a real run of the mistake it describes.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { after, test } from 'node:test';
 import { packageRoot } from '../src/native.js';
+import { Lab } from '../src/tools/netns.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kf-frontdoor-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -58,4 +61,87 @@ test('every config in examples/ passes --test', () => {
     const r = knockdFast('-c', withPrerequisites(file, readFileSync(join(packageRoot, 'examples', file), 'utf8')), '--test');
     assert.equal(r.status, 0, `${file}: ${r.stderr}`);
   }
+});
+
+test('links in README.md and docs/ stay inside the repository and lead to files that exist', () => {
+  const pages = ['README.md', ...readdirSync(join(packageRoot, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+  for (const page of pages) {
+    const text = readFileSync(join(packageRoot, page), 'utf8');
+    assert.doesNotMatch(text, /\.\.\/shared|https?:\/\//, `${page} links nothing outside the repository`);
+    for (const m of text.matchAll(/\]\(([^)#\s]+)(#[^)]*)?\)/g)) {
+      assert.ok(existsSync(join(packageRoot, dirname(page), m[1])), `${page}: ${m[1]} exists`);
+    }
+  }
+});
+
+test('every npm script the README names exists', () => {
+  const scripts = Object.keys((JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts);
+  const named = [...readme.matchAll(/npm run ([\w:-]+)/g)].map((m) => m[1]);
+  assert.ok(named.length > 0);
+  for (const name of named) assert.ok(scripts.includes(name), `npm run ${name}`);
+});
+
+/** The messages quoted (first `code` span) in the Symptom column of README's Troubleshooting table. */
+function troubleshootingQuotes(): string[] {
+  const section = readme.slice(readme.indexOf('## Troubleshooting'));
+  const rows = section.slice(0, section.indexOf('\n## ')).split('\n').filter((l) => l.startsWith('| `'));
+  return rows.map((l) => /^\| `([^`]+)`/.exec(l)![1]);
+}
+
+/** Whether one run's output holds the quote, each "…" standing for the text in between (a multi-line
+ * message, such as nft's own error under knockd-fast's, may be quoted by its first and last words). */
+const produces = (output: string, quote: string): boolean =>
+  new RegExp(quote.split('…').map((part) => part.trim().replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[\\s\\S]*?')).test(output);
+
+const root = process.getuid?.() === 0;
+
+test('every message quoted in README\'s Troubleshooting table is what a real run prints', { skip: !root && 'needs root (runs the daemon in private network namespaces, also as nobody)', timeout: 120_000 }, () => {
+  const open = mkdtempSync(join(tmpdir(), 'kf-trouble-'));
+  chmodSync(open, 0o755);
+  const lab = new Lab('trouble');
+  const outputs: string[] = [];
+  const record = (r: { stdout: string; stderr: string }) => outputs.push(r.stdout + r.stderr);
+  const config = (name: string, text: string) => {
+    const path = join(open, name);
+    writeFileSync(path, text);
+    chmodSync(path, 0o644);
+    return path;
+  };
+  const inNs = (ns: string, argv: string[]) => spawnSync('ip', ['netns', 'exec', lab.name(ns), ...argv], { encoding: 'utf8', timeout: 30_000 });
+  const state = `  StateFile = ${join(open, 'state.json')}\n`;
+  try {
+    lab.ns('eth');
+    lab.exec('eth', 'ip', ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0peer']);
+    lab.exec('eth', 'ip', ['link', 'set', 'eth0', 'up']);
+    lab.ns('bare');
+    const nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, bin];
+    // a user without capabilities: the capture socket, the nft ruleset, a log file it may not write
+    const commandDoor = config('cmd.conf', `[options]\n  LogFile = /root/kf-trouble.log\n${state}[A]\n  sequence = 7000,8000\n  command = echo %IP%\n`);
+    record(inNs('eth', [...nobody, '-c', commandDoor, '-i', 'eth0']));
+    const nftDoor = config('nft.conf', `[options]\n${state}[ssh]\n  sequence = 7000,8000\n  Open = 22/tcp\n`);
+    record(inNs('eth', [...nobody, '-c', nftDoor, '-i', 'eth0']));
+    // root: no nft on the PATH; no eth0 (knockd's default interface) in this namespace
+    record(inNs('bare', ['env', 'PATH=/nonexistent', process.execPath, bin, '-c', nftDoor, '-i', 'lo']));
+    record(inNs('bare', [process.execPath, bin, '-c', commandDoor]));
+    // config mistakes, through --test
+    record(knockdFast('-c', config('comment.conf', '[options]\n  Interface = eth0  # comment\n[A]\n  sequence = 7000\n  command = x\n'), '--test'));
+    record(knockdFast('-c', config('header.conf', '[options]\n  UseSyslog\n\n# doors\n[A]   # the first door\n  sequence = 7000\n'), '--test'));
+    const key = join(open, 'open.key');
+    writeFileSync(key, `${'ab'.repeat(32)}\n`);
+    chmodSync(key, 0o644);
+    record(knockdFast('-c', config('key.conf', `[d]\n  Secret_File = ${key}\n  Port_Range = 20000-29999\n  Open = 22/tcp\n`), '--test'));
+    // a copy of the program without its addon: nftables falls back to nft -i, capture cannot start
+    const bare = join(open, 'noaddon');
+    mkdirSync(bare);
+    for (const entry of ['bin', 'src', 'package.json']) cpSync(join(packageRoot, entry), join(bare, entry), { recursive: true });
+    symlinkSync(join(packageRoot, 'node_modules'), join(bare, 'node_modules'));
+    record(inNs('bare', [process.execPath, join(bare, 'bin', 'knockd-fast.js'), '-c', nftDoor, '-i', 'lo', '-v']));
+  } finally {
+    lab.destroy();
+    rmSync(open, { recursive: true, force: true });
+  }
+  const quotes = troubleshootingQuotes();
+  assert.ok(quotes.length >= 8, quotes.join('\n'));
+  const all = outputs.join('\n----\n');
+  for (const quote of quotes) assert.ok(outputs.some((o) => produces(o, quote)), `"${quote}" is printed by a real run; the runs printed:\n${all}`);
 });

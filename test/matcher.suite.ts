@@ -1,4 +1,4 @@
-// The shared matcher conformance suite (SEMANTICS.md §4 rows 1-40, deviations, extensions, counters,
+// The shared matcher conformance suite (the conformance table: rows 1-40, deviations, extensions, counters,
 // malformed frames). Both matchers run it: test/matcher.ts.test.ts and test/matcher.native.test.ts.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -141,7 +141,7 @@ const OPEN3 = (d: string, who: string) => [`${d}@${who} S1`, `${d}@${who} S2`, `
 export function runMatcherSuite(name: string, make: () => Matcher): void {
   const run = (cfg: KnockdConfig, opts: Partial<CompileOptions> = {}) => new Run(make(), cfg, opts);
 
-  describe(`${name}: SEMANTICS.md §4 conformance table`, () => {
+  describe(`${name}: conformance table`, () => {
     test('row 1: C1 A 7000@0, 8000@1, 9000@2 -> S1, S2, S3, OPEN once', () => {
       const r = run(CONFIGS.C1());
       assert.deepEqual(r.feed(k(A, 7000, 0), k(A, 8000, 1), k(A, 9000, 2)), OPEN3('A', 'A'));

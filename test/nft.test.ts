@@ -276,8 +276,9 @@ describe('nft backend in a network namespace', { skip: root ? false : 'needs roo
   }
 
   for (const writer of WRITERS) {
-    test(`${writer}: a set removed at run time is logged, re-installed and the grant retried`, async () => {
-      const t = setup([ssh], { writer });
+    test(`${writer}: a set removed at run time is logged, counted as a failed batch, re-installed and the grant retried`, async () => {
+      const failures: number[] = [];
+      const t = setup([ssh], { writer, onBatchFailure: (elements) => failures.push(elements) });
       const b = new NftBackend(t.opts);
       await b.start();
       try {
@@ -285,6 +286,7 @@ describe('nft backend in a network namespace', { skip: root ? false : 'needs roo
         assert.equal(await b.grant({ door: ssh, source: '198.51.100.5', family: 4 }), true);
         assert.deepEqual(t.elements('d_ssh_v4').map((e: any) => e.val), ['198.51.100.5']);
         assert.match(t.logs.join('\n'), /nft: a set of knockd-fast is gone \(.*No such file or directory\); re-installing table inet knockd_fast/);
+        assert.deepEqual(failures, [1]);
       } finally {
         await b.close();
       }

@@ -68,6 +68,7 @@ test('the tarball holds the prebuilt addon, dist/, the man page, the license and
     'package/scripts/cmake-js-as-node-gyp.cjs',
     'package/examples/knockd-fast.service',
     'package/examples/knockd-fast.conf',
+    'package/monitoring/knockd-fast.rules.yml',
   ]) {
     assert.ok(listing.includes(want), `${want} is in the tarball`);
   }

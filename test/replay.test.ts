@@ -52,7 +52,7 @@ function run(cfg: KnockdConfig, pkts: Pkt[], make: () => Matcher, opts: { verbos
 const s = (who: string, n: number) => `${who}: A: Stage ${n}`;
 const open = (who: string, d = 'A') => `${who}: ${d}: OPEN SESAME`;
 
-// knockd-0.8.md §10 rows where the reference has no defect at play (no D1, whole seconds agree).
+// Rows of the reference configs where the reference has no defect at play (no D1, whole seconds agree).
 const GOLDEN: { row: number; cfg: () => KnockdConfig; pkts: Pkt[]; lines: string[] }[] = [
   { row: 1, cfg: CONFIGS.C1, pkts: [[A, 7000, 0], [A, 8000, 1], [A, 9000, 2]], lines: [s(A, 1), s(A, 2), s(A, 3), open(A)] },
   { row: 2, cfg: CONFIGS.C1, pkts: [[A, 7000, 0], [A, 8000, 2], [A, 9000, 4.999]], lines: [s(A, 1), s(A, 2), s(A, 3), open(A)] },
@@ -115,7 +115,7 @@ const GOLDEN: { row: number; cfg: () => KnockdConfig; pkts: Pkt[]; lines: string
 
 for (const [kind, make] of matchers) {
   for (const g of GOLDEN) {
-    test(`replay -v (${kind}): knockd-0.8.md §10 row ${g.row}`, () => {
+    test(`replay -v (${kind}): reference row ${g.row}`, () => {
       assert.deepEqual(run(g.cfg(), g.pkts, make), g.lines);
     });
   }

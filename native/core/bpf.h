@@ -1,6 +1,6 @@
 // Step: kernel filter. Classic BPF programs built from the decoded door program:
 // - the visibility filter admits exactly the frames the matcher would count `visible`
-//   (knockd-0.8.md §3.2, docs/MATCHER.md §3-4), so the kernel drops everything else before the ring;
+//   (docs/MATCHER.md §3-4), so the kernel drops everything else before the ring;
 // - the fanout program returns a hash of the source address only, so one source's knocks always
 //   reach the same capture thread (PACKET_FANOUT_CBPF; the kernel takes the result modulo the group size).
 #pragma once

@@ -1,4 +1,4 @@
-// Live capture (see capture.h). Facts this relies on (../shared/research/PEERS.md §B):
+// Live capture (see capture.h). Facts this relies on (how libpcap and the kernel behave):
 // - SOCK_DGRAM packet sockets present every link type at the network header, so one filter layout
 //   and one parse path serve Ethernet (tags stripped into metadata), lo, tun and `any`;
 // - a packet socket bound with a protocol receives from bind() on, so a reject-all filter is attached

@@ -1,4 +1,4 @@
-// The matcher against docs/MATCHER.md: conformance rows of SEMANTICS.md §4 that the matcher decides,
+// The matcher against docs/MATCHER.md: the conformance rows (test/matcher.suite.ts) that the matcher decides,
 // the timer wheel, eviction and rejection, the event budget, reload, the index under churn, and
 // program decoding of corrupt input.
 #include "matcher.h"

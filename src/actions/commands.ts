@@ -1,4 +1,4 @@
-// Command backend, knockd compatible (knockd-0.8.md §5): start_command / stop_command and their _6 variants,
+// Command backend, knockd compatible: start_command / stop_command and their _6 variants,
 // %IP% expansion, knockd's 4096-byte limit, `/bin/sh -c`, knockd's log texts. Unlike knockd, the work is
 // bounded, so a flood of completions (spoofed sources completing a fixed sequence) cannot stall the daemon:
 // at most maxConcurrent children run at once and at most startsPerSecond starts begin each second (forking
@@ -76,7 +76,7 @@ export interface CommandBackendOptions {
 /** A waiting start was dropped after its stop was handed out: the stop must not run (DoorController.forgetStop). */
 export type OnStartDropped = (stop: PendingStop) => void;
 
-/** Every exact, case-sensitive `%IP%` becomes the source address, unquoted (knockd-0.8.md §5.2). */
+/** Every exact, case-sensitive `%IP%` becomes the source address, unquoted, as knockd does. */
 export function expandCommand(command: string, source: string): string {
   return command.split('%IP%').join(source);
 }

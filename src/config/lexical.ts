@@ -1,5 +1,5 @@
 // The byte-level pieces of knockd 0.8's config reader that both knockd.conf and one-time sequence files
-// use: fgets chunking, C isspace trimming, atoi, and the sequence syntax (knockd-0.8.md §2.1, §2.4).
+// use: fgets chunking, C isspace trimming, atoi, and the sequence syntax (knockd 0.8's parser, byte for byte).
 //
 // knockd works on bytes, so text is handled as "byte strings" (latin1: one char per byte). That keeps the
 // 4095-byte chunking, ASCII-only upper-casing and name truncation exact for non-ASCII input; values

@@ -1,4 +1,4 @@
-// One-time sequence files (knockd-0.8.md §5.5, SEMANTICS.md deviation 6): one sequence per line in
+// One-time sequence files (as knockd 0.8 reads and rewrites them; README.md deviation 6): one sequence per line in
 // `Sequence` syntax; blank lines, `#` lines and lines that fail to parse are skipped. The first valid
 // line is the door's sequence; after a success its line is disabled by turning its first byte into `#`.
 import { randomBytes } from 'node:crypto';

@@ -1,5 +1,5 @@
-// knockd.conf -> KnockdConfig: knockd 0.8's grammar and error texts exactly (knockd-0.8.md §2), plus the
-// knockd-fast extension directives (SEMANTICS.md §3) and derived doors (docs/MATCHER.md §10).
+// knockd.conf -> KnockdConfig: knockd 0.8's grammar and error texts exactly, plus the
+// knockd-fast extension directives (README.md, Configuration) and derived doors (docs/MATCHER.md §10).
 // Parsing stops at the first error, which is thrown as a ConfigError whose message is the stderr line.
 import { isIPv4, isIPv6 } from 'node:net';
 import { readFileSync, statSync } from 'node:fs';
@@ -134,7 +134,7 @@ function parseBytes(bytes: string, path: string): KnockdConfig {
   return { path, options: state.options, doors: doors.map((d) => d.config), warnings: state.warnings };
 }
 
-/** A door as knockd creates it at its section header, with every default (knockd-0.8.md §2.3, SEMANTICS.md §3). */
+/** A door as knockd creates it at its section header, with every default (knockd 0.8's, and the extensions' of README.md). */
 export function defaultDoor(name: string, line: number): DoorConfig {
   return {
     name,
@@ -409,7 +409,7 @@ const DOOR_DIRECTIVES = {
     d.config.sequence = read.sequence;
     d.lines.ONE_TIME_SEQUENCES = line;
     state.warnings.push(...read.errors);
-    // the reference stops here; knockd-fast keeps the door, disabled (SEMANTICS.md deviation 6)
+    // the reference stops here; knockd-fast keeps the door, disabled (README.md deviation 6)
     if (read.sequence.length === 0) state.warnings.push(oneTimeExhaustedMessage(d.config.name));
   },
   SEQ_TIMEOUT: (d, v) => void (d.config.seqTimeout = atoi(v)),
@@ -435,7 +435,7 @@ const DOOR_DIRECTIVES = {
     }
   },
 
-  // --- extensions (SEMANTICS.md §3)
+  // --- extensions (README.md, Configuration)
   OPEN: (d, v, line) => void (d.config.open = guardedPorts(v, line)),
   OPEN_TIMEOUT: (d, v, line) =>
     void (d.config.openTimeout = wholeNumber(v, line, 'Open_Timeout', 1, INT32_MAX, 'a whole number of seconds from 1 up')),

@@ -1,5 +1,5 @@
 // The validated knockd.conf model: what src/config/parse.ts produces and src/config/program.ts compiles.
-// Field names follow the directives; defaults are knockd 0.8's (knockd-0.8.md §2) and SEMANTICS.md §3's.
+// Field names follow the directives; defaults are knockd 0.8's and, for the extensions, README.md's.
 
 export type Proto = 'tcp' | 'udp';
 /** A knock step's protocol: `icmp` (an extension) is an ICMP/ICMPv6 echo request, `port` its payload length. */
@@ -69,7 +69,7 @@ export interface DoorConfig {
   /** Target as written; targetAddress is its parsed form (undefined if it is not an IP literal) */
   target?: string;
   targetAddress?: { family: 4 | 6; bytes: Uint8Array };
-  // --- extensions (SEMANTICS.md §3) ---
+  // --- extensions (README.md, Configuration) ---
   open: GuardedPort[];
   openTimeout: number; // seconds, default 30
   nftSet?: NftSetRef;

@@ -1,7 +1,7 @@
 // DoorController: matcher events -> knockd's log lines and grants. It owns the policy between a completed
 // knock and the action backends: Cooldown and Dedupe per (source, door), the current sequence of each
 // one-time door, and the command backend's stop timers, which live here and in the state file so a restart
-// (even after kill -9) still runs every stop command (SEMANTICS.md deviation 8).
+// (even after kill -9) still runs every stop command (README.md deviation 8).
 // The daemon and `--replay` both drive this class (replay with recording actions and the capture's clock),
 // so replay decides what the daemon decides. It never compiles or swaps a program: it tells its owner that
 // the doors changed (onDoorsChanged) and its owner compiles withCurrentSequences(config) and swaps.
@@ -206,7 +206,7 @@ export class DoorController {
           if (ev.reason === 'timeout') {
             this.line(ev.source, (who) => eventText.timeout(who, door.name, ev.stage), { event: 'timeout', timeUs, door: door.name, stage: ev.stage });
           } else if (this.opts.wrongPortRecords) {
-            // silent in knockd (knockd-0.8.md §6.2): only --replay --json asks for these
+            // silent in knockd: only --replay --json asks for these
             this.line(ev.source, (who) => eventText.wrongPort(who, door.name, ev.stage), { event: 'wrong_port', timeUs, door: door.name, stage: ev.stage });
           }
           break;

@@ -1,5 +1,5 @@
 // The daemon's state file: the command backend's pending stop commands, so a restart (even after kill -9)
-// still closes every door it opened (SEMANTICS.md deviation 8). Its commands run as root, so it is trusted
+// still closes every door it opened (README.md deviation 8). Its commands run as root, so it is trusted
 // only when nobody else could have written it (src/config/files.ts checkTrusted). It is written only once
 // the daemon has read it (a failed start-up never replaces it), atomically, and at most every
 // STATE_WRITE_INTERVAL_MS however many doors open and close (a completion flood cannot make it lag).

@@ -1,6 +1,6 @@
 // Log sinks of the daemon: the knockd log file (`[YYYY-MM-DD HH:MM] message`), syslog (identity `knockd`,
 // LOG_NOTICE, one datagram per message to /dev/log), `-v` lines on stdout, and JSON lines
-// (`--log-format json`). Message texts are knockd's (knockd-0.8.md §6.2). This file is the one formatter of
+// (`--log-format json`). Message texts are knockd 0.8's. This file is the one formatter of
 // event lines: the daemon and `--replay` both write through a Logger, so their text lines and their JSON
 // records (the versioned schema of docs/EVENTS.md) cannot drift apart.
 import { closeSync, openSync, writeSync } from 'node:fs';

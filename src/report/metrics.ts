@@ -51,6 +51,7 @@ export class Metrics {
   readonly fleetQueueOverflow: Counter;
   readonly fleetCatchUpGrants: Gauge;
   readonly fleetCatchUpSeconds: Gauge;
+  readonly nftBatchFailures: Counter;
   private server: Server | undefined;
 
   constructor(readCounters: () => ScrapeCounters) {
@@ -116,6 +117,11 @@ export class Metrics {
     this.fleetQueueOverflow = new Counter({ name: 'knockd_fleet_queue_overflow_total', help: 'Grants dropped from a full outage queue (still open on this member)', registers: reg });
     this.fleetCatchUpGrants = new Gauge({ name: 'knockd_fleet_catch_up_grants', help: 'Open grants read by the last catch-up', registers: reg });
     this.fleetCatchUpSeconds = new Gauge({ name: 'knockd_fleet_catch_up_seconds', help: 'Duration of the last catch-up', registers: reg });
+    this.nftBatchFailures = new Counter({
+      name: 'knockd_nft_batch_failures_total',
+      help: 'nftables batches refused by the kernel or nft (their grants are retried)',
+      registers: reg,
+    });
   }
 
   /** Serves GET /metrics; resolves once listening (rejects with the bind error). */

@@ -1,4 +1,4 @@
-// The knock client: knockd 0.8's `knock` (knockd-0.8.md §7.2) plus `--source`, and derived knocks
+// The knock client: knockd 0.8's `knock` plus `--source`, and derived knocks
 // (`--secret-file`: the sequence of the current time window for our source, docs/MATCHER.md §10).
 // A TCP hit is exactly one SYN (connect() issued, then the socket closed before any reply is handled);
 // a UDP hit is one datagram carrying a single 0x00 byte; an ICMP hit (`LEN:icmp`, an extension) is one

@@ -1,4 +1,4 @@
-// Terse DoorConfig / KnockdConfig construction for tests, and the configs C1..C15 of knockd-0.8.md §10.
+// Terse DoorConfig / KnockdConfig construction for tests, and the reference configs C1..C15 (each checked against knockd 0.8).
 import { parseAddress, type Address } from '../../src/address.js';
 import { defaultDoor, parseConfigText } from '../../src/config/parse.js';
 import { DEFAULTS, TCP_FLAG, type DoorConfig, type KnockdConfig, type OptionsConfig, type StepProto, type Step } from '../../src/config/types.js';
@@ -53,7 +53,7 @@ export function config(doors: DoorConfig[], options: Partial<OptionsConfig> = {}
   };
 }
 
-/** The conformance setup's capture addresses (SEMANTICS.md §4). */
+/** The conformance setup's capture addresses (the conformance table of test/matcher.suite.ts). */
 export const LOCAL_ADDRESSES: Address[] = [parseAddress('192.0.2.2')!, parseAddress('fd00::2')!];
 
 /** Compiles for the conformance setup: stage events on, no event budget, unless opts say otherwise. */
@@ -70,7 +70,7 @@ function conf(...sections: string[][]): KnockdConfig {
 
 const C1 = ['A', 'sequence=7000,8000,9000', 'seq_timeout=5'];
 
-/** knockd-0.8.md §10 configs, parsed from knockd.conf text. C12 takes the sequence its one-time file
+/** The reference configs C1..C15, parsed from knockd.conf text. C12 takes the sequence its one-time file
  * currently yields ('' once it is exhausted) and is built directly, as the file is the controller's. */
 export const CONFIGS = {
   C1: () => conf(C1),

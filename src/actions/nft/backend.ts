@@ -22,6 +22,8 @@ export interface NftBackendOptions extends NftTableOptions {
   now?: () => number;
   /** called after each applied batch: elements and ms from the oldest grant to installed */
   onBatch?: (elements: number, latencyMs: number) => void;
+  /** called after each batch the kernel or nft refused (its grants are retried) */
+  onBatchFailure?: (elements: number) => void;
   /** how set elements are written: netlink (default; falls back to nft when the addon cannot load) or nft -i */
   writer?: 'netlink' | 'nft';
 }
@@ -237,6 +239,7 @@ export class NftBackend {
       return;
     }
     this.requeue(live);
+    this.opts.onBatchFailure?.(live.length);
     if (failure.missing) {
       this.opts.log(`nft: a set of knockd-fast is gone (${firstLine(failure.message)}); re-installing table inet ${this.plan.table}`);
       try {
