@@ -99,7 +99,7 @@ async function hostile(name: string, daemonPid: number): Promise<void> {
       ]);
       break;
     case 'SIGHUP storm':
-      for (let i = 0; i < 40; i++) {
+      for (let i = 0; i < 40 && daemonAlive(daemonPid); i++) {
         process.kill(daemonPid, 'SIGHUP');
         await sleep(100);
       }
@@ -127,6 +127,10 @@ async function hostile(name: string, daemonPid: number): Promise<void> {
       }
       break;
   }
+}
+
+function daemonAlive(pid: number): boolean {
+  return existsSync(`/proc/${pid}`);
 }
 
 function sample(pid: number, startMs: number): void {
@@ -179,9 +183,12 @@ async function main(): Promise<void> {
     Stop_Command = echo LEGIT-STOP %IP% >> ${out}
 `,
   );
-  const daemon = lab.lab.spawn('gw', process.execPath, [cliPath(), '-c', conf, '-i', lab.gatewayIf, '--threads', '1'], { stdio: 'ignore' });
+  const daemon = lab.lab.spawn('gw', process.execPath, [cliPath(), '-c', conf, '-i', lab.gatewayIf, '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
   const pid = daemon.pid as number;
-  for (let i = 0; i < 200 && !(existsSync(log) && readFileSync(log, 'utf8').includes('starting up')); i++) await sleep(100);
+  const daemonErr: string[] = [];
+  daemon.stderr?.on('data', (d: Buffer) => daemonErr.push(d.toString()));
+  for (let i = 0; i < 300 && !(existsSync(log) && readFileSync(log, 'utf8').includes('starting up')); i++) await sleep(100);
+  if (daemon.exitCode !== null || !readFileSync(log, 'utf8').includes('starting up')) throw new Error(`the daemon did not start:\n${daemonErr.join('')}`);
   const startMs = Date.now();
   const endMs = startMs + MINUTES * 60_000;
 
