@@ -203,3 +203,10 @@ test('readCaptureFile reads from disk and reports unreadable paths', () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('pcapng: a timestamp of 2^53 µs or more is an error naming the file and offset, not a RangeError (issue 14 finding 9)', () => {
+  for (const ticks of [2n ** 53n, 2n ** 64n - 1n]) {
+    const file = new Ng().shb().idb(1).epb(0, ticks, new Uint8Array(60)).bytes();
+    assert.throws(() => [...readCapture(file, 'late.pcapng')], (err: Error) => err instanceof CaptureFileError && /^late\.pcapng: packet timestamp of \d+ µs is beyond 2\^53 µs \(year 2255\) at byte 48$/.test(err.message));
+  }
+});

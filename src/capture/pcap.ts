@@ -1,7 +1,7 @@
 // Capture files -> FrameBatch chunks (classic pcap in both byte orders with micro- or nanosecond
 // timestamps; pcapng with SHB in either byte order, IDB link types and if_tsresol, EPB and SPB), and a
 // small classic-pcap writer for tests and replays. Timestamps become integer microseconds.
-import { readFileSync } from 'node:fs';
+import { FileSafetyError, readRegularFile } from '../config/files.js';
 import { batchFromFrames, type CapturedFrame } from '../match/frame.js';
 import type { FrameBatch } from '../match/matcher-api.js';
 
@@ -31,12 +31,16 @@ const PCAPNG_SPB = 3;
 const PCAPNG_EPB = 6;
 const OPT_IF_TSRESOL = 9;
 
-/** Reads a whole capture file and yields its frames in batches. */
+/** The largest capture file read (it is held in memory whole): 1 GiB. */
+export const CAPTURE_MAX_BYTES = 1 << 30;
+
+/** Reads a whole capture file (a regular file of at most CAPTURE_MAX_BYTES) and yields its frames in batches. */
 export function* readCaptureFile(path: string, opts: ReadCaptureOptions = {}): Generator<FrameBatch> {
   let bytes: Uint8Array;
   try {
-    bytes = readFileSync(path);
+    bytes = readRegularFile(path, { what: 'capture file', maxBytes: CAPTURE_MAX_BYTES, tooLargeFix: 'split it, e.g. editcap -c 1000000 in.pcap part.pcap' });
   } catch (err) {
+    if (err instanceof FileSafetyError) throw new CaptureFileError(path, 0, err.message.replace(`capture file ${path} `, ''));
     throw new Error(`cannot read capture file ${path}: ${(err as Error).message}`);
   }
   yield* readCapture(bytes, path, opts);
@@ -128,6 +132,7 @@ function* pcapng(bytes: Uint8Array, view: DataView, name: string): Generator<Cap
       let caplen: number;
       if (epb) {
         lastUs = toMicros(view.getUint32(body + 4, little), view.getUint32(body + 8, little), iface.unitsPerSecond);
+        if (!Number.isSafeInteger(lastUs)) throw new CaptureFileError(name, o, `packet timestamp of ${lastUs} µs is beyond 2^53 µs (year 2255)`);
         caplen = view.getUint32(body + 12, little);
       } else {
         caplen = Math.min(view.getUint32(body, little), end - body - head);

@@ -1,21 +1,8 @@
 // One-time sequence files (as knockd 0.8 reads and rewrites them; README.md deviation 6): one sequence per line in
 // `Sequence` syntax; blank lines, `#` lines and lines that fail to parse are skipped. The first valid
 // line is the door's sequence; after a success its line is disabled by turning its first byte into `#`.
-import { randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  fchmodSync,
-  fchownSync,
-  fsyncSync,
-  openSync,
-  readFileSync,
-  realpathSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeSync,
-} from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { realpathSync, statSync } from 'node:fs';
+import { checkTrusted, FileSafetyError, readRegularFile, replaceFile } from './files.js';
 import { ConfigError, chunks, parseSequence, perror, sameSequence, toBytes, trimC, type Chunk } from './lexical.js';
 import type { Step } from './types.js';
 
@@ -32,20 +19,21 @@ export const oneTimeExhaustedMessage = (door: string): string =>
 export const oneTimeWriteFailedMessage = (door: string): string =>
   `error while disabling used one time sequence for door ${door} --> disabling the door`;
 
-/** knockd opens the file with fopen(path, "r+"): it must exist and be writable. */
+/** A one-time file holds lines of sequences: far below this. /dev/zero or a huge file is refused. */
+export const ONE_TIME_MAX_BYTES = 16 * 1024 * 1024;
+
+/**
+ * knockd opens the file with fopen(path, "r+"): it must exist and be writable. It must also be a regular
+ * file of at most ONE_TIME_MAX_BYTES that only root or the daemon's user can change (its lines open doors).
+ */
 function readWritable(path: string): string {
-  let fd: number;
   try {
-    fd = openSync(path, 'r+');
+    const bytes = readRegularFile(path, { what: 'one-time sequences file', maxBytes: ONE_TIME_MAX_BYTES, writable: true });
+    checkTrusted(path, 'one-time sequences file');
+    return toBytes(bytes);
   } catch (err) {
+    if (err instanceof FileSafetyError) throw new ConfigError(err.message);
     throw new ConfigError(perror(path, err));
-  }
-  try {
-    return toBytes(readFileSync(fd));
-  } catch (err) {
-    throw new ConfigError(perror(path, err));
-  } finally {
-    closeSync(fd);
   }
 }
 
@@ -97,32 +85,7 @@ export function markOneTimeSequenceUsed(path: string, sequence: readonly Step[])
   if (offset < 0) return false;
   const data = Buffer.from(bytes, 'latin1');
   data[offset] = 0x23; // '#'
-  replaceFile(real, data);
+  const st = statSync(real);
+  replaceFile(real, data, { mode: st.mode & 0o7777, owner: { uid: st.uid, gid: st.gid } });
   return true;
-}
-
-function replaceFile(path: string, data: Buffer): void {
-  const st = statSync(path);
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'wx', 0o600);
-  try {
-    try {
-      writeSync(fd, data);
-      fchownSync(fd, st.uid, st.gid);
-      fchmodSync(fd, st.mode & 0o7777);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-  } catch (err) {
-    rmSync(tmp, { force: true });
-    throw err;
-  }
-  const dir = openSync(dirname(path), 'r');
-  try {
-    fsyncSync(dir); // make the rename itself durable
-  } finally {
-    closeSync(dir);
-  }
 }

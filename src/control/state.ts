@@ -51,10 +51,17 @@ export interface LoadedState extends DaemonState {
 export function loadState(path: string): LoadedState {
   let text: string;
   try {
-    checkTrusted(path, 'state file');
     text = readRegularFile(path, { what: 'state file', maxBytes: STATE_MAX_BYTES }).toString('utf8');
+    checkTrusted(path, 'state file');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { version: STATE_VERSION, stops: [] };
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      try {
+        checkTrusted(path, 'state file'); // the directories it will be written to
+      } catch (unsafe) {
+        throw new StateFileError((unsafe as Error).message);
+      }
+      return { version: STATE_VERSION, stops: [] };
+    }
     if (err instanceof FileSafetyError) throw new StateFileError(err.message);
     throw new StateFileError(`cannot read state file ${path}: ${strerror(err)}; fix its permissions or remove it`);
   }

@@ -2,7 +2,8 @@
 // secret (docs/MATCHER.md §10). Used by the TS matcher, the knock client and the tests; the C++ twin is
 // native/core/derive.cc.
 import { createHmac } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
+import { checkTrusted, FileSafetyError, readRegularFile } from '../config/files.js';
 
 export interface DerivedParams {
   key: Uint8Array; // 16..64 bytes
@@ -71,6 +72,9 @@ export class SecretFileError extends Error {}
  * Reads a derived door's key: hex text (at least 32 hex digits, as `knockd-fast secret` writes) or raw
  * bytes (at least 16). The file must not be readable by group or others, like an ssh private key.
  */
+/** A key file holds at most 64 bytes, or their hex text: anything much longer is not a key file. */
+const SECRET_FILE_MAX_BYTES = 4096;
+
 export function readSecretFile(path: string, opts: { requirePrivate?: boolean } = {}): Uint8Array {
   let st;
   try {
@@ -83,7 +87,15 @@ export function readSecretFile(path: string, opts: { requirePrivate?: boolean } 
       `${path}: the secret file is readable by other users (mode ${(st.mode & 0o777).toString(8)}); fix with: chmod 600 ${path}`,
     );
   }
-  const raw = readFileSync(path);
+  let raw: Buffer;
+  try {
+    // owned by root or this user, and nobody else can change it or its directories (StrictModes)
+    raw = readRegularFile(path, { what: 'secret file', maxBytes: SECRET_FILE_MAX_BYTES });
+    checkTrusted(path, 'secret file');
+  } catch (err) {
+    if (err instanceof FileSafetyError) throw new SecretFileError(err.message);
+    throw new SecretFileError(`${path}: ${(err as Error).message}`);
+  }
   const text = raw.toString('latin1').trim();
   const key = /^([0-9a-fA-F]{2}){16,}$/.test(text) ? Buffer.from(text, 'hex') : raw;
   if (key.length < 16) {

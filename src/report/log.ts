@@ -3,7 +3,8 @@
 // (`--log-format json`). Message texts are knockd 0.8's. This file is the one formatter of
 // event lines: the daemon and `--replay` both write through a Logger, so their text lines and their JSON
 // records (the versioned schema of docs/EVENTS.md) cannot drift apart.
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, writeSync } from 'node:fs';
+import { openAppendNoFollow } from '../config/files.js';
 import { strerror } from '../config/lexical.js';
 import { loadBinding } from '../native.js';
 
@@ -94,6 +95,9 @@ export class Logger {
   private readonly stderr: (text: string) => void;
   private readonly now: () => Date;
   private syslogBroken = false;
+  /** lines the log file could not take since the current failure episode began, and why */
+  private lostLines = 0;
+  private lostReason = '';
 
   constructor(opts: LoggerOptions) {
     this.opts = opts;
@@ -113,12 +117,7 @@ export class Logger {
     const now = this.now();
     const json = this.format === 'json' ? jsonRecord(text, fields, now) : undefined;
     if (this.fd !== undefined) {
-      const line = json ?? `[${knockdTimestamp(now)}] ${text}\n`;
-      try {
-        writeSync(this.fd, line);
-      } catch (err) {
-        this.stderr(`warning: cannot write logfile: ${strerror(err)}\n`);
-      }
+      this.writeLine(this.fd, json ?? `[${knockdTimestamp(now)}] ${text}\n`);
     }
     if (this.opts.syslog && !this.syslogBroken) {
       try {
@@ -140,17 +139,63 @@ export class Logger {
   }
 
   close(): void {
+    if (this.lostLines > 0) this.stderr(`warning: ${this.lostLines} line(s) could not be written to the logfile (${this.lostReason})\n`);
+    this.lostLines = 0;
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
+  }
+
+  /**
+   * Whole lines only: a line the file cannot take (a full disk) is cut back off, never left torn. One
+   * warning when the failures begin; once the file takes lines again, one line (in the file, before the
+   * next line, and on stderr) says how many were lost.
+   */
+  private writeLine(fd: number, line: string): void {
+    if (this.lostLines > 0) {
+      const note = `warning: ${this.lostLines} line(s) could not be written to the logfile (${this.lostReason})`;
+      if (this.append(fd, this.format === 'json' ? jsonRecord(note, {}, this.now()) : `[${knockdTimestamp(this.now())}] ${note}\n`) !== undefined) {
+        this.lostLines++;
+        return;
+      }
+      this.lostLines = 0;
+      this.stderr(`${note}\n`);
+    }
+    const err = this.append(fd, line);
+    if (err !== undefined && this.lostLines++ === 0) {
+      this.lostReason = strerror(err);
+      this.stderr(`warning: cannot write logfile: ${this.lostReason}; lines are dropped until it can be written again\n`);
+    }
+  }
+
+  /** Appends all of `text` or nothing; returns the error when it could not. */
+  private append(fd: number, text: string): unknown {
+    const bytes = Buffer.from(text);
+    let written = 0;
+    try {
+      while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written);
+      return undefined;
+    } catch (err) {
+      if (written > 0) {
+        try {
+          ftruncateSync(fd, fstatSync(fd).size - written); // O_APPEND wrote the piece at the end
+        } catch {
+          // the piece stays; nothing better can be done
+        }
+      }
+      return err;
+    }
   }
 
   private openFile(): void {
     if (!this.opts.logFile) return;
     try {
-      this.fd = openSync(this.opts.logFile, 'a', 0o640);
+      // not through a symbolic link: one planted in a writable directory would redirect root's appends
+      this.fd = openAppendNoFollow(this.opts.logFile, 0o640);
     } catch (err) {
       // knockd's start-up warning; the daemon keeps running without the file
-      this.stderr(`warning: cannot open logfile: ${strerror(err)}\n`);
+      const code = (err as NodeJS.ErrnoException).code;
+      const why = code === 'ELOOP' ? `${this.opts.logFile} is a symbolic link, which is not followed; give the path of the file itself` : code ? strerror(err) : (err as Error).message;
+      this.stderr(`warning: cannot open logfile: ${why}\n`);
     }
   }
 }
