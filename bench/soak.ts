@@ -4,7 +4,7 @@
 // deletion, interface flaps — while legitimate knockers keep knocking on an nftables door and a command door.
 // Every traffic loop is bounded in count and time and stays inside the lab's namespaces. Writes
 // bench/results/soak-<date>.md: legitimate success, knock -> open latency, RSS and open fds over time, and
-// what was left behind after SIGTERM.
+// what was left behind after SIGTERM (SOAK_REPORT=path writes the report elsewhere, e.g. a short CI run).
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -347,7 +347,7 @@ ${r.metrics.errors.map((e) => `- \`${e}\``).join('\n') || '- none'}
 Exit status ${r.code} after ${r.termMs} ms.
 ${r.leftovers.map((l) => `- ${l}`).join('\n')}
 `;
-  const path = join(packageRoot, 'bench', 'results', `soak-${date}.md`);
+  const path = process.env.SOAK_REPORT ?? join(packageRoot, 'bench', 'results', `soak-${date}.md`);
   writeFileSync(path, text);
   console.log(text);
   console.log(`written to ${path}`);
