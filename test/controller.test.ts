@@ -339,3 +339,13 @@ test('timers over 2^31-1 ms: a 30-day cmd_timeout and a state entry due in 30 da
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('forgetStop: the stop of a start the command backend dropped is unscheduled and leaves the state file', async () => {
+  const d = door('A', { stopCommand: 'echo STOP %IP%', cmdTimeout: 0 });
+  const { c, calls } = setup([d]);
+  c.handle([ev.done(0), ev.done(0, 2, '198.51.100.2')]);
+  c.forgetStop(c.pendingStops().find((s) => s.source === A)!);
+  await sleep(20);
+  assert.deepEqual(calls, [`start A ${A}`, 'start A 198.51.100.2', 'stop A 198.51.100.2 echo STOP 198.51.100.2']);
+  await c.close();
+});
