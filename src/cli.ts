@@ -5,7 +5,7 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { describeStore, parseStoreUrl } from './fleet/url.js';
 import { fleetStatus } from './fleet/status.js';
-import { nftInstallScript, nftStatus, nftUninstall, formatNftStatus, planNft } from './actions/nft.js';
+import { checkNftScript, nftInstallScript, nftStatus, nftUninstall, formatNftStatus, planNft } from './actions/nft.js';
 import { captureInterfaces, ConfigError, parseConfig } from './config/parse.js';
 import { strerror } from './config/lexical.js';
 import { DEFAULTS, TCP_FLAG, type DoorConfig, type KnockdConfig } from './config/types.js';
@@ -359,7 +359,7 @@ export function describeConfig(config: KnockdConfig): string {
   return `${out.join('\n')}\n`;
 }
 
-function runTest(options: CliOptions, io: CliIo): number {
+async function runTest(options: CliOptions, io: CliIo): Promise<number> {
   let config: KnockdConfig;
   try {
     config = parseConfig(options.config);
@@ -381,6 +381,20 @@ function runTest(options: CliOptions, io: CliIo): number {
   } catch (err) {
     io.stderr(`${(err as Error).message}\nknockd-fast: configuration file ${options.config} test failed\n`);
     return 1;
+  }
+  // the kernel's own limits and syntax: nft -c validates the transaction without committing it
+  const plan = planNft(config.doors, config.options.nftTable);
+  if (plan.doorSets.some((sets) => sets.some((s) => s.owned))) {
+    const check = await checkNftScript(nftInstallScript(plan));
+    if (check.outcome === 'refused') {
+      io.stderr(`nft refused the ruleset above (nft -c in ${check.where}):\n${check.output}\nknockd-fast: configuration file ${options.config} test failed\n`);
+      return 1;
+    }
+    io.stdout(
+      check.outcome === 'accepted'
+        ? `nftables ruleset: accepted by nft -c in ${check.where}\n`
+        : `nftables ruleset: not checked with nft (${check.why})\n`,
+    );
   }
   io.stdout(`knockd-fast: configuration file ${options.config} test is successful\n`);
   return 0;

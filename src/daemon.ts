@@ -9,6 +9,7 @@ import { CommandBackend } from './actions/commands.js';
 import { NftBackend } from './actions/nft.js';
 import { strerror } from './config/lexical.js';
 import { captureInterfaces, parseConfig } from './config/parse.js';
+import { capabilityError } from './capabilities.js';
 import { DEFAULTS, hasNftAction, type KnockdConfig } from './config/types.js';
 import { DoorController, rotateOneTimeFile } from './control/controller.js';
 import { decodeEvents } from './capture/events.js';
@@ -279,7 +280,14 @@ export class Daemon {
       await this.open();
     } catch (err) {
       // the cause first; what went wrong while undoing the half-done start comes after it
-      const cleanup = await this.release();
+      const cleanup: string[] = [];
+      try {
+        // a first start that failed leaves no guard rule behind; a running installation's table stays
+        if (await this.nft?.removeIfCreated()) this.debug('removed the nftables table this failed start had installed');
+      } catch (undo) {
+        cleanup.push(`error: ${(undo as Error).message}`);
+      }
+      cleanup.push(...(await this.release()));
       if (cleanup.length === 0) throw err;
       throw new Error([(err as Error).message, ...cleanup].join('\n'), { cause: err });
     }
@@ -294,6 +302,10 @@ export class Daemon {
 
   private async open(): Promise<void> {
     const s = this.settings;
+    // before anything is installed: capture needs CAP_NET_RAW (a test's own capture needs none), nft doors
+    // CAP_NET_ADMIN
+    const missing = capabilityError({ capture: this.hooks.openCapture === openCapture, nft: this.config.doors.some(hasNftAction) });
+    if (missing) throw new Error(missing);
     // refuse an unsafe or unreadable state file before anything is installed (it is restored at the end)
     loadState(s.stateFile);
     if (this.config.doors.some(hasNftAction)) {
@@ -463,6 +475,7 @@ export class Daemon {
       log: (m) => this.log.log(m),
       onBatch: (_n, ms) => this.metrics?.nftBatchSeconds.observe(ms / 1000),
       onBatchFailure: () => this.metrics?.nftBatchFailures.inc(),
+      onGuardRestored: () => this.metrics?.nftGuardRestored.inc(),
     });
   }
 

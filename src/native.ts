@@ -79,7 +79,7 @@ export interface NftSetElementsNative {
   timeoutsMs: Float64Array;
 }
 
-/** Set elements over NETLINK_NETFILTER (native/core/nft_elements.h); src/actions/nft.ts is its only user. */
+/** Set elements over NETLINK_NETFILTER (native/core/nft_elements.h); src/actions/nft/writers.ts is its only user. */
 export interface NftElementsHandle {
   /** one transaction (add, delete, add each element), synchronous (~0.1 ms for tens of elements, ~2 ms for
    * 1,024); throws an Error carrying code and errno */

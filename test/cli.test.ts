@@ -315,12 +315,12 @@ test('as a user without capabilities the cause comes first, and a failed start k
       chmodSync(path, 0o644);
       return spawnSync('ip', ['netns', 'exec', lab.name('n'), 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, join(packageRoot, 'bin', 'knockd-fast.js'), '-c', path, '-i', 'lo'], { encoding: 'utf8', timeout: 30_000 });
     };
-    // capture fails: the state file is read and written only by a daemon that started (issue 14 finding 2)
+    // the missing capability is found before anything is opened or written (issue 14 findings 2 and 8): the
+    // cause is the first line and no state file is touched
     const capture = asNobody(`[options]\n  StateFile = ${join(open, 'elsewhere', 'state.json')}\n[A]\n  sequence = 7000,8000\n  command = echo %IP%\n`);
     assert.equal(capture.status, 1);
     const lines = capture.stderr.split('\n');
-    assert.match(lines[0], /^cannot open a packet socket \(AF_PACKET\) on interface "lo": Operation not permitted$/);
-    assert.match(lines[1], /CAP_NET_RAW/);
+    assert.match(lines[0], /^knockd-fast cannot start: missing CAP_NET_RAW \(packet capture\); nothing was installed\. To fix: run as root/);
     assert.doesNotMatch(capture.stderr, /error during shutdown/);
     assert.ok(!existsSync(join(open, 'elsewhere')), 'nothing was written for a start that failed');
     // nft fails before the state file is read: the previous run's pending stop command must survive

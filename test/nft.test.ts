@@ -1,6 +1,9 @@
 // nftables backend against the real nft, inside a private network namespace per test.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -13,6 +16,7 @@ import {
   planNft,
   type NftBackendOptions,
 } from '../src/actions/nft.js';
+import { main } from '../src/cli.js';
 import type { DoorConfig } from '../src/config/types.js';
 import { loadBinding } from '../src/native.js';
 import { Lab } from '../src/tools/netns.js';
@@ -65,6 +69,51 @@ test('install script: doors with the same name get distinct sets; a bad NftTable
     ['d_ssh_v4', 'd_ssh_2_v4', 'd_s_sh_v4'],
   );
   assert.throws(() => planNft([ssh], '9bad name'), /NftTable = 9bad name is not a valid nftables table name/);
+});
+
+/** `knockd-fast -c <config text> --test`, in process. */
+async function testConfig(text: string): Promise<{ code: number; out: string; err: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'knockd-fast-nft-test-'));
+  try {
+    writeFileSync(join(dir, 'knockd.conf'), text);
+    let out = '';
+    let err = '';
+    const code = await main(['-c', join(dir, 'knockd.conf'), '--test'], { stdout: (t) => (out += t), stderr: (t) => (err += t) });
+    return { code, out, err };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const LONG_NAME = 'ä'.repeat(63); // 63 characters, 126 bytes of UTF-8
+
+test('install script: limits counted in bytes as nft counts them: a set comment is at most 128 bytes of UTF-8', () => {
+  const script = nftInstallScript(planNft([doorConfig(LONG_NAME, '7000', { open: [{ port: 22, proto: 'tcp' }] })]));
+  const comments = [...script.matchAll(/comment "([^"]*)"/g)].map((m) => m[1]);
+  assert.equal(comments.length, 2);
+  for (const c of comments) {
+    assert.equal(Buffer.byteLength(c), 127, 'cut to 128 bytes at a character boundary (an ä is 2 bytes)');
+    assert.ok(c.startsWith('knockd-fast door ää'));
+  }
+});
+
+test('--test checks the ruleset with nft -c: a door name of 63 x "ä" is accepted, a table named like an nft keyword is refused', { skip: process.getuid?.() === 0 ? false : 'nft -c needs root or user namespaces' }, async () => {
+  const good = await testConfig(`[${LONG_NAME}]\n    Sequence = 7000,8000\n    Open = 22/tcp\n`);
+  assert.equal(good.code, 0, good.err);
+  assert.match(good.out, /nftables ruleset: accepted by nft -c in a private network namespace\n/);
+  const keyword = await testConfig('[options]\n    NftTable = drop\n[ssh]\n    Sequence = 7000,8000\n    Open = 22/tcp\n');
+  assert.equal(keyword.code, 1);
+  assert.match(keyword.err, /^nft refused the ruleset above \(nft -c in a private network namespace\):\n.*Error: syntax error/s);
+  assert.match(keyword.err, /configuration file .* test failed\n$/);
+  const path = process.env.PATH;
+  try {
+    process.env.PATH = '/nonexistent';
+    const unchecked = await testConfig(`[ssh]\n    Sequence = 7000,8000\n    Open = 22/tcp\n`);
+    assert.equal(unchecked.code, 0);
+    assert.match(unchecked.out, /nftables ruleset: not checked with nft \(cannot run nft: not found in PATH/);
+  } finally {
+    process.env.PATH = path;
+  }
 });
 
 const root = process.getuid?.() === 0;
@@ -162,6 +211,83 @@ describe('nft backend in a network namespace', { skip: root ? false : 'needs roo
     }
   });
 
+  test('guard tampering: a deleted chain and a deleted table are noticed and restored; the exposure is measured', async (ctx) => {
+    const restored: string[][] = [];
+    const t = setup([doorConfig('svc', '7000', { open: [{ port: 2222, proto: 'tcp' }] })], { onGuardRestored: (d) => restored.push(d) });
+    const b = new NftBackend(t.opts);
+    await b.start();
+    // inside the namespace: a listener on 127.0.0.1:2222 and, every 10 ms for 8 s, a connection attempt from
+    // 127.0.0.2 (never granted) that gives up after 50 ms; each success prints its wall-clock time
+    const prober = lab!.spawn(t.short, process.execPath, [
+      '-e',
+      `const net = require('node:net');
+       const srv = net.createServer((c) => c.destroy()).listen(2222, '127.0.0.1', () => {
+         console.log('ready');
+         const end = Date.now() + 8000;
+         const attempt = () => {
+           if (Date.now() > end) { srv.close(); process.exit(0); }
+           const c = net.connect({ port: 2222, host: '127.0.0.1', localAddress: '127.0.0.2' });
+           const next = () => { c.destroy(); setTimeout(attempt, 10); };
+           const timer = setTimeout(next, 50);
+           c.on('connect', () => { console.log('open ' + Date.now()); clearTimeout(timer); next(); });
+           c.on('error', () => { clearTimeout(timer); next(); });
+         };
+         attempt();
+       });`,
+    ]);
+    let out = '';
+    prober.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const exited = new Promise((r) => prober.once('exit', r));
+    try {
+      for (let i = 0; i < 100 && !out.includes('ready'); i++) await sleep(50);
+      await sleep(500);
+      const chainDeleted = Date.now();
+      t.exec(['-f', '-'], 'flush chain inet knockd_fast input\ndelete chain inet knockd_fast input\n');
+      await sleep(2500);
+      const tableDeleted = Date.now();
+      t.exec(['delete', 'table', 'inet', 'knockd_fast']);
+      await exited;
+      const opens = [...out.matchAll(/^open (\d+)$/gm)].map((m) => Number(m[1]));
+      const exposure = (from: number, to: number) => Math.max(0, ...opens.filter((o) => o >= from && o < to).map((o) => o - from));
+      const exposedChain = exposure(chainDeleted, tableDeleted);
+      const exposedTable = exposure(tableDeleted, Infinity);
+      ctx.diagnostic(`port 2222 exposed ${exposedChain} ms after the chain was deleted, ${exposedTable} ms after the table was deleted`);
+      assert.ok(opens.every((o) => o >= chainDeleted), 'nobody got in before the tampering');
+      assert.ok(exposedChain < 3000 && exposedTable < 3000, `exposed ${exposedChain} ms and ${exposedTable} ms`);
+      assert.deepEqual(restored, [['chain input deleted'], ['table inet knockd_fast deleted']]);
+      assert.match(t.logs.join('\n'), /nft: WARNING: the knockd-fast guard was tampered with \(chain input deleted\); restoring table inet knockd_fast/);
+      assert.match(t.logs.join('\n'), /nft: WARNING: the knockd-fast guard was tampered with \(table inet knockd_fast deleted\); restoring/);
+      const rules = t.nftJson('list', 'chain', 'inet', 'knockd_fast', 'input').filter((i) => i.rule);
+      assert.equal(rules.length, 4, 'the guard chain is whole again');
+      assert.equal(await b.grant({ door: t.opts.doors[0], source: '127.0.0.3', family: 4 }), true);
+    } finally {
+      prober.kill();
+      await b.close();
+    }
+  });
+
+  test('guard tampering: a rule added to the guard chain is removed again; our own reloads are not tampering', async () => {
+    const restored: string[][] = [];
+    const t = setup([ssh], { onGuardRestored: (d) => restored.push(d) });
+    const b = new NftBackend(t.opts);
+    await b.start();
+    try {
+      await b.reload([ssh]);
+      await b.reload([ssh, doorConfig('web', '7000', { open: [{ port: 443, proto: 'tcp' }] })]);
+      await sleep(500);
+      assert.deepEqual(restored, [], 'reloads are not reported as tampering');
+      t.exec(['insert', 'rule', 'inet', 'knockd_fast', 'input', 'accept']);
+      for (let i = 0; i < 60 && restored.length === 0; i++) await sleep(50);
+      assert.deepEqual(restored, [['chain input has 7 rule(s) instead of 6']]);
+      await sleep(300);
+      const rules = t.nftJson('list', 'chain', 'inet', 'knockd_fast', 'input').filter((i) => i.rule);
+      assert.equal(rules.length, 6);
+      assert.ok(!rules.some((r) => r.rule.expr.length === 1 && 'accept' in r.rule.expr[0]), 'the planted accept is gone');
+    } finally {
+      await b.close();
+    }
+  });
+
   test('the table stays after close, a restart keeps open doors, uninstall removes the table', async () => {
     const t = setup([ssh]);
     const first = new NftBackend(t.opts);
@@ -202,6 +328,44 @@ describe('nft backend in a network namespace', { skip: root ? false : 'needs roo
       assert.deepEqual(items.filter((i) => i.set).map((i) => i.set.name), ['d_ssh_v4', 'd_ssh_v6']);
       assert.deepEqual(items.filter((i) => i.chain).map((i) => i.chain.name), ['input']);
       assert.deepEqual(t.elements('d_ssh_v4').map((e: any) => e.val), ['198.51.100.3']);
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('reload: a knock completed under the previous config (its door object) still gets its element; a removed door says why not', async () => {
+    const old = [ssh, doorConfig('web', '7000', { open: [{ port: 443, proto: 'tcp' }] })];
+    const t = setup(old);
+    const b = new NftBackend(t.opts);
+    await b.start();
+    try {
+      // the new config: same doors parsed again (new objects), in another order, web gone, a second "ssh"
+      const next = [doorConfig('ssh', '7000', { open: [{ port: 2222, proto: 'tcp' }] }), { ...ssh }];
+      await b.reload(next);
+      assert.equal(await b.grant({ door: ssh, source: '198.51.100.20', family: 4 }), true);
+      assert.deepEqual(t.elements('d_ssh_v4').map((e: any) => e.val), ['198.51.100.20']);
+      assert.deepEqual(t.elements('d_ssh_2_v4'), [], 'the first "ssh" door is still the first one');
+      assert.equal(await b.openDoor('ssh', 4, '198.51.100.21', 40), true);
+      const added = t.elements('d_ssh_v4').find((e: any) => e.val === '198.51.100.21');
+      assert.equal(added.timeout, 40);
+      assert.equal(await b.grant({ door: old[1], source: '198.51.100.22', family: 4 }), false);
+      assert.match(t.logs.join('\n'), /web: no nftables element for 198\.51\.100\.22: the door is not in the running config/);
+      assert.equal(await b.openDoor('nosuch', 4, '198.51.100.23', 10), false);
+      assert.match(t.logs.join('\n'), /nosuch: no nftables element for 198\.51\.100\.23/);
+    } finally {
+      await b.close();
+    }
+  });
+
+  test('a door name of 63 x "ä" installs and opens (its comment fits nft\'s 128 bytes)', async () => {
+    const door = doorConfig(LONG_NAME, '7000', { open: [{ port: 22, proto: 'tcp' }] });
+    const t = setup([door]);
+    const b = new NftBackend(t.opts);
+    await b.start();
+    try {
+      const set = planNft([door]).doorSets[0][0].ref.set;
+      assert.equal(await b.grant({ door, source: '198.51.100.30', family: 4 }), true);
+      assert.deepEqual(t.elements(set).map((e: any) => e.val), ['198.51.100.30']);
     } finally {
       await b.close();
     }
@@ -278,7 +442,8 @@ describe('nft backend in a network namespace', { skip: root ? false : 'needs roo
   for (const writer of WRITERS) {
     test(`${writer}: a set removed at run time is logged, counted as a failed batch, re-installed and the grant retried`, async () => {
       const failures: number[] = [];
-      const t = setup([ssh], { writer, onBatchFailure: (elements) => failures.push(elements) });
+      // the writer's own recovery: without the guard watch, which would restore the table before the grant
+      const t = setup([ssh], { writer, guard: false, onBatchFailure: (elements) => failures.push(elements) });
       const b = new NftBackend(t.opts);
       await b.start();
       try {
@@ -294,7 +459,8 @@ describe('nft backend in a network namespace', { skip: root ? false : 'needs roo
   }
 
   test('nft writer: a killed nft process is restarted and the pending grant retried', async () => {
-    const t = setup([ssh], { retryMs: 50, writer: 'nft' });
+    // without the guard watch, whose nft monitor would be a second process in the namespace
+    const t = setup([ssh], { retryMs: 50, writer: 'nft', guard: false });
     const b = new NftBackend(t.opts);
     await b.start();
     try {

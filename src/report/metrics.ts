@@ -52,6 +52,7 @@ export class Metrics {
   readonly fleetCatchUpGrants: Gauge;
   readonly fleetCatchUpSeconds: Gauge;
   readonly nftBatchFailures: Counter;
+  readonly nftGuardRestored: Counter;
   private server: Server | undefined;
 
   constructor(readCounters: () => ScrapeCounters) {
@@ -120,6 +121,11 @@ export class Metrics {
     this.nftBatchFailures = new Counter({
       name: 'knockd_nft_batch_failures_total',
       help: 'nftables batches refused by the kernel or nft (their grants are retried)',
+      registers: reg,
+    });
+    this.nftGuardRestored = new Counter({
+      name: 'knockd_nft_guard_restored_total',
+      help: 'Times the knockd-fast nftables table, guard chains or sets were found deleted or changed and restored',
       registers: reg,
     });
   }

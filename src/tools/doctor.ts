@@ -5,6 +5,7 @@ import { execFile } from 'node:child_process';
 import { accessSync, constants, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { delimiter, join } from 'node:path';
+import { CAP_NET_ADMIN, CAP_NET_RAW, effectiveCapabilities } from '../capabilities.js';
 import { DEFAULTS } from '../config/types.js';
 
 export interface DoctorOptions {
@@ -25,8 +26,6 @@ export interface DoctorCheck {
   fix?: string;
 }
 
-const CAP_NET_ADMIN = 12;
-const CAP_NET_RAW = 13;
 const IFF_UP = 0x1;
 const CHILD_TIMEOUT_MS = 30_000;
 
@@ -135,9 +134,7 @@ async function probeAddon(interfaces: string[], env: NodeJS.ProcessEnv): Promise
 }
 
 function checkCapabilities(): DoctorCheck {
-  const status = readFileSync('/proc/self/status', 'utf8');
-  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
-  const effective = hex ? BigInt(`0x${hex}`) : 0n;
+  const effective = effectiveCapabilities();
   const missing = [
     [CAP_NET_RAW, 'CAP_NET_RAW'],
     [CAP_NET_ADMIN, 'CAP_NET_ADMIN'],

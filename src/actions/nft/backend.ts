@@ -1,10 +1,18 @@
 // nftables doors, the backend: installs the ruleset at start and reload and turns grants into set elements,
 // coalesced into batches (src/actions/nft/writers.ts). Doors with `Open` get timeout sets and guard rules in
-// a table owned by knockd-fast; doors with `NftSet` only get elements added to the operator's set.
+// a table owned by knockd-fast; doors with `NftSet` only get elements added to the operator's set. The guard
+// watch (nft/guard.ts) restores the table, chains and sets when someone removes or changes them.
+//
+// Grants: `grant(g)` for the controller (the door's Open_Timeout), `openDoor(door, family, address,
+// timeoutSeconds)` for any caller (e.g. a grant that arrives with a remaining time). A door is named by its
+// DoorConfig from any config generation the backend was given, or by its name; it is found in the running
+// config by a stable key (its set names), so a knock completed under the previous config during a SIGHUP
+// still gets its element. Every grant that adds no element logs why.
 import type { DoorConfig, NftSetRef } from '../../config/types.js';
 import type { Grant, LogFn } from '../types.js';
-import { NftError, checkNft, firstLine, listSet, listTable, runNft, type NftTableOptions } from './process.js';
-import { nftInstallScript, planNft, plannedSets, type DoorSet, type NftPlan } from './ruleset.js';
+import { GuardWatch } from './guard.js';
+import { NftError, firstLine, listSet, listTable, runNft, tableExists, type NftTableOptions } from './process.js';
+import { nftInstallScript, planNft, plannedChains, plannedSets, type DoorSet, type NftPlan } from './ruleset.js';
 import type { JsonSet } from './status.js';
 import { openWriter, type ElementWriter, type SetBatch } from './writers.js';
 
@@ -26,6 +34,10 @@ export interface NftBackendOptions extends NftTableOptions {
   onBatchFailure?: (elements: number) => void;
   /** how set elements are written: netlink (default; falls back to nft when the addon cannot load) or nft -i */
   writer?: 'netlink' | 'nft';
+  /** watch the table and restore it when someone changes it (default true) */
+  guard?: boolean;
+  /** called each time a tampered table is restored, with what was found missing or changed */
+  onGuardRestored?: (damage: string[]) => void;
 }
 
 interface PendingElement {
@@ -47,9 +59,18 @@ export class NftBackend {
   private readonly opts: NftBackendOptions;
   private readonly now: () => number;
   private plan: NftPlan;
-  private doorIndex = new Map<DoorConfig, number>();
-  /** by name, for the copies of one-time doors that carry their current line (DoorController.withCurrentSequences) */
-  private nameIndex = new Map<string, number>();
+  /** the key (NftPlan.doorKeys) of every door object of every config given, so old generations resolve */
+  private readonly doorKeys = new WeakMap<DoorConfig, string>();
+  /** door key and door name -> index in the current plan */
+  private byKey = new Map<string, number>();
+  private byName = new Map<string, number>();
+  private guard: GuardWatch | undefined;
+  /** install, reload and guard checks run one at a time, so a check never sees a half-made change */
+  private exclusive: Promise<unknown> = Promise.resolve();
+  private guardCheck: Promise<void> | undefined;
+  private guardRecheck = false;
+  /** start() created the table (it did not exist before): a failed first start removes it again */
+  private createdTable = false;
   private external = new Map<string, ExternalSet>();
   private writer: ElementWriter | undefined;
   private pending = new Map<string, PendingElement>();
@@ -65,7 +86,7 @@ export class NftBackend {
     this.opts = opts;
     this.now = opts.now ?? (() => performance.now());
     this.plan = planNft(opts.doors, opts.table);
-    this.indexDoors(opts.doors);
+    this.indexDoors(opts.doors, this.plan);
   }
 
   /** The install script for the current doors (what `--test` prints). */
@@ -73,41 +94,164 @@ export class NftBackend {
     return nftInstallScript(this.plan);
   }
 
-  /** Checks nft, opens the element writer and installs the table; throws NftError with nft's text on failure. */
+  private get owns(): boolean {
+    return plannedSets(this.plan).size > 0;
+  }
+
+  /**
+   * Checks nft, opens the element writer, installs the table and starts the guard watch; throws NftError
+   * with nft's text on failure.
+   */
   async start(): Promise<void> {
-    await checkNft(this.opts);
+    // no separate `nft --version`: the first listing fails with the same clear error when nft is missing
     this.writer = openWriter(this.opts.writer ?? 'netlink', this.opts, this.opts.log);
-    await this.install();
+    await this.locked(async () => {
+      const items = await listTable(this.opts, 'inet', this.plan.table);
+      this.createdTable = this.owns && !items;
+      await this.install({ items });
+    });
     this.started = true;
+    this.watchGuard();
     this.schedule(0);
+  }
+
+  /**
+   * Removes the table if start() created it (a first start that failed later, e.g. capture could not open,
+   * leaves no rule behind); a table that was there before, with its open doors, stays. Returns true when
+   * the table was removed.
+   */
+  async removeIfCreated(): Promise<boolean> {
+    if (!this.createdTable) return false;
+    this.guard?.close();
+    this.guard = undefined;
+    const removed = await this.locked(async () => {
+      const { code, output } = await runNft(this.opts, ['delete', 'table', 'inet', this.plan.table]);
+      if (code !== 0 && (await tableExists(this.opts, 'inet', this.plan.table))) {
+        throw new NftError(`could not remove table inet ${this.plan.table} after the failed start: ${output.trim()}`);
+      }
+      return code === 0;
+    });
+    this.createdTable = false;
+    return removed;
   }
 
   /** Installs the ruleset for a new config (SIGHUP); existing elements of kept doors stay. */
   async reload(doors: readonly DoorConfig[]): Promise<void> {
     const plan = planNft(doors, this.opts.table);
     await this.flush();
-    const previous = this.plan;
-    this.plan = plan;
-    try {
-      await this.install();
-    } catch (err) {
-      this.plan = previous;
-      throw err;
+    await this.locked(async () => {
+      const previous = this.plan;
+      this.plan = plan;
+      try {
+        await this.install();
+      } catch (err) {
+        this.plan = previous;
+        throw err;
+      }
+    });
+    this.indexDoors(doors, plan);
+    this.watchGuard();
+  }
+
+  /** Runs `fn` after every install or check before it, and before any after it. */
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.exclusive.then(fn, fn);
+    this.exclusive = run.catch(() => undefined);
+    return run;
+  }
+
+  private indexDoors(doors: readonly DoorConfig[], plan: NftPlan): void {
+    this.byKey = new Map();
+    this.byName = new Map();
+    doors.forEach((door, i) => {
+      const key = plan.doorKeys[i];
+      this.doorKeys.set(door, key);
+      if (!this.byKey.has(key)) this.byKey.set(key, i);
+      if (!this.byName.has(door.name)) this.byName.set(door.name, i);
+    });
+  }
+
+  /** The door's sets in the running config: by its key when the object came from a config given to the
+   * backend (any generation), else by name (a name, or a copy such as the controller's one-time doors that
+   * carry their current line). */
+  private setsOf(door: DoorConfig | string): DoorSet[] | undefined {
+    const key = typeof door === 'string' ? undefined : this.doorKeys.get(door);
+    const index = key !== undefined ? this.byKey.get(key) : this.byName.get(typeof door === 'string' ? door : door.name);
+    return index === undefined ? undefined : this.plan.doorSets[index];
+  }
+
+  // ------------------------------------------------------------ guard watch
+
+  private watchGuard(): void {
+    if (this.opts.guard === false || this.closed) return;
+    if (!this.owns) {
+      this.guard?.close();
+      this.guard = undefined;
+      return;
     }
-    this.indexDoors(doors);
+    if (this.guard) return;
+    this.guard = new GuardWatch({ ...this.opts, table: this.plan.table, log: this.opts.log, onChange: () => void this.checkGuard() });
   }
 
-  private indexDoors(doors: readonly DoorConfig[]): void {
-    this.doorIndex = new Map(doors.map((d, i) => [d, i]));
-    this.nameIndex = new Map();
-    doors.forEach((d, i) => this.nameIndex.has(d.name) || this.nameIndex.set(d.name, i));
+  /** Compares the table with the plan and restores it when something is missing or changed; coalesced. */
+  private checkGuard(): Promise<void> {
+    if (this.guardCheck) {
+      this.guardRecheck = true;
+      return this.guardCheck;
+    }
+    this.guardCheck = (async () => {
+      do {
+        this.guardRecheck = false;
+        try {
+          await this.locked(async () => {
+            // the watch was stopped meanwhile (close, or a failed first start removing the table)
+            if (this.closed || !this.guard || !this.owns) return;
+            const { damage, items } = await this.guardDamage();
+            if (damage.length === 0) return;
+            this.opts.log(`nft: WARNING: the knockd-fast guard was tampered with (${damage.join('; ')}); restoring table inet ${this.plan.table}`);
+            this.opts.onGuardRestored?.(damage);
+            await this.install({ items });
+            this.opts.log(`nft: table inet ${this.plan.table} restored; sources whose elements were deleted must knock again`);
+          });
+        } catch (err) {
+          this.opts.log(`nft: WARNING: checking or restoring table inet ${this.plan.table} failed: ${(err as Error).message}`);
+        }
+      } while (this.guardRecheck && !this.closed);
+      this.guardCheck = undefined;
+    })();
+    return this.guardCheck;
   }
 
-  private async install(): Promise<void> {
+  /** What differs between the table in the kernel and the plan: missing table, sets, chains, rule counts. */
+  private async guardDamage(): Promise<{ damage: string[]; items: object[] | undefined }> {
+    const t = this.plan.table;
+    const items = await listTable(this.opts, 'inet', t);
+    if (!items) return { damage: [`table inet ${t} deleted`], items };
+    const sets = new Set<string>();
+    const rules = new Map<string, number>();
+    for (const item of items as { set?: { name: string }; chain?: { name: string }; rule?: { chain: string } }[]) {
+      if (item.set) sets.add(item.set.name);
+      if (item.chain) rules.set(item.chain.name, rules.get(item.chain.name) ?? 0);
+      if (item.rule) rules.set(item.rule.chain, (rules.get(item.rule.chain) ?? 0) + 1);
+    }
+    const damage: string[] = [];
+    for (const set of plannedSets(this.plan)) if (!sets.has(set)) damage.push(`set ${set} deleted`);
+    for (const [chain, count] of plannedChains(this.plan)) {
+      const found = rules.get(chain);
+      if (found === undefined) damage.push(`chain ${chain} deleted`);
+      else if (found !== count) damage.push(`chain ${chain} has ${found} rule(s) instead of ${count}`);
+    }
+    return { damage, items };
+  }
+
+  // ------------------------------------------------------------ ruleset
+
+  /** Installs the plan; `known`: the table as just listed (items undefined: it does not exist), saving a listing. */
+  private async install(known?: { items: object[] | undefined }): Promise<void> {
     const t = `inet ${this.plan.table}`;
     let script = nftInstallScript(this.plan);
     // drop sets and chains of doors and hooks that are gone from the config
-    const listed = await listTable(this.opts, 'inet', this.plan.table);
+    const listed = known ? known.items : await listTable(this.opts, 'inet', this.plan.table);
     if (listed) {
       const sets = plannedSets(this.plan);
       const hooks = new Set<string>(this.plan.guards.map((g) => g.hook));
@@ -149,29 +293,46 @@ export class NftBackend {
     throw new NftError(`${name}: the set holds ${JSON.stringify(set.type)}; knockd-fast adds addresses (ipv4_addr or ipv6_addr)`);
   }
 
-  /**
-   * Opens the door for the source for the grant's timeoutMs, by default the door's Open_Timeout (refreshing
-   * an open one). Resolves true once
-   * the element is installed, false if it was not (door without nft action, wrong family, window over).
-   * Never rejects.
-   */
+  // ------------------------------------------------------------ grants
+
+  /** Opens the door for the source for the grant's timeoutMs, by default the door's Open_Timeout (refreshing
+   * an open one); see openDoor. */
   grant(g: Grant): Promise<boolean> {
-    const index = this.doorIndex.get(g.door) ?? this.nameIndex.get(g.door.name);
-    const set = index === undefined ? undefined : this.plan.doorSets[index].find((s) => s.family === g.family);
-    if (!set || this.closed) return Promise.resolve(false);
-    if (!set.owned && this.external.get(setKey(set.ref))?.family !== g.family) {
+    return this.openDoor(g.door, g.family, g.source, (g.timeoutMs ?? g.door.openTimeout * 1000) / 1000);
+  }
+
+  /**
+   * Adds `address` to the door's set for `timeoutSeconds` (an element already there gets the new timeout).
+   * `door` is a DoorConfig of any config given to the backend, or a door name of the running config.
+   * Resolves true once the element is in the kernel, false (with a log line saying why) if it is not: no
+   * such door, a door without Open/NftSet, an operator set of the other family, the window over before
+   * nftables accepted it, the backend closed. Never rejects.
+   */
+  openDoor(door: DoorConfig | string, family: 4 | 6, address: string, timeoutSeconds: number): Promise<boolean> {
+    const name = typeof door === 'string' ? door : door.name;
+    const not = (why: string) => {
+      this.opts.log(`${name}: no nftables element for ${address}: ${why}`);
+      return Promise.resolve(false);
+    };
+    if (this.closed) return not('the nftables backend is shut down');
+    const sets = this.setsOf(door);
+    if (!sets) return not('the door is not in the running config (it was removed or renamed by a reload)');
+    const set = sets.find((s) => s.family === family);
+    if (!set) return not('the door has no Open or NftSet in the running config');
+    if (!set.owned && this.external.get(setKey(set.ref))?.family !== family) {
       const r = set.ref;
-      this.opts.log(`${g.door.name}: NftSet ${r.family} ${r.table} ${r.set} holds IPv${g.family === 4 ? 6 : 4} addresses; not adding ${g.source}`);
+      this.opts.log(`${name}: NftSet ${r.family} ${r.table} ${r.set} holds IPv${family === 4 ? 6 : 4} addresses; not adding ${address}`);
       return Promise.resolve(false);
     }
+    if (!(timeoutSeconds > 0)) return not(`the timeout ${timeoutSeconds} s is not positive`);
     return new Promise((resolve) => {
-      const key = `${setKey(set.ref)} ${g.source}`;
+      const key = `${setKey(set.ref)} ${address}`;
       const existing = this.pending.get(key);
       const element: PendingElement = {
         set,
-        address: g.source,
+        address,
         grantedAt: this.now(),
-        timeoutMs: g.timeoutMs ?? g.door.openTimeout * 1000,
+        timeoutMs: Math.round(timeoutSeconds * 1000),
         retried: false,
         done: existing ? [...existing.done, resolve] : [resolve],
       };
@@ -243,7 +404,7 @@ export class NftBackend {
     if (failure.missing) {
       this.opts.log(`nft: a set of knockd-fast is gone (${firstLine(failure.message)}); re-installing table inet ${this.plan.table}`);
       try {
-        await this.install();
+        await this.locked(() => this.install());
         return; // retried at once by the caller
       } catch (err) {
         this.opts.log(`nft: re-install failed: ${(err as Error).message}`);
@@ -276,6 +437,8 @@ export class NftBackend {
     this.closing = true;
     if (this.started) await this.flush();
     this.closed = true;
+    this.guard?.close();
+    this.guard = undefined;
     this.writer?.close();
     this.writer = undefined;
   }

@@ -26,7 +26,7 @@ export interface NftTableOptions extends NftRunner {
   table?: string;
 }
 
-function nftArgv(runner: NftRunner): string[] {
+export function nftArgv(runner: NftRunner): string[] {
   return runner.netns ? ['ip', 'netns', 'exec', runner.netns, 'nft'] : ['nft'];
 }
 
@@ -35,9 +35,9 @@ export interface RunResult {
   output: string;
 }
 
-/** Runs nft once with `args`, feeding `input` on stdin; stdout and stderr are returned together. */
-export function runNft(runner: NftRunner, args: string[], input?: string): Promise<RunResult> {
-  const argv = nftArgv(runner);
+/** Runs nft once with `args` (through `argv`, which ends in nft), feeding `input` on stdin; stdout and stderr
+ * are returned together. */
+export function runNft(runner: NftRunner, args: string[], input?: string, argv = nftArgv(runner)): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0], [...argv.slice(1), ...args], {
       env: runner.env ?? process.env,
@@ -108,6 +108,49 @@ export async function setsMissing(runner: NftRunner, refs: readonly NftSetRef[])
     if (group.some((r) => !names.has(r.set))) return true;
   }
   return false;
+}
+
+/** The result of checking a script with `nft -c`: accepted, refused (nft's message), or not checked (why). */
+export type NftCheck = { outcome: 'accepted'; where: string } | { outcome: 'refused'; where: string; output: string } | { outcome: 'not checked'; why: string };
+
+/** `unshare` runs nft in a network namespace of its own (and, without root, a user namespace in which it has
+ * CAP_NET_ADMIN), so the check needs no privilege and does not depend on the live ruleset. */
+function privateNamespace(): string[] {
+  return ['unshare', ...(process.getuid?.() === 0 ? [] : ['--user', '--map-root-user']), '--net', 'nft'];
+}
+
+/**
+ * Checks `script` with `nft -c` (the kernel validates the transaction and nothing is committed): in a private
+ * network namespace when unshare can make one, else in the current one. nft's answer is trusted only once
+ * `nft list tables` has worked in the same place, so a missing privilege is "not checked", never "refused".
+ */
+export async function checkScript(script: string, env: NodeJS.ProcessEnv = process.env): Promise<NftCheck> {
+  try {
+    await checkNft({ env });
+  } catch (err) {
+    return { outcome: 'not checked', why: firstLine((err as Error).message) };
+  }
+  const places: [string, string[]][] = [
+    ['a private network namespace', privateNamespace()],
+    ['the current network namespace', ['nft']],
+  ];
+  let why = '';
+  for (const [where, argv] of places) {
+    let probe: RunResult;
+    try {
+      probe = await runNft({ env }, ['list', 'tables'], undefined, argv);
+    } catch (err) {
+      why = (err as Error).message;
+      continue;
+    }
+    if (probe.code !== 0) {
+      why = `${argv.join(' ')} list tables: ${firstLine(probe.output.trim())}`;
+      continue;
+    }
+    const result = await runNft({ env }, ['-c', '-f', '-'], script, argv);
+    return result.code === 0 ? { outcome: 'accepted', where } : { outcome: 'refused', where, output: result.output.trim() };
+  }
+  return { outcome: 'not checked', why };
 }
 
 // `describe` is answered by nft without touching the kernel; its output marks the end of a command's output

@@ -24,6 +24,10 @@ export interface NftPlan {
   table: string;
   /** per door (index as in the config), its sets; empty for doors without Open/NftSet */
   doorSets: DoorSet[][];
+  /** per door (index as in the config), a key that names the same door in the next config (SIGHUP): the set
+   * stem for Open doors (name plus a counter for repeated names), the door name and set for NftSet doors;
+   * '' for doors without Open/NftSet */
+  doorKeys: string[];
   guards: GuardPlan[];
 }
 
@@ -41,16 +45,23 @@ export function planNft(doors: readonly DoorConfig[], table = 'knockd_fast'): Nf
   checkTableName(table);
   const used = new Set<string>();
   const guards: GuardPlan[] = [];
+  const doorKeys: string[] = [];
   const doorSets = doors.map((door): DoorSet[] => {
     if (door.nftSet) {
+      const r = door.nftSet;
+      doorKeys.push(`${door.name} -> ${r.family} ${r.table} ${r.set}`);
       // the family of an operator's set is learned at install time; both candidates point at the same set
       return [4, 6].map((family) => ({ door: door.name, family: family as 4 | 6, ref: door.nftSet!, owned: false }));
     }
-    if (door.open.length === 0) return [];
+    if (door.open.length === 0) {
+      doorKeys.push('');
+      return [];
+    }
     const base = `d_${door.name.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 200)}`;
     let stem = base;
     for (let n = 2; used.has(stem); n++) stem = `${base}_${n}`;
     used.add(stem);
+    doorKeys.push(stem);
     const v4 = `${stem}_v4`;
     const v6 = `${stem}_v6`;
     for (const proto of ['tcp', 'udp'] as const) {
@@ -62,13 +73,36 @@ export function planNft(doors: readonly DoorConfig[], table = 'knockd_fast'): Nf
       { door: door.name, family: 6, ref: { family: 'inet', table, set: v6 }, owned: true },
     ];
   });
-  return { table, doorSets, guards };
+  return { table, doorSets, doorKeys, guards };
 }
 
 const HOOK_PRIORITY = 'priority filter - 10';
 
+/** nft refuses a comment longer than this many bytes (NFTNL_UDATA_COMMENT_MAXLEN; UTF-8, not characters). */
+const NFT_COMMENT_MAX_BYTES = 128;
+
+/** The set's comment, cut to NFT_COMMENT_MAX_BYTES of UTF-8 at a character boundary. */
 function comment(door: string): string {
-  return `knockd-fast door ${door}`.replace(/["\\\n]/g, "'").slice(0, 120);
+  let text = '';
+  let bytes = 0;
+  for (const ch of `knockd-fast door ${door}`.replace(/["\\\n]/g, "'")) {
+    bytes += Buffer.byteLength(ch);
+    if (bytes > NFT_COMMENT_MAX_BYTES) break;
+    text += ch;
+  }
+  return text;
+}
+
+/** The base chains the plan installs (one per hook that guards a port), with the number of rules in each. */
+export function plannedChains(plan: NftPlan): Map<string, number> {
+  const chains = new Map<string, number>();
+  for (const hook of ['input', 'forward'] as const) {
+    const guards = plan.guards.filter((g) => g.hook === hook);
+    if (guards.length === 0) continue;
+    // as nftInstallScript writes them: established, two accepts per guard, one drop per protocol
+    chains.set(hook, 1 + 2 * guards.length + new Set(guards.map((g) => g.proto)).size);
+  }
+  return chains;
 }
 
 /** The sets of the knockd-fast table that the plan installs. */
