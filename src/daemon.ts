@@ -4,7 +4,7 @@
 import { fork } from 'node:child_process';
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { CommandBackend } from './actions/commands.js';
 import { NftBackend } from './actions/nft.js';
 import { strerror } from './config/lexical.js';
@@ -21,6 +21,8 @@ import { compileProgram, type CompiledProgram } from './config/program.js';
 import { DEFAULT_STATE_FILE, loadState } from './control/state.js';
 import { FleetLinkImpl } from './fleet/link.js';
 import { VERSION } from './cli.js';
+import { ReplayCache, SPA_REPLAY_FILE_NAME } from './spa/replay-cache.js';
+import { SpaGate } from './spa/gate.js';
 
 // ------------------------------------------------------------------------------------------ pid file
 
@@ -106,6 +108,8 @@ export interface DaemonSettings {
   logFormat: LogFormat;
   metrics?: string;
   stateFile: string;
+  /** the SPA replay cache, next to the state file */
+  spaReplayFile: string;
   threads: number;
 }
 
@@ -122,6 +126,7 @@ export function settingsFrom(args: DaemonArgs, config: KnockdConfig, cwd = proce
     logFormat: args.logFormat ?? o.logFormat ?? 'knockd',
     metrics: args.metrics ?? o.metricsListen,
     stateFile: resolve(cwd, args.stateFile ?? o.stateFile ?? DEFAULT_STATE_FILE),
+    spaReplayFile: join(dirname(resolve(cwd, args.stateFile ?? o.stateFile ?? DEFAULT_STATE_FILE)), SPA_REPLAY_FILE_NAME),
     threads: args.threads ?? o.threads ?? cpus().length,
   };
 }
@@ -216,6 +221,7 @@ export class Daemon {
   private readonly commands: CommandBackend;
   private nft: NftBackend | undefined;
   private fleet: FleetLinkImpl | undefined;
+  private spaCache: ReplayCache | undefined;
   private metrics: Metrics | undefined;
   private engine: CaptureEngineLike | undefined;
   private pidFileWritten = false;
@@ -315,6 +321,7 @@ export class Daemon {
     this.controller.attach({ nft: this.nft });
     // the fleet connects in the background: with the store down the daemon starts local-only and retries
     if (this.config.options.fleet) this.startFleet(this.config);
+    this.openSpa(this.config);
     this.debug(`log file ${s.logFile ?? '(none)'}, state file ${s.stateFile}, ${s.threads} capture thread(s), ${this.args.matcher ?? 'native'} matcher`);
     const readAddresses = this.hooks.readAddresses ?? interfaceAddresses;
     const addresses = readAddresses(s.interfaces, !!this.args.onlyIpV4);
@@ -357,6 +364,7 @@ export class Daemon {
       await this.nft?.close();
       this.commands.close();
       await this.controller.close();
+      this.spaCache?.flush();
       await this.metrics?.close();
     } catch (err) {
       problems.push(`error during shutdown: ${(err as Error).message}`);
@@ -403,6 +411,7 @@ export class Daemon {
         this.nft = this.newNft(next);
         await this.nft.start();
       }
+      this.openSpa(next);
       this.config = next;
       this.controller.resetSequences();
       this.controller.attach({ nft: this.nft });
@@ -466,6 +475,13 @@ export class Daemon {
       this.fleet = undefined;
     }
     if (f) this.startFleet(next);
+  }
+
+  /** The first SPA door brings the replay cache (read from its file: a corrupt file stops the start). */
+  private openSpa(config: KnockdConfig): void {
+    if (this.spaCache || !config.doors.some((d) => d.spa)) return;
+    this.spaCache = new ReplayCache(this.settings.spaReplayFile, (m) => this.log.log(m));
+    this.controller.attach({ spa: new SpaGate(this.spaCache) });
   }
 
   private newNft(config: KnockdConfig): NftBackend {

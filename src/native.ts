@@ -3,8 +3,10 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { EVENT_RECORD_SIZE } from './capture/events.js';
+import { EVENT_RECORD_SIZE, EventKind, FailReason } from './capture/events.js';
 import { PROTO_ICMP } from './config/program.js';
+import { STAT_NAMES } from './match/matcher-api.js';
+import { SPA_MAX_PAYLOAD, SPA_MIN_PAYLOAD } from './spa/packet.js';
 
 export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 /** the package's version, for -V of both commands */
@@ -15,7 +17,7 @@ export interface NativeMatcherHandle {
   load(program: Uint32Array): void;
   feed(data: Uint8Array, offsets: Uint32Array, timestampsUs: Float64Array, linkTypes: Uint16Array): Uint8Array;
   tick(nowUs: number): Uint8Array;
-  /** fills the 13 counters of docs/MATCHER.md §8 */
+  /** fills the counters of docs/MATCHER.md §8 (STAT_COUNT of them) */
   stats(out: Float64Array): void;
 }
 
@@ -94,6 +96,11 @@ export interface Binding {
   /** one ICMP echo request with payloadBytes of payload through a ping socket (native/core/echo_request.h);
    * addresses are 16 bytes (IPv4 in bytes 0-3); throws an Error with code, errno and syscall */
   sendEchoRequest(family: 4 | 6, destination: Uint8Array, source: Uint8Array | null, payloadBytes: number): void;
+  EVENT_KIND_SPA: number;
+  FAIL_REASON_SPA_AUTH: number;
+  SPA_MIN_PAYLOAD: number;
+  SPA_MAX_PAYLOAD: number;
+  STAT_COUNT: number;
   Engine: EngineClass;
   NativeMatcher: new (shard?: number) => NativeMatcherHandle;
   /** opens the socket, in the network namespace at netnsPath when given; throws an Error with code and errno */
@@ -137,6 +144,11 @@ function checkConstants(binding: Binding): void {
   const expected: [keyof Binding, number][] = [
     ['EVENT_RECORD_SIZE', EVENT_RECORD_SIZE],
     ['PROTO_ICMP', PROTO_ICMP],
+    ['EVENT_KIND_SPA', EventKind.SPA],
+    ['FAIL_REASON_SPA_AUTH', FailReason.SPA_AUTH],
+    ['SPA_MIN_PAYLOAD', SPA_MIN_PAYLOAD],
+    ['SPA_MAX_PAYLOAD', SPA_MAX_PAYLOAD],
+    ['STAT_COUNT', STAT_NAMES.length],
   ];
   for (const [name, value] of expected) {
     if (binding[name] !== value) {

@@ -14,10 +14,21 @@ import type { CompileOptions } from '../src/config/program.js';
 import { derivedDoor, derivedTrace, range } from './helpers/derived.js';
 import { CONFIGS, compile, config, door } from './helpers/doors.js';
 import { knockFrame, randomTrace, rng, TCP } from './helpers/packets.js';
+import { keyGen, payloadPool, spaDoor, withSpaFrames } from './helpers/spa.js';
 
 const TRACES = Number(process.env.KNOCKD_PARITY_TRACES ?? 2000);
 const DERIVED_TRACES = Number(process.env.KNOCKD_PARITY_DERIVED_TRACES ?? 500);
 const FIRST_SEED = Number(process.env.KNOCKD_PARITY_SEED ?? 1);
+const SPA_TRACES = Number(process.env.KNOCKD_PARITY_SPA_TRACES ?? 300);
+
+/** SPA doors (two key sets, one port) next to knock doors; payloads from the stock client, made once. */
+const SPA_KEYS = [keyGen(), keyGen()];
+const SPA_POOL = payloadPool(SPA_KEYS);
+const SPA_CONFIG_CHOICES: (() => KnockdConfig)[] = [
+  () => config([spaDoor('P', SPA_KEYS[0]), door('A', '7000,8000,9000', { seqTimeout: 5 }), door('U', '62201:udp,7000', { seqTimeout: 3 })]),
+  () => config([door('A', '7000,8000', { seqTimeout: 2 }), spaDoor('P', SPA_KEYS[1]), spaDoor('Q', SPA_KEYS[0])]),
+  () => config([spaDoor('Q', SPA_KEYS[0], {}, undefined, { target: 'fd00::2', targetAddress: { family: 6, bytes: Uint8Array.of(0xfd, ...new Array(14).fill(0), 2) } }), door('C', '5000,6000', { seqTimeout: 4 })]),
+];
 
 /** Configs that stress cohorts, flags, protocols, targets, duplicates and timeouts at ≤ 0 s. */
 const CONFIG_CHOICES: (() => KnockdConfig)[] = [
@@ -116,14 +127,14 @@ function compareBatch(seed: number, step: string, ts: Uint8Array, native: Uint8A
 /** Evictions over all traces run so far, to check that both kinds of victim (§4.1) were compared. */
 const evictions = { stage1: 0, progressed: 0 };
 
-function runSeed(seed: number, withDerived = false): number {
+function runSeed(seed: number, kind: 'knock' | 'derived' | 'spa' = 'knock'): number {
   const rand = rng(seed * 7919);
-  const choices = withDerived ? DERIVED_CONFIG_CHOICES : CONFIG_CHOICES;
+  const choices = kind === 'derived' ? DERIVED_CONFIG_CHOICES : kind === 'spa' ? SPA_CONFIG_CHOICES : CONFIG_CHOICES;
   const first = scenario(rand, choices);
-  const doors: DoorConfig[] = first.cfg.doors;
+  const doors: DoorConfig[] = first.cfg.doors.filter((d) => !d.spa);
   const packets = 100 + Math.floor(rand() * 300);
   const sources = 4 + Math.floor(rand() * 40);
-  const frames = withDerived
+  const trace = kind === 'derived'
     ? derivedTrace({ seed, packets, doors, sources })
     : randomTrace({
         seed,
@@ -133,6 +144,7 @@ function runSeed(seed: number, withDerived = false): number {
         floodChance: rand() < 0.3 ? 0.02 : 0,
         floodSize: 4 + Math.floor(rand() * 40),
       });
+  const frames = kind === 'spa' ? withSpaFrames(trace, SPA_POOL, rand, 20 + Math.floor(rand() * 60)) : trace;
   const matchers: [Matcher, Matcher] = [new TsMatcher(), new NativeMatcher()];
   const program = compile(first.cfg, { ...first.opts, generation: 1 }).words;
   for (const m of matchers) m.load(program);
@@ -177,8 +189,14 @@ test(`TsMatcher and NativeMatcher agree on ${TRACES} seeded random traces`, () =
 
 test(`TsMatcher and NativeMatcher agree on ${DERIVED_TRACES} seeded random traces with derived doors`, () => {
   let events = 0;
-  for (let seed = FIRST_SEED; seed < FIRST_SEED + DERIVED_TRACES; seed++) events += runSeed(seed, true);
+  for (let seed = FIRST_SEED; seed < FIRST_SEED + DERIVED_TRACES; seed++) events += runSeed(seed, 'derived');
   assert.ok(events > DERIVED_TRACES, `the traces produced too few events (${events}) to compare anything`);
+});
+
+test(`TsMatcher and NativeMatcher agree on ${SPA_TRACES} seeded random traces with SPA packets`, () => {
+  let events = 0;
+  for (let seed = FIRST_SEED; seed < FIRST_SEED + SPA_TRACES; seed++) events += runSeed(seed, 'spa');
+  assert.ok(events > SPA_TRACES, `the traces produced too few events (${events}) to compare anything`);
 });
 
 /** Thousands of sources with attempts in flight at once, as on a busy gateway: the TS matcher's record

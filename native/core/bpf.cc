@@ -2,6 +2,7 @@
 // check, so "admitted by the kernel" and "counted visible by the matcher" are the same set of frames
 // (test/bpf.test.ts runs this code in a cBPF interpreter against the matcher to prove it).
 #include "bpf.h"
+#include "spa.h"
 
 #include <linux/if_packet.h>
 
@@ -576,6 +577,7 @@ class FilterBuilder {
     a_.jump(kJeq, kProtoUdp, is_udp, is_icmp);
     for (auto [label, set] : {std::pair{is_udp, &udp}, std::pair{is_icmp, &icmp}}) {
       a_.bind(label);
+      if (label == is_udp) emit_spa(doors);
       if (precision_ == Precision::kAnyPort) {
         if (set->empty()) a_.jump_to(on_false);
         else a_.jump_to(accept_);
@@ -610,6 +612,25 @@ class FilterBuilder {
       a_.bind(next_rule);
     }
     a_.jump_to(on_false);
+  }
+
+  // UDP to an SPA door's port with a payload length fwknop produces (spa.h): accept; else fall through.
+  void emit_spa(const std::vector<const Door*>& doors) {
+    std::vector<uint32_t> ports;
+    for (const Door* d : doors)
+      if (d->is_spa()) ports.push_back(d->spa.port);
+    std::sort(ports.begin(), ports.end());
+    ports.erase(std::unique(ports.begin(), ports.end()), ports.end());
+    if (ports.empty()) return;
+    int port_ok = a_.label(), not_spa = a_.label(), long_enough = a_.label();
+    a_.op(kLdMem, kMemPort);
+    emit_member(a_, ports, 0, ports.size(), port_ok, not_spa);
+    a_.bind(port_ok);
+    emit_mem_diff(kMemEnd, kMemL4);  // UDP header + payload
+    a_.jump(kJge, 8 + kSpaMinPayload, long_enough, not_spa);
+    a_.bind(long_enough);
+    a_.jump(kJgt, 8 + kSpaMaxPayload, not_spa, accept_);
+    a_.bind(not_spa);
   }
 
   // The packet is parsed: accept if some accepting group of its destination has a door that sees it.

@@ -134,12 +134,15 @@ HmacSha256Key::HmacSha256Key(const uint8_t* key, size_t key_len) {
   std::memcpy(outer_, outer.h, sizeof outer_);
 }
 
-void HmacSha256Key::mac(const uint8_t* msg, size_t msg_len, uint8_t out[32]) const {
+void HmacSha256Key::mac(const uint8_t* msg, size_t msg_len, uint8_t out[32]) const { mac2(msg, msg_len, nullptr, 0, out); }
+
+void HmacSha256Key::mac2(const uint8_t* a, size_t a_len, const uint8_t* b, size_t b_len, uint8_t out[32]) const {
   uint8_t inner_digest[32];
   Sha256 inner;
   std::memcpy(inner.h, inner_, sizeof inner_);
   inner.total = 64;
-  inner.update(msg, msg_len);
+  inner.update(a, a_len);
+  if (b_len > 0) inner.update(b, b_len);
   inner.finish(inner_digest);
   Sha256 outer;
   std::memcpy(outer.h, outer_, sizeof outer_);

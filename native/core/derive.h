@@ -26,6 +26,8 @@ class HmacSha256Key {
   HmacSha256Key() = default;
   HmacSha256Key(const uint8_t* key, size_t key_len);
   void mac(const uint8_t* msg, size_t msg_len, uint8_t out[32]) const;
+  // The MAC of the concatenation a ‖ b (SPA: a fixed prefix, then the packet), without copying.
+  void mac2(const uint8_t* a, size_t a_len, const uint8_t* b, size_t b_len, uint8_t out[32]) const;
 
  private:
   uint32_t inner_[8] = {}, outer_[8] = {};

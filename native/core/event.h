@@ -6,8 +6,10 @@
 
 namespace knockd {
 
-enum EventKind : uint8_t { kEventStage = 1, kEventCompleted = 2, kEventFailed = 3, kEventSuppressed = 4, kEventError = 5 };
-enum FailReason : uint8_t { kFailTimeout = 1, kFailWrongPort = 2, kFailEvicted = 3 };
+// kEventSpa: an authenticated SPA packet; count = its payload bytes, which follow in the next
+// ceil(count / 40) records (raw bytes, zero-padded; docs/SPA.md §4).
+enum EventKind : uint8_t { kEventStage = 1, kEventCompleted = 2, kEventFailed = 3, kEventSuppressed = 4, kEventError = 5, kEventSpa = 6 };
+enum FailReason : uint8_t { kFailTimeout = 1, kFailWrongPort = 2, kFailEvicted = 3, kFailSpaAuth = 4 };
 
 struct EventRecord {
   uint8_t kind;

@@ -4,6 +4,7 @@
 // (stage-1 and progressed, §4.1), all intrusive doubly linked lists through the records. Nothing here allocates per packet except the
 // caller's event vector, which the caller reserves.
 #include "matcher.h"
+#include "spa.h"
 
 #include <algorithm>
 #include <sys/mman.h>
@@ -539,6 +540,37 @@ class MatchCall {
 
   static constexpr size_t kNoHome = SIZE_MAX;
 
+  // The SPA step (spa.h): true when the packet was an SPA candidate and is dealt with (an SPA event with
+  // its payload, or a budgeted FAILED/SPA_AUTH); false sends it on to knock matching.
+  bool spa(const Packet& p) {
+    if (p.proto != kProtoUdp || !spa_candidate_length(p.payload_len)) return false;
+    if (p.family == 6 && (prog_.flags & kFlagIgnoreIpv6)) return false;
+    uint8_t groups[kMaxTargets + 1];
+    const size_t n_groups = accepting(p, groups);
+    const int32_t door = spa_authentic_door(prog_, groups, n_groups, p.dport, p.payload, p.payload_len);
+    if (door == kNoSpaDoor) return false;
+    if (door >= 0) {
+      stats_[kStatSpaAccepted]++;
+      push(kEventSpa, 0, p.family, 0, uint16_t(door), p.src, st_.now).count = p.payload_len;
+      const size_t records = (p.payload_len + sizeof(EventRecord) - 1) / sizeof(EventRecord);
+      const size_t at = out_.size();
+      out_.resize(at + records);
+      uint8_t* bytes = reinterpret_cast<uint8_t*>(out_.data() + at);
+      std::memcpy(bytes, p.payload, p.payload_len);
+      std::memset(bytes + p.payload_len, 0, records * sizeof(EventRecord) - p.payload_len);
+      return true;
+    }
+    stats_[kStatSpaRejected]++;
+    if (prog_.event_budget != 0 && st_.used >= prog_.event_budget) {
+      st_.suppressed++;
+      stats_[kStatSuppressed]++;
+    } else {
+      st_.used++;
+      push(kEventFailed, kFailSpaAuth, p.family, 0, uint16_t(-1 - door), p.src, st_.now);
+    }
+    return true;
+  }
+
   // §4 steps 3-6 for one parsed packet and its target().
   void match(const Packet& p, const Target& t) {
     const size_t n_groups = t.n_groups;
@@ -953,7 +985,7 @@ void Matcher::feed_batch(const FrameView* frames, size_t n, std::vector<EventRec
         stats_[kStatNotKnock]++;
         break;
       case ParseResult::kKnock:
-        call.match(a.packet, a.target);
+        if (program_->spa_doors.empty() || !call.spa(a.packet)) call.match(a.packet, a.target);
         break;
     }
   }
@@ -969,6 +1001,10 @@ void Matcher::feed_packet(const Packet& packet, int64_t ts_us, std::vector<Event
   MatchCall step(*state_, *program_, stats_, shard_, out);
   step.set_time(ts_us);
   stats_[kStatFrames]++;
+  if (!program_->spa_doors.empty() && step.spa(packet)) {
+    stats_[kStatTracked] = state_->count;
+    return;
+  }
   MatchCall::Target target;
   step.target(packet, target);
   step.match(packet, target);

@@ -26,6 +26,8 @@ enum Stat : size_t {
   kStatSuppressed,
   kStatEvictedProgressed,
   kStatTracked,
+  kStatSpaAccepted,
+  kStatSpaRejected,
   kStatCount
 };
 using Stats = std::array<uint64_t, kStatCount>;

@@ -1,6 +1,7 @@
 // Frame parsing (docs/MATCHER.md §3). Every read is preceded by a check that it fits in the frame.
 #include "packet.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace knockd {
@@ -32,9 +33,14 @@ ParseResult parse_l4(const uint8_t* l4, size_t avail, size_t declared, uint8_t p
     if (avail < 20) return ParseResult::kMalformed;
     if ((l4[12] >> 4) < 5) return ParseResult::kMalformed;
     out.tcp_flags = l4[13] & 0x3f;
+    const size_t header = std::min(avail, size_t(l4[12] >> 4) * 4);
+    out.payload = l4 + header;
+    out.payload_len = uint32_t(avail - header);
   } else if (proto == 17) {
     if (avail < 8) return ParseResult::kMalformed;
     out.tcp_flags = 0;
+    out.payload = l4 + 8;
+    out.payload_len = uint32_t(avail - 8);
   } else if ((proto == 1 && family == 4) || (proto == 58 && family == 6)) {
     if (avail < 8) return ParseResult::kMalformed;
     if (l4[0] != (family == 4 ? 8 : 128)) return ParseResult::kNotKnock;  // only echo requests knock

@@ -30,6 +30,9 @@ struct Packet {
   uint16_t dport;  // TCP/UDP destination port; ICMP: bytes of echo payload
   uint8_t src[16];  // IPv4 in bytes 0-3, rest zero
   uint8_t dst[16];
+  // the transport payload, inside the frame parsed (valid while the frame is); the SPA step reads it
+  const uint8_t* payload;
+  uint32_t payload_len;
 };
 
 ParseResult parse_frame(const uint8_t* frame, size_t len, uint16_t link_type, Packet& out);

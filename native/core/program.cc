@@ -69,6 +69,25 @@ std::string decode_derived(const uint32_t* w, size_t o, Door& d) {
   return "";
 }
 
+// An SPA door's words after its header: port | UDP << 16, key bytes (1..128), key words big-endian.
+std::string decode_spa(const uint32_t* w, size_t avail, size_t o, Door& d) {
+  if (w[0] < kDoorHeaderWords + kSpaWords || w[0] > avail) return " (SPA) has a bad word count" + at(o);
+  const uint32_t port_word = w[kDoorHeaderWords], key_bytes = w[kDoorHeaderWords + 1];
+  if ((port_word >> 16) != kProtoUdp || (port_word & 0xffff) == 0) return " (SPA) has a bad port word" + at(o + kDoorHeaderWords);
+  if (key_bytes < 1 || key_bytes > 128 || w[0] != kDoorHeaderWords + kSpaWords + (key_bytes + 3) / 4) {
+    return " (SPA) has a bad key length" + at(o + kDoorHeaderWords + 1);
+  }
+  uint8_t key[128];
+  for (uint32_t i = 0; i < key_bytes; i++) key[i] = uint8_t(w[kDoorHeaderWords + kSpaWords + i / 4] >> (24 - 8 * (i % 4)));
+  d.group = w[1];
+  d.fingerprint = w[2];
+  d.options = w[5];
+  d.length = 0;
+  d.spa.port = uint16_t(port_word & 0xffff);
+  d.spa.key = HmacSha256Key(key, key_bytes);
+  return "";
+}
+
 }  // namespace
 
 bool Door::derived_sees(uint8_t proto, uint16_t port, uint8_t tcp_flags) const {
@@ -152,6 +171,16 @@ std::shared_ptr<const Program> Program::decode(const uint32_t* words, size_t n, 
     const uint32_t* w = words + o;
     const uint32_t n_steps = w[6];
     const bool derived = w[5] & kOptDerived;
+    if (w[5] & kOptSpa) {
+      Door d{};
+      std::string wrong = decode_spa(w, n - o, o, d);
+      if (!wrong.empty()) return fail(error, which + wrong);
+      if (w[1] > n_targets) return fail(error, which + " names group " + std::to_string(w[1]) + " beyond the targets" + at(o + 1));
+      p->spa_doors.push_back(uint16_t(i));
+      p->doors.push_back(std::move(d));
+      o += w[0];
+      continue;
+    }
     if (n_steps < 1 || n_steps > kMaxSteps) return fail(error, which + " has " + std::to_string(n_steps) + " steps, not 1..32" + at(o + 6));
     if (!derived && w[0] != kDoorHeaderWords + n_steps) return fail(error, which + " word count does not match its steps" + at(o));
     if (w[0] > n - o) return fail(error, which + " runs past the end of the array" + at(o));
@@ -188,6 +217,10 @@ std::shared_ptr<const Program> Program::decode(const uint32_t* words, size_t n, 
   p->derived_by_group.resize(n_targets + 1);
   for (size_t i = 0; i < p->doors.size(); i++) {
     Door& d = p->doors[i];
+    if (d.is_spa()) {
+      d.cohort = UINT32_MAX;  // no attempts, no cohort
+      continue;
+    }
     if (d.is_derived()) {
       d.cohort = uint32_t(p->cohorts.size());
       d.member = 0;

@@ -15,7 +15,8 @@ namespace knockd {
 constexpr uint32_t kProgramMagic = 0x3150464b;
 constexpr uint32_t kProgramVersion = 1;
 constexpr uint32_t kFlagStageEvents = 1, kFlagAllLocal = 2, kFlagIgnoreIpv6 = 4;
-constexpr uint32_t kOptAllowDuplicates = 1, kOptDerived = 2;
+constexpr uint32_t kOptAllowDuplicates = 1, kOptDerived = 2, kOptSpa = 4;
+constexpr size_t kSpaWords = 2;  // port | proto << 16, HMAC key bytes; then the key (docs/SPA.md §4)
 constexpr size_t kMaxSteps = 32, kMaxCohort = 8;
 constexpr size_t kHeaderWords = 16, kAddressWords = 5, kDoorHeaderWords = 7;
 constexpr size_t kDerivedWords = 4;  // timeStep, protocols, bindSource, keyBytes (MATCHER.md §10)
@@ -58,7 +59,14 @@ struct Door {
     uint32_t range_size;                 // R: ports in all ranges
   } derived{};
 
+  // An SPA door (options & kOptSpa): no steps; the SPA step checks packets to its UDP port.
+  struct Spa {
+    uint16_t port;
+    HmacSha256Key key;
+  } spa{};
+
   bool is_derived() const { return options & kOptDerived; }
+  bool is_spa() const { return options & kOptSpa; }
   bool flags_ok(uint8_t proto, uint8_t tcp_flags) const {
     return proto != kProtoTcp || ((tcp_flags & must_set) == must_set && (tcp_flags & must_clear) == 0);
   }
@@ -97,6 +105,7 @@ struct Program {
   std::vector<uint64_t> step_bits;  // bit step_plane(proto) << 16 | port: some door uses that step
   std::vector<std::vector<uint16_t>> derived_by_group;  // group -> its derived doors in program order
   bool has_derived = false;
+  std::vector<uint16_t> spa_doors;  // program order
 
   static uint64_t group_step_key(uint32_t group, uint32_t step) { return uint64_t(group) << 32 | step; }
 

@@ -179,7 +179,7 @@ export class CommandBackend implements CommandActions {
       this.drop(door.name, reason);
       return undefined;
     }
-    const pending: PendingStop | undefined = stop === undefined ? undefined : { door: door.name, source, family, dueMs: this.now() + door.cmdTimeout * 1000, command: stop };
+    const pending: PendingStop | undefined = stop === undefined ? undefined : { door: door.name, source, family, dueMs: this.now() + (grant.timeoutMs ?? door.cmdTimeout * 1000), command: stop };
     if (pending) this.countOpen(pending, 1);
     const finished = this.enqueueStart(door.name, source, start, pending);
     if (!pending) return undefined;

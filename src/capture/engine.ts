@@ -24,7 +24,7 @@
 // gets ceil(MaxTracked / threads) records.
 import { availableParallelism, constants as osConstants, networkInterfaces } from 'node:os';
 import { parseAddress, type Address } from '../address.js';
-import { EVENT_RECORD_SIZE, EventKind } from './events.js';
+import { EVENT_RECORD_SIZE, EventKind, recordsOf } from './events.js';
 import { captureHint, fromNativeError, KnockdError } from '../errors.js';
 import { TsMatcher } from '../match/matcher.js';
 import { STAT_NAMES, type MatcherStats } from '../match/matcher-api.js';
@@ -304,20 +304,22 @@ export class CaptureEngine {
     }
     if (!events) return;
     let errors = 0;
-    for (let o = 0; o < events.length; o += EVENT_RECORD_SIZE) if (events[o] === EventKind.ERROR) errors++;
+    for (let o = 0; o < events.length; o += recordsOf(events, o) * EVENT_RECORD_SIZE) if (events[o] === EventKind.ERROR) errors++;
     if (errors === 0) {
       this.opts.onEvents(events);
       return;
     }
     const kept = new Uint8Array(events.length - errors * EVENT_RECORD_SIZE);
     let k = 0;
-    for (let o = 0; o < events.length; o += EVENT_RECORD_SIZE) {
-      const rec = events.subarray(o, o + EVENT_RECORD_SIZE);
+    for (let o = 0; o < events.length; ) {
+      const span = recordsOf(events, o) * EVENT_RECORD_SIZE;
+      const rec = events.subarray(o, o + span);
       if (rec[0] === EventKind.ERROR) this.onErrorRecord(rec);
       else {
         kept.set(rec, k);
-        k += EVENT_RECORD_SIZE;
+        k += span;
       }
+      o += span;
     }
     if (kept.length > 0) this.opts.onEvents(kept);
   }

@@ -3,14 +3,22 @@ import { formatAddress } from '../address.js';
 
 export const EVENT_RECORD_SIZE = 40;
 
-export const EventKind = { STAGE: 1, COMPLETED: 2, FAILED: 3, SUPPRESSED: 4, ERROR: 5 } as const;
-export const FailReason = { TIMEOUT: 1, WRONG_PORT: 2, EVICTED: 3 } as const;
+export const EventKind = { STAGE: 1, COMPLETED: 2, FAILED: 3, SUPPRESSED: 4, ERROR: 5, SPA: 6 } as const;
+export const FailReason = { TIMEOUT: 1, WRONG_PORT: 2, EVICTED: 3, SPA_AUTH: 4 } as const;
+
+/** Records an event takes: an SPA record (count = payload bytes) is followed by its payload, zero-padded
+ * to whole records; every other kind is one record. */
+export function recordsOf(batch: Uint8Array, o: number): number {
+  if (batch[o] !== EventKind.SPA) return 1;
+  const count = batch[o + 12] | (batch[o + 13] << 8) | (batch[o + 14] << 16) | (batch[o + 15] << 24);
+  return 1 + Math.ceil((count >>> 0) / EVENT_RECORD_SIZE);
+}
 
 export type KnockEvent =
   | { kind: 'stage' | 'completed'; door: number; generation: number; shard: number; family: 4 | 6; source: string; stage: number; timeUs: number }
   | {
       kind: 'failed';
-      reason: 'timeout' | 'wrong_port' | 'evicted';
+      reason: 'timeout' | 'wrong_port' | 'evicted' | 'spa_auth';
       door: number;
       generation: number;
       shard: number;
@@ -19,10 +27,11 @@ export type KnockEvent =
       stage: number;
       timeUs: number;
     }
+  | { kind: 'spa'; door: number; generation: number; shard: number; family: 4 | 6; source: string; payload: Uint8Array; timeUs: number }
   | { kind: 'suppressed'; count: number; shard: number; generation: number; timeUs: number }
   | { kind: 'error'; code: number; errno: number; shard: number; generation: number; timeUs: number };
 
-const REASONS = ['', 'timeout', 'wrong_port', 'evicted'] as const;
+const REASONS = ['', 'timeout', 'wrong_port', 'evicted', 'spa_auth'] as const;
 
 export function decodeEvents(batch: Uint8Array): KnockEvent[] {
   if (batch.byteLength % EVENT_RECORD_SIZE !== 0) {
@@ -30,7 +39,7 @@ export function decodeEvents(batch: Uint8Array): KnockEvent[] {
   }
   const view = new DataView(batch.buffer, batch.byteOffset, batch.byteLength);
   const out: KnockEvent[] = [];
-  for (let o = 0; o < batch.byteLength; o += EVENT_RECORD_SIZE) {
+  for (let o = 0; o < batch.byteLength; o += recordsOf(batch, o) * EVENT_RECORD_SIZE) {
     const kind = view.getUint8(o);
     const reason = view.getUint8(o + 1);
     const family = view.getUint8(o + 2) as 4 | 6;
@@ -67,6 +76,13 @@ export function decodeEvents(batch: Uint8Array): KnockEvent[] {
           timeUs,
         });
         break;
+      case EventKind.SPA: {
+        const end = o + EVENT_RECORD_SIZE + count;
+        if (count > 0xffff || end > batch.byteLength) throw new RangeError(`SPA event at byte ${o} claims ${count} payload bytes past the batch`);
+        const payload = batch.slice(o + EVENT_RECORD_SIZE, end);
+        out.push({ kind: 'spa', door, generation, shard, family, source: formatAddress(family, batch, o + 24), payload, timeUs });
+        break;
+      }
       case EventKind.SUPPRESSED:
         out.push({ kind: 'suppressed', count, shard, generation, timeUs });
         break;
@@ -89,13 +105,7 @@ export class EventWriter {
 
   /** `src` holds the address as 4 words from `srcWord` on; without it the address is zero. */
   push(kind: number, reason: number, family: number, stage: number, door: number, generation: number, count: number, timeUs: number, src?: Uint32Array, srcWord = 0): void {
-    if (this.len + EVENT_RECORD_SIZE > this.buf.byteLength) {
-      const next = new Uint8Array(this.buf.byteLength * 2);
-      next.set(this.buf);
-      this.buf = next;
-      this.view = new DataView(next.buffer);
-      this.words = new Uint32Array(next.buffer);
-    }
+    if (this.len + EVENT_RECORD_SIZE > this.buf.byteLength) this.grow(EVENT_RECORD_SIZE);
     const o = this.len;
     const v = this.view;
     v.setUint8(o, kind);
@@ -114,6 +124,26 @@ export class EventWriter {
     if (src) for (let k = 0; k < 4; k++) words[at + k] = src[srcWord + k];
     else for (let k = 0; k < 4; k++) words[at + k] = 0;
     this.len += EVENT_RECORD_SIZE;
+  }
+
+  /** Appends an SPA event's payload after its record, zero-padded to whole records. */
+  pushPayload(payload: Uint8Array): void {
+    const bytes = Math.ceil(payload.byteLength / EVENT_RECORD_SIZE) * EVENT_RECORD_SIZE;
+    if (this.len + bytes > this.buf.byteLength) this.grow(bytes);
+    this.buf.set(payload, this.len);
+    this.buf.fill(0, this.len + payload.byteLength, this.len + bytes);
+    this.len += bytes;
+  }
+
+  /** Doubles the buffer until `bytes` more fit. */
+  private grow(bytes: number): void {
+    let size = this.buf.byteLength * 2;
+    while (this.len + bytes > size) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf);
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+    this.words = new Uint32Array(next.buffer);
   }
 
   /** Returns the events written since the last take() (a copy) and resets. */

@@ -9,11 +9,14 @@ import { formatAddress, parseAddress } from '../address.js';
 import { readSecretFile, SecretFileError } from '../match/derive.js';
 import { ConfigError, atoi, chunks, fromBytes, parseSequence, perror, toBytes, trimC, upperC } from './lexical.js';
 import { oneTimeExhaustedMessage, readNextOneTimeSequence } from './onetime.js';
+import { readSpaKeyFile, SpaKeyError } from '../spa/keys.js';
+import type { SpaKeys } from '../spa/packet.js';
 import {
   DEFAULTS,
   DERIVED_TCP_FLAGS,
   NFT_IDENTIFIER,
   TCP_FLAG,
+  type AddressBlock,
   type DoorConfig,
   type FleetConfig,
   type GuardedPort,
@@ -58,6 +61,14 @@ interface DoorState {
   sequenceLength: number;
   timeStep: number;
   bindSource: boolean;
+  spaKeyFile?: string;
+  spaKeys?: SpaKeys;
+  spaPort: number;
+  spaMaxTimeout: number;
+  spaRequireSource: boolean;
+  spaUsers: string[];
+  spaSources: AddressBlock[];
+  spaMaxPacketAge: number;
 }
 
 interface ParseState {
@@ -159,6 +170,12 @@ function newDoor(name: string, line: number): DoorState {
     sequenceLength: DERIVED_SEQUENCE_LENGTH,
     timeStep: DEFAULTS.timeStep,
     bindSource: true,
+    spaPort: DEFAULTS.spaPort,
+    spaMaxTimeout: DEFAULTS.spaMaxTimeout,
+    spaRequireSource: false,
+    spaUsers: [],
+    spaSources: [],
+    spaMaxPacketAge: DEFAULTS.spaMaxPacketAge,
   };
 }
 
@@ -449,13 +466,7 @@ const DOOR_DIRECTIVES = {
   // --- derived doors (docs/MATCHER.md §10)
   SECRET_FILE: (d, v, line) => {
     const forms = 'Secret_File = PATH of a key file readable only by root (chmod 600) holding 16 to 64 bytes of key';
-    if (v === '') throw invalid(line, 'Secret_File', 'the value is empty', forms);
-    try {
-      d.secretKey = readSecretFile(fromBytes(v));
-    } catch (err) {
-      if (err instanceof SecretFileError) throw invalid(line, 'Secret_File', err.message, forms);
-      throw invalid(line, 'Secret_File', perror(fromBytes(v), err), forms);
-    }
+    d.secretKey = readKeyDirective(v, line, 'Secret_File', forms, readSecretFile);
     d.secretFile = fromBytes(v);
     d.lines.SECRET_FILE = line;
   },
@@ -479,7 +490,84 @@ const DOOR_DIRECTIVES = {
     d.bindSource = yesNo(v, line, 'Bind_Source');
     d.lines.BIND_SOURCE = line;
   },
+
+  // --- SPA doors (docs/SPA.md)
+  SPA_KEY_FILE: (d, v, line) => {
+    const forms = 'SPA_Key_File = PATH of a file readable only by root (chmod 600) with the KEY_BASE64 and HMAC_KEY_BASE64 lines of fwknop --key-gen';
+    d.spaKeys = readKeyDirective(v, line, 'SPA_Key_File', forms, readSpaKeyFile);
+    d.spaKeyFile = fromBytes(v);
+    d.lines.SPA_KEY_FILE = line;
+  },
+  SPA_PORT: (d, v, line) => {
+    d.spaPort = port1(v, line, 'SPA_Port', 'SPA_Port = PORT (UDP, 1-65535; fwknop uses 62201)');
+    d.lines.SPA_PORT = line;
+  },
+  HMAC_DIGEST: (d, v, line) => {
+    if (v.toLowerCase() !== 'sha256') {
+      throw invalid(line, 'HMAC_Digest', `"${fromBytes(v)}" is not supported (the capture threads check HMAC-SHA256 only)`, 'sha256 (fwknop\'s default; clients: --hmac-digest-type sha256)');
+    }
+    d.lines.HMAC_DIGEST = line;
+  },
+  MAX_OPEN_TIMEOUT: (d, v, line) => {
+    d.spaMaxTimeout = wholeNumber(v, line, 'Max_Open_Timeout', 1, INT32_MAX, 'a whole number of seconds from 1 up');
+    d.lines.MAX_OPEN_TIMEOUT = line;
+  },
+  REQUIRE_SOURCE_ADDRESS: (d, v, line) => {
+    d.spaRequireSource = yesNo(v, line, 'Require_Source_Address');
+    d.lines.REQUIRE_SOURCE_ADDRESS = line;
+  },
+  REQUIRE_USERNAME: (d, v, line) => {
+    d.spaUsers = commaItems(v, line, 'Require_Username', 'Require_Username = NAME[,NAME...]').map(fromBytes);
+    d.lines.REQUIRE_USERNAME = line;
+  },
+  SOURCE: (d, v, line) => {
+    d.spaSources = addressBlocks(v, line);
+    d.lines.SOURCE = line;
+  },
+  MAX_PACKET_AGE: (d, v, line) => {
+    d.spaMaxPacketAge = wholeNumber(v, line, 'Max_Packet_Age', 1, INT32_MAX, 'a whole number of seconds from 1 up (fwknop: 120)');
+    d.lines.MAX_PACKET_AGE = line;
+  },
 } satisfies Record<string, DoorHandler>;
+
+/** A directive naming a private key file: the reader's complaint becomes the directive's error. */
+function readKeyDirective<T>(value: string, line: number, key: string, forms: string, read: (path: string) => T): T {
+  if (value === '') throw invalid(line, key, 'the value is empty', forms);
+  try {
+    return read(fromBytes(value));
+  } catch (err) {
+    if (err instanceof SecretFileError || err instanceof SpaKeyError) throw invalid(line, key, err.message, forms);
+    throw invalid(line, key, perror(fromBytes(value), err), forms);
+  }
+}
+
+/** `ANY` or a comma list of ADDR[/PREFIX] (IPv4 or IPv6); access.conf's SOURCE form. */
+export function addressBlocks(value: string, line: number, key = 'Source'): AddressBlock[] {
+  const forms = `${key} = ANY or ADDR[/PREFIX][,ADDR[/PREFIX]...] (IPv4 or IPv6)`;
+  const items = commaItems(value, line, key, forms);
+  if (items.some((i) => i.toUpperCase() === 'ANY')) return [];
+  return items.map((item) => {
+    const slash = item.indexOf('/');
+    const address = parseAddress(fromBytes(slash < 0 ? item : item.slice(0, slash)));
+    if (!address) throw invalid(line, key, `"${fromBytes(item)}" is not an address`, forms);
+    const max = address.family === 4 ? 32 : 128;
+    const prefixText = slash < 0 ? String(max) : item.slice(slash + 1);
+    // access.conf also writes IPv4 masks as dotted quads (10.0.0.0/255.0.0.0)
+    const mask = address.family === 4 ? parseAddress(prefixText) : undefined;
+    let prefix: number;
+    if (mask && mask.family === 4) {
+      const bits = ((mask.bytes[0] << 24) | (mask.bytes[1] << 16) | (mask.bytes[2] << 8) | mask.bytes[3]) >>> 0;
+      prefix = 32 - Math.log2(((~bits >>> 0) + 1) || 2 ** 32);
+      if (!Number.isInteger(prefix)) throw invalid(line, key, `"${fromBytes(prefixText)}" is not a contiguous netmask`, forms);
+    } else {
+      if (!/^\d{1,3}$/.test(prefixText) || Number(prefixText) > max) throw invalid(line, key, `"${fromBytes(item)}" has a bad prefix length`, forms);
+      prefix = Number(prefixText);
+    }
+    const bytes = new Uint8Array(address.bytes);
+    for (let bit = prefix; bit < 128; bit++) bytes[bit >> 3] &= ~(0x80 >> (bit & 7));
+    return { family: address.family, bytes, prefix };
+  });
+}
 
 /** Runs a sequence reader and gives its ConfigError the directive's line number. */
 function withLine<T>(line: number, read: () => T): T {
@@ -555,10 +643,53 @@ const DIRECTIVE_NAME: Record<(typeof DERIVED_ONLY)[number], string> = {
   BIND_SOURCE: 'Bind_Source',
 };
 
+const SPA_ONLY = {
+  SPA_PORT: 'SPA_Port',
+  HMAC_DIGEST: 'HMAC_Digest',
+  MAX_OPEN_TIMEOUT: 'Max_Open_Timeout',
+  REQUIRE_SOURCE_ADDRESS: 'Require_Source_Address',
+  REQUIRE_USERNAME: 'Require_Username',
+  SOURCE: 'Source',
+  MAX_PACKET_AGE: 'Max_Packet_Age',
+} as const;
+
+function finishSpaDoor(d: DoorState): void {
+  const c = d.config;
+  const keyLine = d.lines.SPA_KEY_FILE!;
+  const forms = 'an SPA door has SPA_Key_File and no knock sequence';
+  for (const [key, name] of [['SEQUENCE', 'Sequence'], ['ONE_TIME_SEQUENCES', 'One_Time_Sequences'], ['SECRET_FILE', 'Secret_File']] as const) {
+    const line = d.lines[key];
+    if (line !== undefined) throw invalid(keyLine, 'SPA_Key_File', `the door also has ${name} (line ${line})`, forms);
+  }
+  for (const key of DERIVED_ONLY) {
+    const line = d.lines[key];
+    if (line !== undefined) throw invalid(line, DIRECTIVE_NAME[key], `door ${c.name} is an SPA door, not a derived door`, forms);
+  }
+  c.spa = {
+    keyFile: d.spaKeyFile!,
+    encKey: d.spaKeys!.encKey,
+    hmacKey: d.spaKeys!.hmacKey,
+    port: d.spaPort,
+    maxTimeout: d.spaMaxTimeout,
+    requireSourceAddress: d.spaRequireSource,
+    users: d.spaUsers,
+    sources: d.spaSources,
+    maxPacketAge: d.spaMaxPacketAge,
+  };
+}
+
 function finishDoor(d: DoorState, state: ParseState): void {
   const c = d.config;
   const secretLine = d.lines.SECRET_FILE;
-  if (secretLine !== undefined) {
+  if (d.lines.SPA_KEY_FILE === undefined) {
+    for (const [key, name] of Object.entries(SPA_ONLY)) {
+      const line = d.lines[key as keyof typeof SPA_ONLY];
+      if (line !== undefined) throw invalid(line, name, `door ${c.name} is not an SPA door`, 'SPA_Key_File = PATH in the same section');
+    }
+  }
+  if (d.lines.SPA_KEY_FILE !== undefined) {
+    finishSpaDoor(d);
+  } else if (secretLine !== undefined) {
     const secretForms = 'either Secret_File (a derived door) or Sequence / One_Time_Sequences, not both';
     if (d.lines.SEQUENCE !== undefined) {
       throw invalid(secretLine, 'Secret_File', `the door also has a fixed Sequence (line ${d.lines.SEQUENCE})`, secretForms);

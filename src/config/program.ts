@@ -2,7 +2,7 @@
 // "TS validates, native trusts": everything the matchers rely on is checked here.
 import { createHash } from 'node:crypto';
 import { addressWords, type Address } from '../address.js';
-import { DERIVED_TCP_FLAGS, type DoorConfig, type KnockdConfig, type Step } from './types.js';
+import { DERIVED_TCP_FLAGS, type DoorConfig, type KnockdConfig, type SpaDoor, type Step } from './types.js';
 
 export const PROGRAM_MAGIC = 0x3150464b; // "KFP1"
 export const PROGRAM_VERSION = 1;
@@ -14,7 +14,7 @@ export const MAX_COHORT = 8;
 export const MAX_TARGETS = 255;
 
 export const ProgramFlag = { STAGE_EVENTS: 1, ALL_LOCAL: 2, IGNORE_IPV6: 4 } as const;
-export const DoorOption = { ALLOW_DUPLICATES: 1, DERIVED: 2 } as const;
+export const DoorOption = { ALLOW_DUPLICATES: 1, DERIVED: 2, SPA: 4 } as const;
 export const PROTO_TCP = 6;
 export const PROTO_UDP = 17;
 /** An ICMP/ICMPv6 echo request step; its port is the echo payload length (docs/MATCHER.md §3, §6). */
@@ -85,6 +85,7 @@ export function doorFingerprint(d: DoorConfig): number {
             createHash('sha256').update(d.derived.key).digest('hex'),
           ]
         : null,
+      d.spa ? [d.spa.port, createHash('sha256').update(d.spa.hmacKey).digest('hex')] : null,
     ]),
   );
   return h.digest().readUInt32LE(0);
@@ -94,7 +95,7 @@ let nextGeneration = 1;
 
 /** Doors that can match: a door without a sequence (exhausted one-time file) is left out. */
 export function compileProgram(config: KnockdConfig, opts: CompileOptions): CompiledProgram {
-  const doors = config.doors.filter((d) => (d.sequence.length > 0 || d.derived) && (d.target === undefined || d.targetAddress));
+  const doors = config.doors.filter((d) => (d.sequence.length > 0 || d.derived || d.spa) && (d.target === undefined || d.targetAddress));
   const generation = opts.generation ?? nextGeneration++;
   const maxTracked = opts.maxTracked ?? config.options.maxTracked;
   if (!Number.isInteger(maxTracked) || maxTracked < 1 || maxTracked > 0x7fffffff) {
@@ -121,7 +122,7 @@ export function compileProgram(config: KnockdConfig, opts: CompileOptions): Comp
   // cohorts: doors of one group sharing a first step progress together; the record holds 8 members
   const cohorts = new Map<string, string[]>();
   doors.forEach((d, i) => {
-    if (d.derived) return; // a derived door is a cohort of its own (MATCHER.md §10)
+    if (d.derived || d.spa) return; // a derived door is a cohort of its own (MATCHER.md §10); an SPA door has none
     const key = `${groups[i]}/${stepWord(d.sequence[0])}`;
     const members = cohorts.get(key) ?? [];
     members.push(d.name);
@@ -139,6 +140,7 @@ export function compileProgram(config: KnockdConfig, opts: CompileOptions): Comp
   let total = HEADER_WORDS + (locals.length + targets.length) * ADDRESS_WORDS;
   const doorWords = doors.map((d) => {
     if (d.derived) return derivedDoorWords(d);
+    if (d.spa) return DOOR_HEADER_WORDS + SPA_DOOR_WORDS + Math.ceil(d.spa.hmacKey.length / 4);
     if (d.sequence.length > MAX_STEPS) throw new ProgramError(`door ${d.name}: more than ${MAX_STEPS} steps`);
     return DOOR_HEADER_WORDS + d.sequence.length;
   });
@@ -175,8 +177,9 @@ export function compileProgram(config: KnockdConfig, opts: CompileOptions): Comp
     w[o + 3] = d.seqTimeout | 0;
     const extra = d.derived ? DERIVED_TCP_FLAGS : { mustSet: 0, mustClear: 0 };
     w[o + 4] = ((d.tcpFlags.mustSet | extra.mustSet) & 0x3f) | (((d.tcpFlags.mustClear | extra.mustClear) & 0x3f) << 8);
-    w[o + 5] = (d.allowDuplicates ? DoorOption.ALLOW_DUPLICATES : 0) | (d.derived ? DoorOption.DERIVED : 0);
+    w[o + 5] = (d.allowDuplicates ? DoorOption.ALLOW_DUPLICATES : 0) | (d.derived ? DoorOption.DERIVED : 0) | (d.spa ? DoorOption.SPA : 0);
     if (d.derived) writeDerived(w, o, d.derived);
+    else if (d.spa) writeSpa(w, o, d.spa);
     else {
       w[o + 6] = d.sequence.length;
       d.sequence.forEach((s, k) => (w[o + DOOR_HEADER_WORDS + k] = stepWord(s)));
@@ -184,6 +187,25 @@ export function compileProgram(config: KnockdConfig, opts: CompileOptions): Comp
     o += w[o];
   });
   return { words: w, doors, generation };
+}
+
+// SPA door record (docs/SPA.md §4): after the 7-word header (0 steps), port | UDP << 16, HMAC key bytes,
+// key words (big-endian, zero-padded).
+export const SPA_DOOR_WORDS = 2;
+
+function writeSpa(w: Uint32Array, o: number, spa: SpaDoor): void {
+  let k = o + DOOR_HEADER_WORDS;
+  w[o + 6] = 0;
+  w[k++] = (spa.port | (PROTO_UDP << 16)) >>> 0;
+  w[k++] = spa.hmacKey.length;
+  writeKey(w, k, spa.hmacKey);
+}
+
+function writeKey(w: Uint32Array, k: number, key: Uint8Array): number {
+  for (let i = 0; i < key.length; i += 4) {
+    w[k++] = ((key[i] << 24) | ((key[i + 1] ?? 0) << 16) | ((key[i + 2] ?? 0) << 8) | (key[i + 3] ?? 0)) >>> 0;
+  }
+  return k;
 }
 
 /** Sorted ports -> inclusive [lo, hi] runs. */
@@ -215,9 +237,7 @@ function writeDerived(w: Uint32Array, o: number, x: NonNullable<DoorConfig['deri
   w[k++] = (x.protocols.includes('tcp') ? 1 : 0) | (x.protocols.includes('udp') ? 2 : 0);
   w[k++] = x.bindSource ? 1 : 0;
   w[k++] = x.key.length;
-  for (let i = 0; i < x.key.length; i += 4) {
-    w[k++] = ((x.key[i] << 24) | ((x.key[i + 1] ?? 0) << 16) | ((x.key[i + 2] ?? 0) << 8) | (x.key[i + 3] ?? 0)) >>> 0;
-  }
+  k = writeKey(w, k, x.key);
   const ranges = portRanges(x.ports);
   w[k++] = ranges.length;
   for (const [lo, hi] of ranges) w[k++] = (lo | (hi << 16)) >>> 0;

@@ -51,6 +51,31 @@ export interface DerivedDoor {
   bindSource: boolean;
 }
 
+/** An address block of an SPA door's Source list. */
+export interface AddressBlock {
+  family: 4 | 6;
+  bytes: Uint8Array; // 16 bytes, host bits zero
+  prefix: number;
+}
+
+/** Single Packet Authorization door (fwknop client); see docs/SPA.md. */
+export interface SpaDoor {
+  keyFile: string;
+  encKey: Uint8Array;
+  hmacKey: Uint8Array;
+  port: number; // UDP port, default 62201
+  /** a client-requested access time is honoured up to this many seconds */
+  maxTimeout: number;
+  /** the request must name the packet's own source (no 0.0.0.0, no other address) */
+  requireSourceAddress: boolean;
+  /** allowed user names; empty = any */
+  users: string[];
+  /** allowed packet sources; empty = any */
+  sources: AddressBlock[];
+  /** seconds the client's timestamp may differ from ours */
+  maxPacketAge: number;
+}
+
 export interface DoorConfig {
   name: string;
   /** line of the section header, for messages */
@@ -78,6 +103,7 @@ export interface DoorConfig {
   cooldown: number; // seconds, 0 = off
   dedupe: boolean;
   derived?: DerivedDoor;
+  spa?: SpaDoor;
 }
 
 /** The door adds elements to an nftables set when it opens: its own guard sets (Open) or the operator's (NftSet). */
@@ -145,4 +171,7 @@ export const DEFAULTS = {
   pidFile: '/var/run/knockd.pid',
   configPath: '/etc/knockd.conf',
   timeStep: 30,
+  spaPort: 62201,
+  spaMaxTimeout: 300,
+  spaMaxPacketAge: 120,
 } as const;

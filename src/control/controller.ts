@@ -15,6 +15,8 @@ import type { Metrics } from '../report/metrics.js';
 import type { CompiledProgram } from '../config/program.js';
 import { loadState, moveStateAside, StateFileError, StateWriter } from './state.js';
 import { doorWindowMs, lineDigest } from '../fleet/message.js';
+import { SpaGate, spaLine } from '../spa/gate.js';
+import type { SpaDecision } from '../spa/decide.js';
 
 /** The command backend as the controller drives it (src/actions/commands.ts). */
 export interface CommandActions {
@@ -96,6 +98,8 @@ export interface ControllerOptions {
   summaryAfterMs?: number;
   /** also a `wrong_port` record for each attempt a wrong knock ended (knockd logs nothing; --replay --json) */
   wrongPortRecords?: boolean;
+  /** decides SPA events (its replay cache persists across restarts); SPA events are dropped without it */
+  spa?: SpaGate;
 }
 
 interface OpenWindow {
@@ -168,9 +172,10 @@ export class DoorController {
     while (this.programs.size > PROGRAMS_KEPT) this.programs.delete(this.programs.keys().next().value as number);
   }
 
-  /** The nft backend and metrics may appear after construction (a reload adds the first nft door). */
-  attach(parts: { nft?: NftActions; metrics?: Metrics; fleet?: FleetLink }): void {
+  /** The nft backend, metrics, the fleet and the SPA gate may appear after construction (a reload adds the first nft door). */
+  attach(parts: { nft?: NftActions; metrics?: Metrics; fleet?: FleetLink; spa?: SpaGate }): void {
     if ('nft' in parts) this.opts.nft = parts.nft;
+    if ('spa' in parts) this.opts.spa = parts.spa;
     if ('metrics' in parts) this.opts.metrics = parts.metrics;
     if ('fleet' in parts) this.opts.fleet = parts.fleet;
   }
@@ -196,7 +201,18 @@ export class DoorController {
           if (door) this.completed(door, ev.source, ev.family, timeUs);
           break;
         }
+        case 'spa': {
+          const doors = this.programs.get(ev.generation);
+          const decision = doors && this.opts.spa?.decide(doors, ev);
+          if (decision) this.spaDecided(decision, ev.source, timeUs);
+          break;
+        }
         case 'failed': {
+          if (ev.reason === 'spa_auth') {
+            const door = this.door(ev.generation, ev.door);
+            if (door) this.spaDecided(SpaGate.unauthenticated(door), ev.source, timeUs);
+            break;
+          }
           if (ev.reason === 'evicted') {
             this.countEviction(timeUs);
             break;
@@ -369,6 +385,20 @@ export class DoorController {
     if (!door.oneTimeSequences || current.length === 0 || lineDigest(current) !== digest || !this.opts.rotateOneTime) return;
     this.opts.log(`${door.name}: one-time sequence used on fleet member ${from}; moving to the next line`, { event: 'used_elsewhere', door: door.name, member: from });
     this.rotate({ ...door, sequence: current }, Date.now() * 1000);
+  }
+
+  /** An SPA packet's outcome: its line, and for a grant the nft element and commands for the asked time. */
+  private spaDecided(d: SpaDecision, source: string, timeUs: number): void {
+    this.line(source, (who) => spaLine(who, d).text, { ...spaLine(source, d).fields, timeUs });
+    if (!d.ok) {
+      this.opts.metrics?.grants.inc({ door: d.door.name, outcome: `spa_${d.code}` });
+      return;
+    }
+    const grant: Grant = { door: d.door, source: d.address, family: d.family, timeoutMs: d.timeoutS * 1000 };
+    if (hasNftAction(d.door)) void this.opts.nft?.grant(grant);
+    const stop = this.opts.commands?.start(grant);
+    if (stop) this.schedule(stop);
+    this.opts.metrics?.grants.inc({ door: d.door.name, outcome: 'granted' });
   }
 
   /** Dedupe: refresh the nft element and push this source's pending stop of the door to a full window. */

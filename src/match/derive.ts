@@ -69,13 +69,13 @@ export function deriveSequence(p: DerivedParams, window: number, family: 4 | 6, 
 export class SecretFileError extends Error {}
 
 /**
- * Reads a derived door's key: hex text (at least 32 hex digits, as `knockd-fast secret` writes) or raw
- * bytes (at least 16). The file must not be readable by group or others, like an ssh private key.
+ * Reads a key file that must not be readable by group or others, like an ssh private key (derived doors'
+ * Secret_File, SPA doors' SPA_Key_File). Throws SecretFileError naming the file and the fix.
  */
 /** A key file holds at most 64 bytes, or their hex text: anything much longer is not a key file. */
 const SECRET_FILE_MAX_BYTES = 4096;
 
-export function readSecretFile(path: string, opts: { requirePrivate?: boolean } = {}): Uint8Array {
+export function readPrivateFile(path: string, opts: { requirePrivate?: boolean; maxBytes?: number } = {}): Buffer {
   let st;
   try {
     st = statSync(path);
@@ -87,15 +87,23 @@ export function readSecretFile(path: string, opts: { requirePrivate?: boolean } 
       `${path}: the secret file is readable by other users (mode ${(st.mode & 0o777).toString(8)}); fix with: chmod 600 ${path}`,
     );
   }
-  let raw: Buffer;
   try {
     // owned by root or this user, and nobody else can change it or its directories (StrictModes)
-    raw = readRegularFile(path, { what: 'secret file', maxBytes: SECRET_FILE_MAX_BYTES });
+    const raw = readRegularFile(path, { what: 'secret file', maxBytes: opts.maxBytes ?? SECRET_FILE_MAX_BYTES });
     checkTrusted(path, 'secret file');
+    return raw;
   } catch (err) {
     if (err instanceof FileSafetyError) throw new SecretFileError(err.message);
     throw new SecretFileError(`${path}: ${(err as Error).message}`);
   }
+}
+
+/**
+ * Reads a derived door's key: hex text (at least 32 hex digits, as `knockd-fast secret` writes) or raw
+ * bytes (at least 16), from a private file (readPrivateFile).
+ */
+export function readSecretFile(path: string, opts: { requirePrivate?: boolean } = {}): Uint8Array {
+  const raw = readPrivateFile(path, opts);
   const text = raw.toString('latin1').trim();
   const key = /^([0-9a-fA-F]{2}){16,}$/.test(text) ? Buffer.from(text, 'hex') : raw;
   if (key.length < 16) {

@@ -23,6 +23,9 @@ export class ParsedPacket {
   proto = 0; // 6 TCP, 17 UDP, 1 ICMP echo request (ICMPv4 type 8 or ICMPv6 type 128)
   dport = 0; // ICMP: bytes of echo payload (what `ping -s` sets)
   tcpFlags = 0; // byte 13 & 0x3f; 0 for UDP and ICMP
+  /** the transport payload: data[payloadStart, payloadEnd) of the frame parsed last */
+  payloadStart = 0;
+  payloadEnd = 0;
   readonly src = new Uint8Array(16);
   readonly dst = new Uint8Array(16);
   // the same bytes as four words each, for comparing and hashing addresses a word at a time
@@ -159,6 +162,7 @@ function parseTransport(data: Uint8Array, at: number, end: number, declaredEnd: 
   if (proto === IPPROTO_TCP) {
     if (end - at < 20 || data[at + 12] >> 4 < 5) return ParseResult.MALFORMED;
     out.tcpFlags = data[at + 13] & 0x3f;
+    out.payloadStart = Math.min(at + (data[at + 12] >> 4) * 4, end);
   } else if (proto === IPPROTO_ICMP || proto === IPPROTO_ICMPV6) {
     if (end - at < 8) return ParseResult.MALFORMED;
     if (data[at] !== (out.family === 4 ? 8 : 128)) return ParseResult.NOT_KNOCK; // only echo requests knock
@@ -171,7 +175,9 @@ function parseTransport(data: Uint8Array, at: number, end: number, declaredEnd: 
   } else {
     if (end - at < 8) return ParseResult.MALFORMED;
     out.tcpFlags = 0;
+    out.payloadStart = at + 8;
   }
+  out.payloadEnd = end;
   out.proto = proto;
   out.dport = (data[at + 2] << 8) | data[at + 3];
   return ParseResult.KNOCK;

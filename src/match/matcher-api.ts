@@ -22,6 +22,8 @@ export const STAT_NAMES = [
   'suppressed',
   'evictedProgressed',
   'tracked',
+  'spaAccepted',
+  'spaRejected',
 ] as const;
 export type StatName = (typeof STAT_NAMES)[number];
 export type MatcherStats = Record<StatName, number>;

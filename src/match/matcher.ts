@@ -12,6 +12,7 @@
 import { EventKind, EventWriter, FailReason } from '../capture/events.js';
 import { ParsedPacket, ParseResult, parseFrame } from './frame.js';
 import { HmacSha256Key } from './hmac.js';
+import { NO_SPA_DOOR, readSpaDoor, spaAuthenticDoor, spaCandidateLength, type SpaDoorEntry } from './spa-check.js';
 import { STAT_NAMES, type FrameBatch, type Matcher, type MatcherStats } from './matcher-api.js';
 import {
   ADDRESS_WORDS,
@@ -43,6 +44,9 @@ const FLAG_ALL_LOCAL = ProgramFlag.ALL_LOCAL;
 const FLAG_IGNORE_IPV6 = ProgramFlag.IGNORE_IPV6;
 const OPT_ALLOW_DUPLICATES = DoorOption.ALLOW_DUPLICATES;
 const OPT_DERIVED = DoorOption.DERIVED;
+const OPT_SPA = DoorOption.SPA;
+const EV_SPA = EventKind.SPA;
+const FAIL_SPA_AUTH = FailReason.SPA_AUTH;
 const EV_STAGE = EventKind.STAGE;
 const EV_COMPLETED = EventKind.COMPLETED;
 const EV_FAILED = EventKind.FAILED;
@@ -104,6 +108,9 @@ const enum Stat {
   evicted,
   suppressed,
   evictedProgressed,
+  tracked,
+  spaAccepted,
+  spaRejected,
 }
 
 /** The decoded program: flat typed arrays indexed by door, cohort and lookup slot. */
@@ -141,6 +148,8 @@ class Program {
   readonly groupDerivedStart: Int32Array;
   readonly groupDerivedCount: Int32Array;
   readonly groupDerived: Int32Array;
+  // SPA doors (docs/SPA.md §4) in program order
+  readonly spaDoors: SpaDoorEntry[] = [];
   readonly cohortGroup: Int32Array;
   readonly cohortSize: Uint8Array;
   readonly cohortDoors: Int32Array; // COHORT per cohort
@@ -216,6 +225,17 @@ class Program {
     for (let d = 0; d < nDoors; d++) {
       if (o + DOOR_HEADER_WORDS > w.length) fail(`door ${d} runs past the end`);
       const words = w[o];
+      if ((w[o + 5] & OPT_SPA) !== 0) {
+        // an SPA door has no steps and no cohort; the SPA step (src/match/spa-check.ts) handles it
+        if (w[o + 1] > nTargets) fail(`door ${d} names group ${w[o + 1]} of ${nTargets}`);
+        this.spaDoors.push(readSpaDoor(w, o, d, w[o + 1], fail));
+        doorGroup[d] = w[o + 1];
+        this.doorFingerprint[d] = w[o + 2];
+        this.doorOptions[d] = w[o + 5];
+        this.doorCohort[d] = NONE;
+        o += words;
+        continue;
+      }
       const nSteps = w[o + 6];
       if (nSteps < 1 || nSteps > STEPS) fail(`door ${d} has ${nSteps} steps`);
       const derived = (w[o + 5] & OPT_DERIVED) !== 0;
@@ -465,8 +485,9 @@ export class TsMatcher implements Matcher {
       this.setTime(p, timestampsUs[i]);
       this.counters[Stat.frames]++;
       const r = parse(data, start, end, linkTypes[i], this.packet);
-      if (r === PARSED_KNOCK) this.match(p);
-      else this.counters[r === PARSED_MALFORMED ? Stat.malformed : Stat.notKnock]++;
+      if (r === PARSED_KNOCK) {
+        if (p.spaDoors.length === 0 || !this.spa(p, data)) this.match(p);
+      } else this.counters[r === PARSED_MALFORMED ? Stat.malformed : Stat.notKnock]++;
     }
     return this.writer.take();
   }
@@ -621,6 +642,37 @@ export class TsMatcher implements Matcher {
   }
 
   // ---- events (§2.2, §7) ----
+
+  /** The SPA step (src/match/spa-check.ts): true when the packet was an SPA candidate and is dealt with. */
+  private spa(p: Program, data: Uint8Array): boolean {
+    const pk = this.packet;
+    if (pk.proto !== UDP || !spaCandidateLength(pk.payloadEnd - pk.payloadStart)) return false;
+    if (pk.family === 6 && (p.flags & FLAG_IGNORE_IPV6) !== 0) return false;
+    const acc = this.accepting;
+    let nAcc = 0;
+    if ((p.flags & FLAG_ALL_LOCAL) !== 0 || matchesAny(p.localFamily, p.localWords, pk.family, this.packetDst32)) acc[nAcc++] = 0;
+    for (let t = 0; t < p.targetFamily.length; t++) {
+      if (p.targetFamily[t] === pk.family && sameAddress(p.targetWords, t * 4, this.packetDst32)) acc[nAcc++] = t + 1;
+    }
+    const payload = data.subarray(pk.payloadStart, pk.payloadEnd);
+    const door = spaAuthenticDoor(p.spaDoors, acc, nAcc, pk.dport, payload);
+    if (door === NO_SPA_DOOR) return false;
+    if (door >= 0) {
+      this.counters[Stat.spaAccepted]++;
+      this.writer.push(EV_SPA, 0, pk.family, 0, door, p.generation, payload.byteLength, this.now, this.packetSrc32, 0);
+      this.writer.pushPayload(payload);
+      return true;
+    }
+    this.counters[Stat.spaRejected]++;
+    if (p.budget !== 0 && this.used >= p.budget) {
+      this.suppressed++;
+      this.counters[Stat.suppressed]++;
+    } else {
+      this.used++;
+      this.writer.push(EV_FAILED, FAIL_SPA_AUTH, pk.family, 0, -1 - door, p.generation, 0, this.now, this.packetSrc32, 0);
+    }
+    return true;
+  }
 
   private emitLimited(p: Program, kind: number, reason: number, r: number, stage: number, door: number, time: number): void {
     if (p.budget !== 0 && this.used >= p.budget) {

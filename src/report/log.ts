@@ -217,4 +217,8 @@ export const eventText = {
   extended: (who: string, door: string) => `${who}: ${door}: already open, window extended`,
   commandTimeout: (who: string, door: string) => `${who}: ${door}: command timeout`,
   captureError: (shard: number, code: number, errno: number) => `error: capture thread ${shard} failed (code ${code}, errno ${errno})`,
+  // SPA (docs/SPA.md): the open keeps knockd's words, so log watchers see SPA grants as opens
+  spaOpen: (who: string, door: string, user: string, ports: string, seconds: number, forAddress?: string) =>
+    `${who}: ${door}: OPEN SESAME (SPA user ${user}, ${ports}, ${seconds} s${forAddress ? ` for ${forAddress}` : ''})`,
+  spaRefused: (who: string, door: string, reason: string) => `${who}: ${door}: SPA packet refused: ${reason}`,
 };

@@ -13,6 +13,8 @@ import { DoorController, rotateOneTimeFile } from '../control/controller.js';
 import { Logger } from '../report/log.js';
 import type { FrameBatch, Matcher, MatcherStats } from '../match/matcher-api.js';
 import { compileProgram } from '../config/program.js';
+import { ReplayCache } from '../spa/replay-cache.js';
+import { SpaGate } from '../spa/gate.js';
 
 export class ReplayError extends Error {}
 
@@ -112,6 +114,8 @@ export function replayBatches(batches: Iterable<FrameBatch>, opts: ReplayOptions
       wrongPortRecords: opts.json,
       rotateOneTime: (door) => rotateOneTimeFile(door, copies.get(door.name) as string, (m) => log.log(m)),
       onDoorsChanged: () => (doorsChanged = true),
+      // SPA packets are decided as in the daemon, with a replay cache of this run only
+      spa: new SpaGate(new ReplayCache()),
     });
     const load = () => {
       const program = compileProgram(controller.withCurrentSequences(config), {

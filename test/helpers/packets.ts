@@ -28,6 +28,8 @@ export interface IpShape {
   otherProtocol?: number;
   /** payload bytes after the transport header */
   payload?: number;
+  /** payload content (its length overrides `payload`) */
+  data?: Uint8Array;
 }
 
 function address(text: string): { family: 4 | 6; bytes: Uint8Array } {
@@ -37,7 +39,7 @@ function address(text: string): { family: 4 | 6; bytes: Uint8Array } {
 }
 
 function transport(k: Knock, shape: IpShape, family: 4 | 6): { proto: number; bytes: Uint8Array } {
-  const payload = shape.payload ?? 0;
+  const payload = shape.data?.length ?? shape.payload ?? 0;
   if (shape.otherProtocol !== undefined) return { proto: shape.otherProtocol, bytes: new Uint8Array(8 + payload) };
   if (k.proto === 'icmp') {
     const b = new Uint8Array(8 + k.dport).fill(0xa5, 8);
@@ -48,6 +50,7 @@ function transport(k: Knock, shape: IpShape, family: 4 | 6): { proto: number; by
   const sport = k.sport ?? 40000;
   if ((k.proto ?? 'tcp') === 'udp') {
     const b = new Uint8Array(8 + payload);
+    if (shape.data) b.set(shape.data, 8);
     b[0] = sport >> 8;
     b[1] = sport & 0xff;
     b[2] = k.dport >> 8;
@@ -57,6 +60,7 @@ function transport(k: Knock, shape: IpShape, family: 4 | 6): { proto: number; by
     return { proto: 17, bytes: b };
   }
   const b = new Uint8Array(20 + payload);
+  if (shape.data) b.set(shape.data, 20);
   b[0] = sport >> 8;
   b[1] = sport & 0xff;
   b[2] = k.dport >> 8;
