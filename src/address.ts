@@ -78,3 +78,32 @@ export function addressWords(bytes: Uint8Array): [number, number, number, number
   const w = (i: number) => ((bytes[i] << 24) | (bytes[i + 1] << 16) | (bytes[i + 2] << 8) | bytes[i + 3]) >>> 0;
   return [w(0), w(4), w(8), w(12)];
 }
+
+/** An address block: ADDR or ADDR/PREFIX (IPv4 masks may be dotted, 10.0.0.0/255.0.0.0), host bits cleared. */
+export interface AddressBlock {
+  family: 4 | 6;
+  bytes: Uint8Array; // 16 bytes
+  prefix: number;
+}
+
+/** Parses one block; a string is the reason it is not one. */
+export function parseAddressBlock(text: string): AddressBlock | string {
+  const slash = text.indexOf('/');
+  const address = parseAddress(slash < 0 ? text : text.slice(0, slash));
+  if (!address) return `"${text}" is not an address`;
+  const max = address.family === 4 ? 32 : 128;
+  const prefixText = slash < 0 ? String(max) : text.slice(slash + 1);
+  const mask = address.family === 4 && prefixText.includes('.') ? parseAddress(prefixText) : undefined;
+  let prefix: number;
+  if (mask && mask.family === 4) {
+    const bits = ((mask.bytes[0] << 24) | (mask.bytes[1] << 16) | (mask.bytes[2] << 8) | mask.bytes[3]) >>> 0;
+    prefix = 32 - Math.log2(((~bits >>> 0) + 1) || 2 ** 32);
+    if (!Number.isInteger(prefix)) return `"${prefixText}" is not a contiguous netmask`;
+  } else {
+    if (!/^\d{1,3}$/.test(prefixText) || Number(prefixText) > max) return `"${text}" has a bad prefix length`;
+    prefix = Number(prefixText);
+  }
+  const bytes = new Uint8Array(address.bytes);
+  for (let bit = prefix; bit < 128; bit++) bytes[bit >> 3] &= ~(0x80 >> (bit & 7));
+  return { family: address.family, bytes, prefix };
+}

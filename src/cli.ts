@@ -9,6 +9,7 @@ import { checkNftScript, nftInstallScript, nftStatus, nftUninstall, formatNftSta
 import { captureInterfaces, ConfigError, parseConfig } from './config/parse.js';
 import { strerror } from './config/lexical.js';
 import { DEFAULTS, TCP_FLAG, type DoorConfig, type KnockdConfig } from './config/types.js';
+import { formatAddress } from './address.js';
 import { openCapture, runDaemon, type DaemonArgs } from './daemon.js';
 import { runDemo } from './tools/demo.js';
 import { runDoctor } from './tools/doctor.js';
@@ -327,9 +328,16 @@ export function describeConfig(config: KnockdConfig): string {
   for (const d of config.doors) {
     out.push(`door [${d.name}] (line ${d.line})`);
     const put = (k: string, v: string | number | undefined) => v !== undefined && v !== '' && out.push(`  ${k.padEnd(16)} ${v}`);
-    put('sequence', d.sequence.length > 0 ? stepsText(d) : d.oneTimeSequences ? '(one-time file exhausted: door disabled)' : '(none)');
-    put('one_time_file', d.oneTimeSequences);
-    put('seq_timeout', `${d.seqTimeout}s`);
+    if (d.spa) {
+      const s = d.spa;
+      put('spa', `udp/${s.port} keys from ${s.keyFile}, requested time up to ${s.maxTimeout}s, packet age ${s.maxPacketAge}s`);
+      put('spa_rules', `${s.requireSourceAddress ? 'request must name the packet source' : 'any requested address'}; users ${s.users.join(',') || 'any'}; sources ${s.sources.map((b) => `${formatAddress(b.family, b.bytes)}/${b.prefix}`).join(',') || 'any'}`);
+      if (d.open.length === 0) put('open', 'any requested port (commands only)');
+    } else {
+      put('sequence', d.sequence.length > 0 ? stepsText(d) : d.oneTimeSequences ? '(one-time file exhausted: door disabled)' : '(none)');
+      put('one_time_file', d.oneTimeSequences);
+      put('seq_timeout', `${d.seqTimeout}s`);
+    }
     put('tcpflags', flagsText(d));
     put('target', d.target);
     put('start_command', d.startCommand);

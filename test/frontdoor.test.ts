@@ -4,7 +4,7 @@
 // links stay inside the repository; the npm scripts it names exist; every message its Troubleshooting
 // table quotes is printed by a real run of the mistake it describes.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -27,12 +27,18 @@ export function fencedBlocks(markdown: string, languages: string[]): string[] {
 }
 
 /** Writes `text` as a config whose one-time files and key files exist: each such path is moved into
- * this test's directory and created there (three one-time sequences; a key made by `secret --out`). */
+ * this test's directory and created there (three one-time sequences; a key made by `secret --out`; SPA keys
+ * made by `fwknop --key-gen`, also as the one stanza of an fwknopd access.conf). */
 function withPrerequisites(name: string, text: string): string {
-  const moved = text.replace(/^(\s*(one_time_sequences|secret_file|fleet_key_file)\s*=\s*)(\S.*?)\s*$/gim, (_all, head: string, key: string, path: string) => {
+  const moved = text.replace(/^(\s*(one_time_sequences|secret_file|fleet_key_file|spa_key_file|fwknop_access)\s*=\s*)(\S.*?)\s*$/gim, (_all, head: string, key: string, path: string) => {
     const local = join(dir, `${name}-${basename(path)}`);
+    const spaKeys = () => execFileSync('fwknop', ['--key-gen'], { encoding: 'utf8' });
     if (key.toLowerCase() === 'one_time_sequences') writeFileSync(local, '1111,2222,3333\n4444,5555,6666\n7777,8888,9999\n');
-    else {
+    else if (key.toLowerCase() === 'spa_key_file') writeFileSync(local, spaKeys(), { mode: 0o600 });
+    else if (key.toLowerCase() === 'fwknop_access') {
+      const keys = spaKeys().replace(/: /g, ' ');
+      writeFileSync(local, `SOURCE ANY\n${keys}OPEN_PORTS tcp/22\n`, { mode: 0o600 });
+    } else {
       rmSync(local, { force: true });
       const made = knockdFast('secret', '--out', local);
       assert.equal(made.status, 0, made.stderr);

@@ -210,3 +210,79 @@ describe('SPA door directives', () => {
     bad(`[ssh]\nSPA_Key_File = ${keyFile}\nSource = 10.0.0.0/33\n`, /Source: "10.0.0.0\/33" has a bad prefix length/);
   });
 });
+
+describe('migrating from fwknopd: access.conf', () => {
+  let dir: string;
+  let keys: FwknopKeys;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'kf-spa-access-'));
+    keys = keyGen();
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  const write = (name: string, text: string, mode = 0o600): string => {
+    const p = join(dir, name);
+    writeFileSync(p, text, { mode });
+    chmodSync(p, mode);
+    return p;
+  };
+  const knockdConf = (access: string) => `[options]\n  Fwknop_Access = ${access}\n[knock]\n  Sequence = 7000,8000\n`;
+
+  test('several stanzas become SPA doors fwknop-1..N after the config own doors', () => {
+    const access = write(
+      'access.conf',
+      `# fwknopd access.conf\nSOURCE                 ANY\nKEY_BASE64             ${keys.keyBase64}\nHMAC_KEY_BASE64        ${keys.hmacKeyBase64}\nOPEN_PORTS             tcp/22\n` +
+        `FW_ACCESS_TIMEOUT      45\nMAX_FW_TIMEOUT         600\nREQUIRE_SOURCE_ADDRESS Y\nREQUIRE_USERNAME       alice\n\n` +
+        `SOURCE                 10.0.0.0/8, 192.168.1.0/24\nKEY                    a passphrase\nHMAC_KEY               another passphrase\nHMAC_DIGEST_TYPE       sha256\nENCRYPTION_MODE        CBC\nOPEN_PORTS             tcp/80, udp/53\n`,
+    );
+    const c = parseConfigText(knockdConf(access));
+    assert.deepEqual(c.doors.map((d) => d.name), ['knock', 'fwknop-1', 'fwknop-2']);
+    const [one, two] = c.doors.slice(1);
+    assert.deepEqual(one.open, [{ proto: 'tcp', port: 22 }]);
+    assert.equal(one.openTimeout, 45);
+    assert.deepEqual([one.spa!.maxTimeout, one.spa!.requireSourceAddress, one.spa!.users, one.spa!.sources, one.spa!.port], [600, true, ['alice'], [], 62201]);
+    assert.deepEqual(Buffer.from(two.spa!.encKey).toString(), 'a passphrase');
+    assert.deepEqual(two.open, [{ proto: 'tcp', port: 80 }, { proto: 'udp', port: 53 }]);
+    assert.deepEqual(two.spa!.sources.map((s) => s.prefix), [8, 24]);
+    assert.equal(two.spa!.requireSourceAddress, false);
+    // the migrated door decides the stock client's packets
+    const d = decide([one], fwknopPayload({ keys, user: 'alice', allow: SRC }));
+    assert.ok(d.ok && d.door.name === 'fwknop-1');
+  });
+
+  test('unsupported directives are an error naming the directive and its line', () => {
+    const head = `SOURCE ANY\nKEY_BASE64 ${keys.keyBase64}\nHMAC_KEY_BASE64 ${keys.hmacKeyBase64}\nOPEN_PORTS tcp/22\n`;
+    for (const [directive, why] of [
+      ['GPG_REMOTE_ID 1234ABCD', /GnuPG/],
+      ['GPG_DECRYPT_ID ABCD', /GnuPG/],
+      ['FORCE_NAT 192.168.10.2 22', /NAT/],
+      ['CMD_CYCLE_OPEN iptables -A ...', /command cycles/],
+      ['ENABLE_CMD_EXEC Y', /command messages/],
+      ['RESTRICT_PORTS tcp/23', /RESTRICT_PORTS/],
+      ['ACCESS_EXPIRE 01/01/2030', /expiry/],
+      ['%include /etc/fwknop/more.conf', /included/],
+    ] as const) {
+      const access = write('bad.conf', `${head}${directive}\n`);
+      const name = directive.split(' ')[0];
+      assert.throws(
+        () => parseConfigText(knockdConf(access)),
+        (e: Error) => e instanceof ConfigError && e.message.includes(`config: line 2: Fwknop_Access: ${access}: line 5: ${name}:`) && why.test(e.message),
+        directive,
+      );
+    }
+  });
+
+  test('other mistakes: no HMAC key, no OPEN_PORTS, a directive before SOURCE, other digests, an open file mode', () => {
+    const bad = (text: string, pattern: RegExp, mode = 0o600) => {
+      const access = write('bad.conf', text, mode);
+      assert.throws(() => parseConfigText(knockdConf(access)), (e: Error) => e instanceof ConfigError && pattern.test(e.message), pattern.source);
+    };
+    bad(`SOURCE ANY\nKEY_BASE64 ${keys.keyBase64}\nOPEN_PORTS tcp/22\n`, /line 1: stanza #1 has no HMAC_KEY_BASE64/);
+    bad(`SOURCE ANY\nKEY_BASE64 ${keys.keyBase64}\nHMAC_KEY_BASE64 ${keys.hmacKeyBase64}\n`, /stanza #1 has no OPEN_PORTS/);
+    bad(`KEY_BASE64 ${keys.keyBase64}\nSOURCE ANY\n`, /line 1: KEY_BASE64 comes before the first SOURCE line/);
+    bad(`SOURCE ANY\nKEY_BASE64 ${keys.keyBase64}\nHMAC_KEY_BASE64 ${keys.hmacKeyBase64}\nHMAC_DIGEST_TYPE sha512\nOPEN_PORTS tcp/22\n`, /line 4: HMAC_DIGEST_TYPE sha512 is not supported/);
+    bad(`SOURCE ANY\nKEY_BASE64 ${keys.keyBase64}\nHMAC_KEY_BASE64 ${keys.hmacKeyBase64}\nOPEN_PORTS tcp/22\n`, /chmod 600/, 0o644);
+    bad(`SOURCE 10.0.0.0/40\nKEY_BASE64 ${keys.keyBase64}\nHMAC_KEY_BASE64 ${keys.hmacKeyBase64}\nOPEN_PORTS tcp/22\n`, /line 1: SOURCE: .*bad prefix length/);
+    bad(`SOURCE ANY\nKEY_BASE64 ${keys.keyBase64}\nHMAC_KEY_BASE64 ${keys.hmacKeyBase64}\nOPEN_PORTS icmp/0\n`, /line 4: OPEN_PORTS item "icmp\/0"/);
+  });
+});

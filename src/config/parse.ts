@@ -5,18 +5,18 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { parseStoreUrl, STORE_URL_FORMS, StoreUrlError } from '../fleet/url.js';
-import { formatAddress, parseAddress } from '../address.js';
+import { formatAddress, parseAddress, parseAddressBlock, type AddressBlock } from '../address.js';
 import { readSecretFile, SecretFileError } from '../match/derive.js';
 import { ConfigError, atoi, chunks, fromBytes, parseSequence, perror, toBytes, trimC, upperC } from './lexical.js';
 import { oneTimeExhaustedMessage, readNextOneTimeSequence } from './onetime.js';
 import { readSpaKeyFile, SpaKeyError } from '../spa/keys.js';
+import { migrateAccessConf } from '../spa/access-conf.js';
 import type { SpaKeys } from '../spa/packet.js';
 import {
   DEFAULTS,
   DERIVED_TCP_FLAGS,
   NFT_IDENTIFIER,
   TCP_FLAG,
-  type AddressBlock,
   type DoorConfig,
   type FleetConfig,
   type GuardedPort,
@@ -142,7 +142,24 @@ function parseBytes(bytes: string, path: string): KnockdConfig {
 
   for (const d of doors) finishDoor(d, state);
   finishFleet(state);
-  return { path, options: state.options, doors: doors.map((d) => d.config), warnings: state.warnings };
+  const all = doors.map((d) => d.config);
+  if (state.options.fwknopAccess) all.push(...migratedDoors(state.options.fwknopAccess, all));
+  return { path, options: state.options, doors: all, warnings: state.warnings };
+}
+
+/** fwknopd's access.conf stanzas as SPA doors after the config's own (src/spa/access-conf.ts). */
+function migratedDoors(at: { path: string; line: number }, existing: DoorConfig[]): DoorConfig[] {
+  let migrated: DoorConfig[];
+  try {
+    migrated = migrateAccessConf(at.path);
+  } catch (err) {
+    if (err instanceof ConfigError) throw fail(at.line, `Fwknop_Access: ${err.message}`);
+    throw err;
+  }
+  for (const d of migrated) {
+    if (existing.some((e) => e.name === d.name)) throw fail(at.line, `Fwknop_Access: the door name ${d.name} is taken by a section of this file; rename the section`);
+  }
+  return migrated;
 }
 
 /** A door as knockd creates it at its section header, with every default (knockd 0.8's, and the extensions' of README.md). */
@@ -247,6 +264,10 @@ const OPTION_DIRECTIVES = {
     void (o.threads = wholeNumber(v, line, 'Threads', 1, MAX_THREADS, `a whole number from 1 to ${MAX_THREADS}`)),
   LOGFORMAT: (o, v, line) => void (o.logFormat = oneOf(v, line, 'LogFormat', ['knockd', 'json'] as const)),
   METRICSLISTEN: (o, v, line) => void (o.metricsListen = metricsListen(v, line)),
+  FWKNOP_ACCESS: (o, v, line) => {
+    if (v === '') throw invalid(line, 'Fwknop_Access', 'the value is empty', 'Fwknop_Access = PATH of fwknopd\'s access.conf');
+    o.fwknopAccess = { path: fromBytes(v), line };
+  },
   STATEFILE: (o, v, line) => {
     if (v === '') throw invalid(line, 'StateFile', 'the value is empty', 'StateFile = PATH');
     o.stateFile = fromBytes(v);
@@ -542,30 +563,14 @@ function readKeyDirective<T>(value: string, line: number, key: string, forms: st
 }
 
 /** `ANY` or a comma list of ADDR[/PREFIX] (IPv4 or IPv6); access.conf's SOURCE form. */
-export function addressBlocks(value: string, line: number, key = 'Source'): AddressBlock[] {
-  const forms = `${key} = ANY or ADDR[/PREFIX][,ADDR[/PREFIX]...] (IPv4 or IPv6)`;
-  const items = commaItems(value, line, key, forms);
+function addressBlocks(value: string, line: number): AddressBlock[] {
+  const forms = 'Source = ANY or ADDR[/PREFIX][,ADDR[/PREFIX]...] (IPv4 or IPv6)';
+  const items = commaItems(value, line, 'Source', forms);
   if (items.some((i) => i.toUpperCase() === 'ANY')) return [];
   return items.map((item) => {
-    const slash = item.indexOf('/');
-    const address = parseAddress(fromBytes(slash < 0 ? item : item.slice(0, slash)));
-    if (!address) throw invalid(line, key, `"${fromBytes(item)}" is not an address`, forms);
-    const max = address.family === 4 ? 32 : 128;
-    const prefixText = slash < 0 ? String(max) : item.slice(slash + 1);
-    // access.conf also writes IPv4 masks as dotted quads (10.0.0.0/255.0.0.0)
-    const mask = address.family === 4 ? parseAddress(prefixText) : undefined;
-    let prefix: number;
-    if (mask && mask.family === 4) {
-      const bits = ((mask.bytes[0] << 24) | (mask.bytes[1] << 16) | (mask.bytes[2] << 8) | mask.bytes[3]) >>> 0;
-      prefix = 32 - Math.log2(((~bits >>> 0) + 1) || 2 ** 32);
-      if (!Number.isInteger(prefix)) throw invalid(line, key, `"${fromBytes(prefixText)}" is not a contiguous netmask`, forms);
-    } else {
-      if (!/^\d{1,3}$/.test(prefixText) || Number(prefixText) > max) throw invalid(line, key, `"${fromBytes(item)}" has a bad prefix length`, forms);
-      prefix = Number(prefixText);
-    }
-    const bytes = new Uint8Array(address.bytes);
-    for (let bit = prefix; bit < 128; bit++) bytes[bit >> 3] &= ~(0x80 >> (bit & 7));
-    return { family: address.family, bytes, prefix };
+    const block = parseAddressBlock(fromBytes(item));
+    if (typeof block === 'string') throw invalid(line, 'Source', block, forms);
+    return block;
   });
 }
 

@@ -1,5 +1,6 @@
 // The validated knockd.conf model: what src/config/parse.ts produces and src/config/program.ts compiles.
 // Field names follow the directives; defaults are knockd 0.8's and, for the extensions, README.md's.
+import type { AddressBlock } from '../address.js';
 
 export type Proto = 'tcp' | 'udp';
 /** A knock step's protocol: `icmp` (an extension) is an ICMP/ICMPv6 echo request, `port` its payload length. */
@@ -49,13 +50,6 @@ export interface DerivedDoor {
   protocols: Proto[];
   timeStep: number; // seconds
   bindSource: boolean;
-}
-
-/** An address block of an SPA door's Source list. */
-export interface AddressBlock {
-  family: 4 | 6;
-  bytes: Uint8Array; // 16 bytes, host bits zero
-  prefix: number;
 }
 
 /** Single Packet Authorization door (fwknop client); see docs/SPA.md. */
@@ -129,6 +123,8 @@ export interface OptionsConfig {
   logFormat?: 'knockd' | 'json';
   metricsListen?: string;
   stateFile?: string;
+  /** fwknopd's access.conf, whose stanzas become SPA doors (docs/SPA.md §6) */
+  fwknopAccess?: { path: string; line: number };
   /** Fleet = ...: grants and single-use state shared with other members through Redis (docs/FLEET.md) */
   fleet?: FleetConfig;
 }

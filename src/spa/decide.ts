@@ -1,8 +1,8 @@
 // An authenticated SPA payload -> a grant or a refusal with its reason, by the door's rules, in fwknopd's
 // order: replay, source, HMAC, decryption, packet age, requested address, user, ports (docs/SPA.md §3).
 // Doors that share the SPA port are tried in config order, as fwknopd tries its access.conf stanzas.
-import { formatAddress, parseAddress } from '../address.js';
-import type { AddressBlock, DoorConfig } from '../config/types.js';
+import { formatAddress, parseAddress, type AddressBlock } from '../address.js';
+import type { DoorConfig } from '../config/types.js';
 import { decodeSpa, payloadDigest, refuse, type AccessRequest, type Refusal, type SpaMessage } from './packet.js';
 import type { ReplayCache } from './replay-cache.js';
 
