@@ -92,9 +92,10 @@ async function hostile(name: string, daemonPid: number): Promise<void> {
       break;
     case 'malformed frames': // bad checksums, fragments, unknown IP protocols, UDP with garbage
       await Promise.all([
-        hping(['-S', '-p', '8000', '--badcksum', '-i', 'u500'], 40_000),
-        hping(['-f', '-d', '1400', '-p', '9000', '-i', 'u1000'], 20_000),
-        hping(['-0', '-H', '253', '-d', '64', '-i', 'u1000'], 20_000),
+        // spoofed sources: from the legitimate client's address these would be knocks of its own
+        hping(['-S', '-p', '8000', '--badcksum', '--rand-source', '-i', 'u500'], 40_000),
+        hping(['-f', '-d', '1400', '-p', '9000', '--rand-source', '-i', 'u1000'], 20_000),
+        hping(['-0', '-H', '253', '-d', '64', '--rand-source', '-i', 'u1000'], 20_000),
         hping(['-2', '-p', '7200', '-d', '7', '--rand-source', '-i', 'u500'], 40_000),
       ]);
       break;
