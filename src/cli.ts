@@ -65,7 +65,7 @@ options:
   knockd-fast fleet status           members, open grants and store round trip of the config's Fleet
   knockd-fast secret [--out FILE]    a new random key (hex) for a derived door's Secret_File
   knockd-fast knock [options] HOST PORT[:PROTO]...   the knock client (knockd-fast knock -h)
-  knockd-fast doctor [-i IF[,IF...]]  check capabilities, interface, nft, addon and capture ring
+  knockd-fast doctor [-i IF[,IF...]] [-c FILE]  check capabilities, interface, nft, addon, capture ring (and FILE's fleet store)
   knockd-fast demo                   narrated demonstration on a private namespace network (root)
 `;
 
@@ -83,7 +83,7 @@ SYNOPSIS
     knockd-fast [-c FILE] fleet status
     knockd-fast secret [--out KEYFILE]
     knockd-fast knock [options] HOST PORT[:PROTO]...
-    knockd-fast doctor [-i IF[,IF...]]
+    knockd-fast doctor [-i IF[,IF...]] [-c FILE]
     knockd-fast demo
     knockd-fast -V | -h
 
@@ -161,10 +161,10 @@ COMMANDS
         The knock client (also installed as knock-fast): knockd's knock options -u -d -4 -6 -v,
         plus --source ADDR and, for derived doors, --secret-file FILE --port-range LOW-HIGH.
         knockd-fast knock -h lists them.
-    doctor [-i IF[,IF...]]
+    doctor [-i IF[,IF...]] [-c FILE]
         Check what a deployment needs: the addon loads, CAP_NET_RAW/CAP_NET_ADMIN, the interface
-        exists, is up and has addresses, nft works, a capture ring opens. One pass/FAIL line each,
-        with the fix; exit 0 when all pass.
+        exists, is up and has addresses, nft works, a capture ring opens, and with -c the store of
+        FILE's Fleet= answers. One pass/FAIL line each, with the fix; exit 0 when all pass.
     demo
         As root: build a private client/gateway/server network in namespaces, run the daemon on the
         gateway and narrate a knock opening a guarded port, then remove everything (also on Ctrl-C).
@@ -480,7 +480,7 @@ async function runFleetStatus(options: CliOptions, io: CliIo): Promise<number> {
 
 /** The usage line of each subcommand parsed by parseSubcommand. */
 const SUBCOMMAND_USAGE: Record<string, string> = {
-  doctor: 'usage: knockd-fast doctor [-i IF[,IF...]]',
+  doctor: 'usage: knockd-fast doctor [-i IF[,IF...]] [-c FILE]',
   demo: 'usage: knockd-fast demo',
   secret: 'usage: knockd-fast secret [--out FILE]',
 };
@@ -535,10 +535,16 @@ export async function main(argv: string[], io: CliIo = defaultIo()): Promise<num
   // subcommands with their own option grammar: knock (knock 0.8's), doctor, demo and secret
   if (argv[0] === 'knock') return runKnockCli(argv.slice(1), 'knockd-fast knock');
   if (argv[0] === 'doctor') {
-    const doctor = parseSubcommand('doctor', argv.slice(1), io, (c) => c.option('-i, --interface <int>'));
+    const doctor = parseSubcommand('doctor', argv.slice(1), io, (c) => c.option('-i, --interface <int>').option('-c, --config <file>'));
     if (typeof doctor === 'number') return doctor;
     const interfaces = doctor.interface ? String(doctor.interface).split(',') : [];
-    return runDoctor({ interfaces, out: io.stdout });
+    let fleet;
+    if (doctor.config !== undefined) {
+      const config = loadConfig(String(doctor.config), io, false);
+      if (!config) return 1;
+      fleet = config.options.fleet;
+    }
+    return runDoctor({ interfaces, fleet, out: io.stdout });
   }
   if (argv[0] === 'demo') {
     const demo = parseSubcommand('demo', argv.slice(1), io, (c) => c);

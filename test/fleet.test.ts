@@ -9,6 +9,7 @@ import type { Daemon } from '../src/tools/demo.js';
 import { encodeMessage, newNonce, type FleetMessage } from '../src/fleet/message.js';
 import { main } from '../src/cli.js';
 import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 
 const LAB_KEY = new Uint8Array(Buffer.from('5a'.repeat(32), 'hex'));
 const CHANNEL = 'kf:{test}:grants';
@@ -36,7 +37,7 @@ const SSH = (openTimeout: number, extra = '') => `
     Open_Timeout = ${openTimeout}
 ${extra}`;
 
-describe('a fleet of gateways sharing grants through Redis', { skip, timeout: 300_000 }, () => {
+describe('a fleet of gateways sharing grants through Redis', { skip, timeout: 900_000 }, () => {
   let lab: FleetLab;
   const daemons: Daemon[] = [];
   const start = async (i: number, conf: string): Promise<Daemon> => {
@@ -68,15 +69,18 @@ describe('a fleet of gateways sharing grants through Redis', { skip, timeout: 30
 
   test('a knock on A opens 22/tcp on A and on B for that client only; both close after Open_Timeout', async () => {
     try {
-      const a = await start(0, lab.writeConfig('a.conf', lab.options(0) + SSH(5)));
-      const b = await start(1, lab.writeConfig('b.conf', lab.options(1) + SSH(5) + WEB));
+      const a = await start(0, lab.writeConfig('a.conf', lab.options(0) + SSH(15)));
+      const b = await start(1, lab.writeConfig('b.conf', lab.options(1) + SSH(15) + WEB));
       await a.waitFor(/fleet: catch-up \(connect\)/);
       await b.waitFor(/fleet: catch-up \(connect\)/);
       assert.equal(lab.probe(0), 'closed');
       assert.equal(lab.probe(1), 'closed');
       lab.knock(0, ['7000', '8000', '9000']);
+      const knockedAt = Date.now();
       await a.waitFor(/203\.0\.113\.10: ssh: OPEN SESAME/);
+      assert.equal(lab.probe(0), 'open', 'open on A, where the knock arrived');
       await b.waitFor(/203\.0\.113\.10: ssh: opened by fleet member gw0/);
+      assert.equal(lab.probe(1), 'open', 'a real TCP connection through B succeeds');
       // fleet status, as the operator on A sees it: both members, B's extra door flagged, one open grant
       let out = '';
       const code = await main(['-c', join(lab.dir, 'a.conf'), 'fleet', 'status'], { stdout: (t) => (out += t), stderr: (t) => (out += t) });
@@ -86,11 +90,12 @@ describe('a fleet of gateways sharing grants through Redis', { skip, timeout: 30
       assert.match(out, /^  gw0 +version \S+ +seen \d+s ago +up \d+s +doors as in this config$/m);
       assert.match(out, /^  gw1 +version .*DOORS DIFFER: web extra$/m);
       assert.match(out, /open grants \(1\):\n  ssh +1\n/);
-      assert.equal(lab.probe(0), 'open', 'open on A, where the knock arrived');
-      assert.equal(lab.probe(1), 'open', 'a real TCP connection through B succeeds');
+      let doctor = '';
+      await main(['doctor', '-c', join(lab.dir, 'a.conf')], { stdout: (t) => (doctor += t), stderr: (t) => (doctor += t) });
+      assert.match(doctor, /^pass  fleet store unix:\/\/\S+redis\.sock: answers, round trip \d+\.\d\d ms$/m);
       assert.equal(lab.probe(1, FLEET_NET.client2), 'closed', "another client's connection through B does not");
       assert.equal(lab.probe(0, FLEET_NET.client2), 'closed');
-      await sleep(5500);
+      await sleep(Math.max(0, knockedAt + 15_500 - Date.now()));
       assert.equal(lab.probe(0), 'closed', 'A closed after Open_Timeout');
       assert.equal(lab.probe(1), 'closed', 'B closed after Open_Timeout');
     } finally {
@@ -220,14 +225,17 @@ describe('a fleet of gateways sharing grants through Redis', { skip, timeout: 30
     Cooldown = 5
 `;
     try {
-      const a = await start(0, lab.writeConfig('ua.conf', lab.options(0, '    Fleet_Offline = deny\n') + SSH(30) + cool(0)));
-      const b = await start(1, lab.writeConfig('ub.conf', lab.options(1, '    Fleet_Offline = local\n') + SSH(30) + cool(1)));
+      const a = await start(0, lab.writeConfig('ua.conf', lab.options(0, '    Fleet_Offline = deny\n') + SSH(120) + cool(0)));
+      const b = await start(1, lab.writeConfig('ub.conf', lab.options(1, '    Fleet_Offline = local\n') + SSH(120) + cool(1)));
       await a.waitFor(/fleet: catch-up \(connect\)/);
       await b.waitFor(/fleet: catch-up \(connect\)/);
       // a grant before the outage: B has it; the store loses it with the restart
       lab.knock(0, ['7000', '8000', '9000'], FLEET_NET.client2);
       await b.waitFor(/203\.0\.113\.11: ssh: opened by fleet member gw0/);
       await lab.redis.kill();
+      let doctor = '';
+      await main(['doctor', '-c', join(lab.dir, 'ua.conf')], { stdout: (t) => (doctor += t), stderr: (t) => (doctor += t) });
+      assert.match(doctor, /^FAIL  fleet store unix:\/\/\S+redis\.sock: cannot reach the fleet store .* within 3000 ms: .*; fix: start the store/m);
       await a.waitFor(/fleet: store .* unreachable/);
       await b.waitFor(/fleet: store .* unreachable/);
       lab.knock(0, ['7000', '8000', '9000']);
@@ -251,6 +259,38 @@ describe('a fleet of gateways sharing grants through Redis', { skip, timeout: 30
       assert.deepEqual(keys.sort(), ['kf:{test}:g:cool|4|203.0.113.10', 'kf:{test}:g:ssh|4|203.0.113.10', 'kf:{test}:g:ssh|4|203.0.113.11'].sort());
     } finally {
       if (!(await lab.redis.command(['PING']).catch(() => undefined))) await lab.redis.start().catch(() => undefined);
+      await stopAll();
+    }
+  });
+
+  test('Fleet_Commands = all: each member runs its start command exactly once per grant, and its own stop', async () => {
+    try {
+      const door = (i: number) => `
+[cmd]
+    Sequence = 5100,5200,5300
+    Seq_Timeout = 5
+    TCPFlags = syn
+    Start_Command = echo start %IP% >> ${lab.dir}/cmd${i}.txt
+    Cmd_Timeout = 4
+    Stop_Command = echo stop %IP% >> ${lab.dir}/cmd${i}.txt
+`;
+      const a = await start(0, lab.writeConfig('ca.conf', lab.options(0, '    Fleet_Commands = all\n') + door(0)));
+      const b = await start(1, lab.writeConfig('cb.conf', lab.options(1, '    Fleet_Commands = all\n') + door(1)));
+      await b.waitFor(/fleet: catch-up \(connect\)/);
+      lab.knock(0, ['5100', '5200', '5300']);
+      await a.waitFor(/203\.0\.113\.10: cmd: OPEN SESAME/);
+      await b.waitFor(/203\.0\.113\.10: cmd: opened by fleet member gw0/);
+      // the same grant again: re-published as is (a replay by someone with store access) and read by a catch-up
+      const stored = (await lab.redis.command(['GET', 'kf:{test}:g:cmd|4|203.0.113.10'])) as string;
+      await lab.redis.command(['PUBLISH', CHANNEL, stored]);
+      b.child.kill('SIGHUP');
+      await b.waitFor(/fleet: catch-up \(reload\): 1 open grant/);
+      assert.equal(b.lines.filter((l) => /fleet: connected/.test(l)).length, 1, 'the reload kept the connection');
+      await sleep(5000);
+      const cmds = (i: number) => readFileSync(join(lab.dir, `cmd${i}.txt`), 'utf8');
+      assert.equal(cmds(0), 'start 203.0.113.10\nstop 203.0.113.10\n', 'A: once, then its stop');
+      assert.equal(cmds(1), 'start 203.0.113.10\nstop 203.0.113.10\n', 'B: once, then its own stop');
+    } finally {
       await stopAll();
     }
   });

@@ -97,6 +97,7 @@ export class FleetLinkImpl implements FleetLink {
    * re-published by someone with write access, is applied once */
   private readonly seen = new Map<string, number>();
   private seq = 0;
+  private seenSweepAt = 100_000;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private catchUpRunning: Promise<void> | undefined;
   private catchUpAgain = false;
@@ -213,8 +214,12 @@ export class FleetLinkImpl implements FleetLink {
   private remember(q: QueuedGrant): void {
     this.mine.delete(q.key);
     if (this.mine.size >= MINE_LIMIT) {
+      // oldest first: drop ended grants from the front, and if none has ended, the oldest one
       const now = this.now();
-      for (const [k, old] of this.mine) if (old.expiryMs <= now) this.mine.delete(k);
+      for (const [k, old] of this.mine) {
+        if (old.expiryMs > now) break;
+        this.mine.delete(k);
+      }
       if (this.mine.size >= MINE_LIMIT) this.mine.delete(this.mine.keys().next().value as string);
     }
     this.mine.set(q.key, q);
@@ -378,9 +383,11 @@ export class FleetLinkImpl implements FleetLink {
     });
   }
 
+  /** Sweeps ended nonces once the map has doubled since the last sweep: amortised O(1) per message. */
   private pruneSeen(now: number): void {
-    if (this.seen.size < 100_000) return;
+    if (this.seen.size < this.seenSweepAt) return;
     for (const [nonce, expiry] of this.seen) if (expiry + CLOCK_SKEW_MS < now) this.seen.delete(nonce);
+    this.seenSweepAt = Math.max(100_000, 2 * this.seen.size);
   }
 
   /** Counted always; logged once per reason per REFUSAL_LOG_MS with the count and one example. */

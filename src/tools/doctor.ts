@@ -6,9 +6,13 @@ import { accessSync, constants, existsSync, readdirSync, readFileSync } from 'no
 import { networkInterfaces } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { CAP_NET_ADMIN, CAP_NET_RAW, effectiveCapabilities } from '../capabilities.js';
-import { DEFAULTS } from '../config/types.js';
+import { DEFAULTS, type FleetConfig } from '../config/types.js';
+import { connectStore, roundTripMs } from '../fleet/status.js';
+import { describeStore, parseStoreUrl } from '../fleet/url.js';
 
 export interface DoctorOptions {
+  /** the config's Fleet (doctor -c FILE): its store is checked too */
+  fleet?: FleetConfig;
   /** interfaces the daemon will capture on (-i / Interface=); default knockd's `eth0` */
   interfaces?: string[];
   /** environment whose PATH is searched for nft; default process.env */
@@ -240,7 +244,29 @@ export async function doctorChecks(options: DoctorOptions = {}): Promise<DoctorC
   const interfaces = options.interfaces?.length ? options.interfaces : [DEFAULTS.interface];
   const env = options.env ?? process.env;
   const [addon, nft] = await Promise.all([probeAddon(interfaces, env), checkNft(env)]);
-  return [addon.check, checkCapabilities(), ...interfaces.map(checkInterface), nft, ...checkRings(interfaces, addon.report)];
+  const checks = [addon.check, checkCapabilities(), ...interfaces.map(checkInterface), nft, ...checkRings(interfaces, addon.report)];
+  if (options.fleet) checks.push(await checkStore(options.fleet));
+  return checks;
+}
+
+/** The fleet's store answers (connect, authenticate, select the database, subscribe, PING). */
+async function checkStore(fleet: FleetConfig): Promise<DoctorCheck> {
+  const name = `fleet store ${describeStore(parseStoreUrl(fleet.url))}`;
+  try {
+    const store = await connectStore(fleet);
+    try {
+      return { name, ok: true, detail: `answers, round trip ${(await roundTripMs(store)).toFixed(2)} ms` };
+    } finally {
+      await store.close();
+    }
+  } catch (err) {
+    return {
+      name,
+      ok: false,
+      detail: (err as Error).message,
+      fix: 'start the store or correct Fleet= (and Fleet_Password_File=); meanwhile the daemon runs local-only and retries',
+    };
+  }
 }
 
 export function formatCheck(check: DoctorCheck): string {
