@@ -5,6 +5,7 @@
 export class KnockdError extends Error {
   readonly code: string;
   readonly syscall?: string;
+  /** negative, as Node reports it (-2 for ENOENT) */
   readonly errno?: number;
   readonly interface?: string;
   readonly hint?: string;

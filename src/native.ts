@@ -19,6 +19,8 @@ export interface NativeMatcherHandle {
   tick(nowUs: number): Uint8Array;
   /** fills the counters of docs/MATCHER.md §8 (STAT_COUNT of them) */
   stats(out: Float64Array): void;
+  /** frees the tracking state now (else at garbage collection); any later call but close() throws */
+  close(): void;
 }
 
 /** Options of the live capture engine (native/binding/engine.cc; validated in src/capture/engine.ts). */

@@ -118,3 +118,14 @@ test('stats(out) rejects a short array', () => {
   const handle = new (loadBinding().NativeMatcher)();
   assert.throws(() => handle.stats(new Float64Array(5)), { name: 'RangeError', message: new RegExp(`needs ${STAT_NAMES.length} entries`) });
 });
+
+test('close() frees the matcher: every later call but close() throws a clear error', () => {
+  const m = loaded();
+  m.feed(firstKnocks(10));
+  m.close();
+  m.close();
+  assert.throws(() => m.feed(firstKnocks(1)), /NativeMatcher: closed/);
+  assert.throws(() => m.tick(T0), /NativeMatcher: closed/);
+  assert.throws(() => m.load(program), /NativeMatcher: closed/);
+  assert.throws(() => m.stats(), /NativeMatcher: closed/);
+});

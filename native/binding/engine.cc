@@ -1,6 +1,9 @@
 // Engine: see engine.h. JS shapes are declared in src/native.ts (EngineHandle, EngineOptions).
 #include "engine.h"
 
+#include "arguments.h"
+#include "errno_error.h"
+
 #include <cstring>
 #include <string>
 
@@ -8,18 +11,6 @@ namespace knockd {
 namespace {
 
 constexpr size_t kTsfnQueue = 1024;  // batches waiting for the JS thread before a flush counts a drop
-
-std::shared_ptr<const Program> program_arg(const Napi::Value& value) {
-  Napi::Env env = value.Env();
-  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
-    throw Napi::TypeError::New(env, "program must be a Uint32Array (src/config/program.ts compileProgram().words)");
-  }
-  Napi::Uint32Array words = value.As<Napi::Uint32Array>();
-  std::string error;
-  auto program = Program::decode(words.Data(), words.ElementLength(), &error);
-  if (!program) throw Napi::TypeError::New(env, "invalid door program: " + error);
-  return program;
-}
 
 uint32_t uint_option(const Napi::Object& options, const char* name, uint32_t fallback) {
   Napi::Value v = options.Get(name);
@@ -117,13 +108,7 @@ Engine::Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info),
     capture_ = std::make_unique<Capture>(options, std::move(program), this);
   } catch (const CaptureError& e) {
     tsfn_.Release();
-    Napi::Error err = Napi::Error::New(env, e.what());
-    const char* code = strerrorname_np(e.err());
-    err.Set("code", Napi::String::New(env, code ? code : "EUNKNOWN"));
-    err.Set("errno", Napi::Number::New(env, e.err()));
-    err.Set("syscall", Napi::String::New(env, e.syscall()));
-    if (!e.interface().empty()) err.Set("interface", Napi::String::New(env, e.interface()));
-    throw err;
+    throw ErrnoError(env, e.err(), e.what(), e.syscall(), e.interface());
   } catch (const std::exception& e) {
     tsfn_.Release();
     throw Napi::Error::New(env, e.what());
@@ -170,10 +155,7 @@ Napi::Value Engine::JsLoad(const Napi::CallbackInfo& info) {
 
 Napi::Value Engine::JsStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-    throw Napi::TypeError::New(env, "stats(out) expects a Float64Array of threads × SHARD_STATS");
-  }
-  Napi::Float64Array out = info[0].As<Napi::Float64Array>();
+  auto out = typed_arg<Napi::Float64Array>(info, 0, napi_float64_array, "stats(out) expects a Float64Array of threads × SHARD_STATS");
   std::vector<uint64_t> values(size_t(capture_->threads()) * kShardStats);
   if (out.ElementLength() < values.size()) throw Napi::RangeError::New(env, "stats(out): out is shorter than threads × SHARD_STATS");
   capture_->read_stats(values.data(), values.size());

@@ -2,6 +2,8 @@
 // call throws (TypeError / RangeError) and leaves the matcher untouched.
 #include "native_matcher.h"
 
+#include "arguments.h"
+
 #include <cmath>
 #include <cstring>
 #include <new>
@@ -11,15 +13,6 @@ namespace knockd {
 namespace {
 
 constexpr size_t kInitialEventCapacity = 4096;
-
-template <typename Array>
-Array typed_arg(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type type, const char* what) {
-  Napi::Value v = info[i];
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {
-    throw Napi::TypeError::New(info.Env(), what);
-  }
-  return v.As<Array>();
-}
 
 // Integer microseconds held exactly in a double.
 bool is_micros(double t) { return std::isfinite(t) && t == std::floor(t) && std::fabs(t) <= 9007199254740991.0; }
@@ -33,18 +26,6 @@ int64_t micros_arg(Napi::Env env, double t, const std::string& what) {
 
 }  // namespace
 
-std::shared_ptr<const Program> program_arg(const Napi::Value& value) {
-  Napi::Env env = value.Env();
-  if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
-    throw Napi::TypeError::New(env, "program must be a Uint32Array (src/config/program.ts compileProgram().words)");
-  }
-  Napi::Uint32Array words = value.As<Napi::Uint32Array>();
-  std::string error;
-  auto program = Program::decode(words.Data(), words.ElementLength(), &error);
-  if (!program) throw Napi::TypeError::New(env, "invalid door program: " + error);
-  return program;
-}
-
 Napi::Function NativeMatcher::Define(Napi::Env env) {
   return DefineClass(env, "NativeMatcher",
                      {
@@ -52,10 +33,11 @@ Napi::Function NativeMatcher::Define(Napi::Env env) {
                          InstanceMethod<&NativeMatcher::JsFeed>("feed"),
                          InstanceMethod<&NativeMatcher::JsTick>("tick"),
                          InstanceMethod<&NativeMatcher::JsStats>("stats"),
+                         InstanceMethod<&NativeMatcher::JsClose>("close"),
                      });
 }
 
-NativeMatcher::NativeMatcher(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeMatcher>(info) {
+NativeMatcher::NativeMatcher(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeMatcher>(info), env_(info.Env()) {
   uint32_t shard = 0;
   if (info.Length() > 0 && !info[0].IsUndefined()) {
     if (!info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "new NativeMatcher(shard): shard must be a number");
@@ -69,8 +51,35 @@ NativeMatcher::NativeMatcher(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
   events_.reserve(kInitialEventCapacity);
 }
 
+NativeMatcher::~NativeMatcher() { Release(); }
+
+void NativeMatcher::Release() {
+  matcher_.reset();
+  events_ = {};
+  frames_ = {};
+  ReportMemory(0);
+}
+
+// V8 sees only the small wrapper; the tracking state (up to tens of MB at a large MaxTracked) is ours, so
+// it is reported to the GC as external memory, and given back on close() or collection.
+void NativeMatcher::ReportMemory(size_t bytes) {
+  if (bytes == reported_bytes_) return;
+  Napi::MemoryManagement::AdjustExternalMemory(env_, int64_t(bytes) - int64_t(reported_bytes_));
+  reported_bytes_ = bytes;
+}
+
+void NativeMatcher::RequireOpen(Napi::Env env) const {
+  if (!matcher_) throw Napi::Error::New(env, "NativeMatcher: closed");
+}
+
 void NativeMatcher::RequireProgram(Napi::Env env) const {
+  RequireOpen(env);
   if (!matcher_->program()) throw Napi::Error::New(env, "NativeMatcher: call load(program) before feed() or tick()");
+}
+
+Napi::Value NativeMatcher::JsClose(const Napi::CallbackInfo& info) {
+  Release();
+  return info.Env().Undefined();
 }
 
 Napi::Value NativeMatcher::TakeEvents(Napi::Env env) {
@@ -84,12 +93,14 @@ Napi::Value NativeMatcher::TakeEvents(Napi::Env env) {
 Napi::Value NativeMatcher::JsLoad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto program = program_arg(info[0]);
+  RequireOpen(env);
   try {
     matcher_->load(program);
   } catch (const std::bad_alloc&) {
     throw Napi::RangeError::New(env, "load: could not allocate tracking state for MaxTracked " +
                                          std::to_string(program->max_tracked) + "; lower MaxTracked");
   }
+  ReportMemory(matcher_->state_bytes());
   return env.Undefined();
 }
 
@@ -144,6 +155,7 @@ Napi::Value NativeMatcher::JsTick(const Napi::CallbackInfo& info) {
 Napi::Value NativeMatcher::JsStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto out = typed_arg<Napi::Float64Array>(info, 0, napi_float64_array, "stats(out): out must be a Float64Array");
+  RequireOpen(env);
   const Stats& stats = matcher_->stats();
   if (out.ElementLength() < stats.size()) {
     throw Napi::RangeError::New(env, "stats(out): out needs " + std::to_string(stats.size()) + " entries, got " +

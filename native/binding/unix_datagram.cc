@@ -14,9 +14,7 @@ namespace knockd {
 namespace {
 
 Napi::Error SyscallError(Napi::Env env, int err, const char* syscall, const std::string& path) {
-  Napi::Error e = ErrnoError(env, err, std::string(syscall) + " " + path + ": " + std::strerror(err));
-  e.Set("syscall", Napi::String::New(env, syscall));
-  return e;
+  return ErrnoError(env, err, std::string(syscall) + " " + path + ": " + std::strerror(err), syscall);
 }
 
 }  // namespace

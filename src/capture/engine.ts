@@ -328,7 +328,7 @@ export class CaptureEngine {
     const view = new DataView(rec.buffer, rec.byteOffset, rec.byteLength);
     const code = rec[1];
     const ifIndex = view.getUint16(4, true);
-    const errno = view.getUint32(12, true);
+    const errno = view.getUint32(12, true); // the positive C errno; errors carry it negative, as Node does
     const name = this.interfaces[ifIndex] ?? `#${ifIndex}`;
     const notify = (event: InterfaceNotice['event'], message: string) => this.opts.onInterface?.({ interface: name, event, message });
     switch (code) {
@@ -343,7 +343,7 @@ export class CaptureEngine {
         const what = code === EngineError.INTERFACE_REOPEN ? `cannot reopen interface ${name}` : `capture thread ${view.getUint16(6, true)} stopped`;
         const errCode = errnoName(errno);
         this.opts.onError?.(
-          new KnockdError(`${what}: ${errCode}`, { code: errCode, errno, interface: name, hint: captureHint(errCode, name) }),
+          new KnockdError(`${what}: ${errCode}`, { code: errCode, errno: -errno, interface: name, hint: captureHint(errCode, name) }),
         );
       }
     }

@@ -26,6 +26,11 @@ export class NativeMatcher implements Matcher {
     return this.handle.tick(nowUs);
   }
 
+  /** Frees the C++ tracking state now instead of at garbage collection; any later call throws. */
+  close(): void {
+    this.handle.close();
+  }
+
   stats(): MatcherStats {
     this.handle.stats(this.counters);
     const out = {} as MatcherStats;
