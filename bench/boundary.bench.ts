@@ -8,10 +8,10 @@ import { NativeMatcher } from '../src/match/native-matcher.js';
 import { CONFIGS, compile } from '../test/helpers/doors.js';
 import { knockFrame } from '../test/helpers/packets.js';
 import { reportRow } from './report.js';
+import { T0 } from '../test/helpers/env.js';
 
 const SHORT = process.env.KNOCKD_BENCH_SHORT === '1';
 const SOURCES = 65_536;
-const T0 = 1_700_000_000_000_000;
 const program = compile(CONFIGS.C9(), { eventBudget: 0 }).words; // one-step door: every frame completes
 
 const all = batchFromFrames(

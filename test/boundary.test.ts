@@ -9,8 +9,8 @@ import { loadBinding } from '../src/native.js';
 import { NativeMatcher } from '../src/match/native-matcher.js';
 import { CONFIGS, compile } from './helpers/doors.js';
 import { knockFrame } from './helpers/packets.js';
+import { T0 } from './helpers/env.js';
 
-const T0 = 1_700_000_000_000_000;
 const program = compile(CONFIGS.C1()).words;
 
 function loaded(): NativeMatcher {

@@ -15,6 +15,7 @@ import { derivedDoor, range } from './helpers/derived.js';
 import { CONFIGS, compile, config, door } from './helpers/doors.js';
 import { knockFrame, randomTrace, TCP, type IpShape, type Knock, type LinkShape } from './helpers/packets.js';
 import type { CapturedFrame } from '../src/match/frame.js';
+import { T0 } from './helpers/env.js';
 
 const binding = loadBinding();
 const LIVE = 0; // Engine.compileFilter's live socket layout
@@ -53,7 +54,6 @@ function liveView(frame: Uint8Array): { data: Uint8Array; meta: PacketMeta } | u
   return { data: frame.subarray(14), meta: { protocol: type } };
 }
 
-const T0 = 1_700_000_000_000_000;
 const DSTS4 = ['192.0.2.2', '192.0.2.77', '203.0.113.9'];
 const DSTS6 = ['fd00::2', '2001:db8:ffff::9'];
 const LINKS = [LinkType.ETHERNET, LinkType.LINUX_SLL, LinkType.LINUX_SLL2, LinkType.RAW, 12, 14];

@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { isRoot as root } from './helpers/env.js';
 
-const root = process.getuid?.() === 0;
 const skip = root ? false : 'needs root: it creates a network namespace and opens AF_PACKET sockets';
 const ns = `kf-cap-${process.pid}`;
 const scenarioFile = fileURLToPath(new URL('./helpers/capture-scenario.ts', import.meta.url));

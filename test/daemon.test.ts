@@ -15,6 +15,7 @@ import { packageRoot } from '../src/native.js';
 import { Lab } from '../src/tools/netns.js';
 import { readState, writeState } from '../src/control/state.js';
 import { knockFrame } from './helpers/packets.js';
+import { isRoot as root } from './helpers/env.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kf-daemon-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -385,7 +386,6 @@ test('--log-format json: JSON lines with the event fields in the log file and on
 
 // ------------------------------------------------------------------ metrics, inside a private namespace
 
-const root = process.getuid?.() === 0;
 
 test('metrics: the Prometheus endpoint serves the counters (scraped inside a private network namespace)', { skip: !root && 'needs root to create a network namespace' }, () => {
   const lab = new Lab('metrics');

@@ -22,8 +22,8 @@ import { NativeMatcher } from '../src/match/native-matcher.js';
 import { derivedDoor, range, sequenceFor, TEST_KEY } from './helpers/derived.js';
 import { compile, config } from './helpers/doors.js';
 import { knockFrame } from './helpers/packets.js';
+import { isRoot as root } from './helpers/env.js';
 
-const root = process.getuid?.() === 0;
 
 describe('knockd-fast secret', () => {
   let dir: string;

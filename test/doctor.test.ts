@@ -10,9 +10,9 @@ import { fileURLToPath } from 'node:url';
 
 import { doctorChecks, formatCheck, type DoctorCheck } from '../src/tools/doctor.js';
 import { loadBinding } from '../src/native.js';
+import { isRoot } from './helpers/env.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const isRoot = process.getuid?.() === 0;
 const netnsSkip = !isRoot ? 'needs root (network namespaces)' : !existsSync('/usr/sbin/nft') ? 'needs nft' : false;
 
 function addonLoads(): boolean {

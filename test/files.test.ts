@@ -15,8 +15,8 @@ import { readCaptureFile } from '../src/capture/pcap.js';
 import { Logger } from '../src/report/log.js';
 import { readSecretFile } from '../src/match/derive.js';
 import { packageRoot } from '../src/native.js';
+import { isRoot as root } from './helpers/env.js';
 
-const root = process.getuid?.() === 0;
 const rootOnly = root ? false : 'needs root (files owned by another user, mount namespaces)';
 const dir = mkdtempSync(join(tmpdir(), 'kf-files-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

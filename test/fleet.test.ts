@@ -10,6 +10,7 @@ import { encodeMessage, newNonce, type FleetMessage } from '../src/fleet/message
 import { main } from '../src/cli.js';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
+import { isRoot as root } from './helpers/env.js';
 
 const LAB_KEY = new Uint8Array(Buffer.from('5a'.repeat(32), 'hex'));
 const CHANNEL = 'kf:{test}:grants';
@@ -19,7 +20,6 @@ function scrape(lab: FleetLab, i: number): string {
   return lab.lab.exec(`gw${i}`, process.execPath, ['-e', "fetch('http://127.0.0.1:9101/metrics').then(r => r.text()).then(t => process.stdout.write(t))"]);
 }
 
-const root = process.getuid?.() === 0;
 const skip = root ? false : 'needs root (network namespaces, AF_PACKET, nftables)';
 
 const WEB = `

@@ -8,8 +8,8 @@ import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GatewayLab, NET } from '../src/tools/demo.js';
+import { isRoot as root } from './helpers/env.js';
 
-const root = process.getuid?.() === 0;
 const skip = root ? false : 'needs root (network namespaces, AF_PACKET, nftables)';
 
 describe('completion flood on a command door', { skip, timeout: 120_000 }, () => {

@@ -11,6 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import { after, test } from 'node:test';
 import { packageRoot } from '../src/native.js';
 import { Lab } from '../src/tools/netns.js';
+import { isRoot as root } from './helpers/env.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kf-frontdoor-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -99,7 +100,6 @@ function troubleshootingQuotes(): string[] {
 const produces = (output: string, quote: string): boolean =>
   new RegExp(quote.split('…').map((part) => part.trim().replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[\\s\\S]*?')).test(output);
 
-const root = process.getuid?.() === 0;
 
 test('every message quoted in README\'s Troubleshooting table is what a real run prints', { skip: !root && 'needs root (runs the daemon in private network namespaces, also as nobody)', timeout: 120_000 }, () => {
   const open = mkdtempSync(join(tmpdir(), 'kf-trouble-'));

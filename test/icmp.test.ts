@@ -12,8 +12,8 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cliPath, knockClientPath } from '../src/tools/demo.js';
 import { Lab } from '../src/tools/netns.js';
+import { isRoot as root } from './helpers/env.js';
 
-const root = process.getuid?.() === 0;
 const tools = ['/usr/bin/ping', '/usr/bin/tcpdump'].filter((p) => !existsSync(p) && !existsSync(p.replace('/bin/', '/sbin/')));
 const skip = !root ? 'needs root (network namespace, AF_PACKET)' : tools.length > 0 ? `needs ${tools.join(', ')} (apt-get install iputils-ping tcpdump)` : false;
 const EVENT = /: (Stage \d+|OPEN SESAME|sequence timeout \(stage \d+\))$/;

@@ -9,9 +9,9 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { knockUsage, parseKnockArgs, parseServices, resolvePortArg, type KnockCommand } from '../src/tools/knock.js';
+import { isRoot } from './helpers/env.js';
 
 const BIN = fileURLToPath(new URL('../bin/knock-fast.js', import.meta.url));
-const isRoot = process.getuid?.() === 0;
 const hasTools = ['/usr/sbin/ip', '/usr/bin/tcpdump', '/usr/sbin/nft'].every((p) => existsSync(p));
 const netnsSkip = !isRoot ? 'needs root (network namespaces, tcpdump)' : !hasTools ? 'needs ip, tcpdump and nft' : false;
 const debianKnockSkip = netnsSkip || (existsSync('/usr/bin/knock') ? false : 'needs /usr/bin/knock (apt-get install -y knockd)');

@@ -13,8 +13,8 @@ import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cliPath, knockClientPath } from '../src/tools/demo.js';
 import { collectLines, stop, waitFor } from './helpers/processes.js';
+import { isRoot as root } from './helpers/env.js';
 
-const root = process.getuid?.() === 0;
 const tcpdump = existsSync('/usr/bin/tcpdump') || existsSync('/usr/sbin/tcpdump');
 const skip = !root ? 'needs root (network namespace, AF_PACKET)' : !tcpdump ? 'needs tcpdump (apt-get install tcpdump)' : false;
 const KNOCKD = '/usr/sbin/knockd';

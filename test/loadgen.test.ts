@@ -17,8 +17,8 @@ import {
   stopCounter,
   type LoadNet,
 } from '../bench/load.js';
+import { isRoot as root } from './helpers/env.js';
 
-const root = process.getuid?.() === 0;
 const haveTcpdump = (() => {
   try {
     execFileSync('tcpdump', ['--version'], { stdio: 'ignore' });

@@ -12,6 +12,7 @@ import { derivedDoor, OTHER_KEY, portSpecs, range, sequenceFor } from './helpers
 import { CONFIGS, compile, config, door } from './helpers/doors.js';
 import { keyGen, payloadPool, spaDoor } from './helpers/spa.js';
 import { knockFrame, TCP, type IpShape, type LinkShape } from './helpers/packets.js';
+import { T0 } from './helpers/env.js';
 
 const A = '198.51.100.1';
 const B = '198.51.100.2';
@@ -20,7 +21,6 @@ const ALIAS: Record<string, string> = { [A]: 'A', [B]: 'B', [S]: 'S', '198.51.10
 const LOCAL4 = '192.0.2.2';
 const LOCAL6 = 'fd00::2';
 /** A whole second, so budget windows and knockd's seconds line up with the table's times. */
-export const T0 = 1_700_000_000_000_000;
 const us = (seconds: number): number => T0 + Math.round(seconds * 1e6);
 
 export interface PacketSpec {

@@ -8,8 +8,8 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GatewayLab, NET, cliPath } from '../src/tools/demo.js';
 import { gatewayConfig } from './helpers/gateway.js';
+import { isRoot as root } from './helpers/env.js';
 
-const root = process.getuid?.() === 0;
 const skip = root ? false : 'needs root (network namespaces, AF_PACKET, nftables)';
 
 const UDP_DOOR = (openTimeout: number) => `

@@ -21,6 +21,7 @@ import type { DoorConfig } from '../src/config/types.js';
 import { loadBinding } from '../src/native.js';
 import { Lab } from '../src/tools/netns.js';
 import { door as doorConfig } from './helpers/doors.js';
+import { isRoot as root } from './helpers/env.js';
 
 /** How set elements are written: netlink from the addon (the default) and the nft -i fallback. */
 const WRITERS = ['netlink', 'nft'] as const;
@@ -116,7 +117,6 @@ test('--test checks the ruleset with nft -c: a door name of 63 x "ä" is accepte
   }
 });
 
-const root = process.getuid?.() === 0;
 
 describe('nft backend in a network namespace', { skip: root ? false : 'needs root to create network namespaces' }, () => {
   const lab = root ? new Lab('nft') : undefined;

@@ -18,6 +18,7 @@ import { MANUAL } from '../src/cli.js';
 import { packageRoot } from '../src/native.js';
 import { Lab } from '../src/tools/netns.js';
 import { knockFrame, TCP } from './helpers/packets.js';
+import { isRoot as root } from './helpers/env.js';
 
 const run = (cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env): string =>
   execFileSync(cmd, args, { cwd, encoding: 'utf8', env, stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 });
@@ -183,7 +184,6 @@ test('without a prebuilt addon and without a compiler the install fails with one
   assert.doesNotMatch(output, /^\s+at /m, 'no stack trace');
 });
 
-const root = process.getuid?.() === 0;
 
 test('without a loadable addon: replay falls back to the TS matcher and nftables to nft -i, each with one warning', () => {
   rmSync(join(app, 'node_modules', 'knockd-fast', 'prebuilds'), { recursive: true });

@@ -7,8 +7,8 @@ import { after, before, describe, test } from 'node:test';
 import { GatewayLab, NET } from '../src/tools/demo.js';
 import { gatewayConfig } from './helpers/gateway.js';
 import { fwknopArgs, keyGen, writeKeyFile, type FwknopKeys, type FwknopRequest } from './helpers/spa.js';
+import { isRoot as root } from './helpers/env.js';
 
-const root = process.getuid?.() === 0;
 const skip = root ? false : 'needs root (network namespaces, AF_PACKET, nftables)';
 
 // sends a payload saved by fwknop -B (one line) again from the client namespace (a replay), to udp/62201

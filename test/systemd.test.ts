@@ -13,6 +13,7 @@ import { MANUAL, VERSION } from '../src/cli.js';
 import { packageRoot } from '../src/native.js';
 import { cliPath, GatewayLab, NET } from '../src/tools/demo.js';
 import { manualToRoff } from '../src/tools/manpage.js';
+import { isRoot as root } from './helpers/env.js';
 
 const unitText = readFileSync(join(packageRoot, 'examples', 'knockd-fast.service'), 'utf8');
 const exampleConf = readFileSync(join(packageRoot, 'examples', 'knockd-fast.conf'), 'utf8');
@@ -75,7 +76,6 @@ test('the unit: -i on the command line, two capabilities, and a directory for ev
   assert.ok(writable.includes('/etc/knockd-fast/'), 'one-time files are rewritten in place: their directory is writable');
 });
 
-const root = process.getuid?.() === 0;
 const client = NET.client.replace(/\./g, '\\.');
 
 test('with the unit\'s credentials the daemon reads a 600 key, uses a one-time sequence, writes its log and state', { skip: !root && 'needs root (network namespaces, and root is what the unit runs as)', timeout: 120_000 }, async () => {
