@@ -1,14 +1,12 @@
-// libFuzzer target over everything that reads untrusted bytes: capture files (pcap / pcapng) replayed
-// through the matcher, raw frames of every link type, and program words.
-// Input: a pcap or pcapng file is replayed; "KFP1" + words is decoded as a program; anything else is
-// [u16 link type][frame] fed to a matcher with doors on the ports a seed is likely to hit.
+// libFuzzer target over everything the C++ core reads untrusted: raw frames of every link type, and
+// program words. Capture files are read only by src/capture/pcap.ts (what --replay runs; test/pcap.test.ts).
+// Input: "KFP1" + words is decoded as a program; anything else is [u16 link type][frame] fed to a
+// matcher with doors on the ports a seed is likely to hit.
 #include <cstring>
 #include <memory>
-#include <string>
 #include <vector>
 
 #include "matcher.h"
-#include "pcap.h"
 #include "program.h"
 
 using namespace knockd;
@@ -45,13 +43,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::memcpy(words.data() + 1, data + 4, (size - 4) / 4 * 4);
     auto p = Program::decode(words.data(), words.size(), nullptr);
     if (p && p->max_tracked <= 4096) matcher.load(p);
-    return 0;
-  }
-  std::vector<CapturedFrame> frames;
-  std::string error;
-  if (read_capture(data, size, frames, &error)) {
-    for (const CapturedFrame& f : frames) matcher.feed(f.data, f.len, f.link_type, f.ts_us, events);
-    matcher.tick(frames.empty() ? 0 : frames.back().ts_us + 100000000, events);
     return 0;
   }
   if (size < 2) return 0;
