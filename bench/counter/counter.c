@@ -115,12 +115,22 @@ int main(int argc, char **argv) {
   const double start = now_mono_s();
   unsigned cur = 0;
   struct pollfd pfd = {.fd = fd, .events = POLLIN | POLLERR};
-  while (!stop_requested && (duration_s == 0 || now_mono_s() - start < duration_s)) {
+  // On a stop, frames still sit in the block the kernel has not retired yet (it retires after retire_ms)
+  // and in the veth backlog: keep reading until nothing has arrived for a few retire periods.
+  const double drain_s = 3.0 * (double)retire_ms / 1000.0 + 0.05;
+  double drain_until = 0, stopped_at = 0;
+  for (;;) {
+    if (drain_until == 0 && (stop_requested || (duration_s != 0 && now_mono_s() - start >= duration_s))) {
+      stopped_at = now_mono_s();
+      drain_until = stopped_at + drain_s;
+    }
+    if (drain_until != 0 && now_mono_s() >= drain_until) break;
     struct tpacket_block_desc *bd = (struct tpacket_block_desc *)(ring + (size_t)cur * req.tp_block_size);
     if (!(__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)) {
-      if (poll(&pfd, 1, 100) < 0 && errno != EINTR) fail("poll");
+      if (poll(&pfd, 1, drain_until != 0 ? (int)retire_ms : 100) < 0 && errno != EINTR) fail("poll");
       continue;
     }
+    if (drain_until != 0) drain_until = now_mono_s() + drain_s;
     struct tpacket3_hdr *h = (struct tpacket3_hdr *)((uint8_t *)bd + bd->hdr.bh1.offset_to_first_pkt);
     for (uint32_t i = 0; i < bd->hdr.bh1.num_pkts; i++) {
       bytes += h->tp_snaplen;
@@ -131,7 +141,7 @@ int main(int argc, char **argv) {
     __atomic_store_n(&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
     cur = (cur + 1) % req.tp_block_nr;
   }
-  const double elapsed = now_mono_s() - start;
+  const double elapsed = stopped_at - start;  // the drain is not part of the measured run
   struct tpacket_stats_v3 st;  // reset on read: one read at the end holds the whole run
   socklen_t len = sizeof st;
   if (getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
