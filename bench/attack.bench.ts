@@ -4,7 +4,7 @@
 // bench/results/attack.json.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { decodeEvents } from '../src/capture/events.js';
+import { decodeEvents } from '../src/match/events.js';
 import { DEFAULTS } from '../src/config/types.js';
 import type { FrameBatch, Matcher } from '../src/match/matcher-api.js';
 import { TsMatcher } from '../src/match/matcher.js';

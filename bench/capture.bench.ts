@@ -8,7 +8,7 @@ import dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { CaptureEngine, interfaceAddresses } from '../src/capture/engine.js';
-import { decodeEvents } from '../src/capture/events.js';
+import { decodeEvents } from '../src/match/events.js';
 import { compileProgram } from '../src/config/program.js';
 import { config, door } from '../test/helpers/doors.js';
 import { reportRow } from './report.js';

@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { describeStore, parseStoreUrl } from './fleet/url.js';
+import { describeStore, parseStoreUrl } from './config/store-url.js';
 import { fleetStatus } from './fleet/status.js';
 import { checkNftScript, nftInstallScript, nftStatus, nftUninstall, formatNftStatus, planNft } from './actions/nft.js';
 import { captureInterfaces, ConfigError, parseConfig } from './config/parse.js';
@@ -506,7 +506,7 @@ function parseSubcommand(name: string, argv: string[], io: CliIo, define: (c: Co
   return opts;
 }
 
-/** A derived door's key: 256 bits from the OS CSPRNG as hex text (src/match/derive.ts readSecretFile), on
+/** A derived door's key: 256 bits from the OS CSPRNG as hex text (src/config/keys.ts readSecretFile), on
  * stdout or in a new file created with mode 600, the only mode a Secret_File is accepted with. */
 function writeSecret(path: string | undefined, io: CliIo): number {
   const text = `${randomBytes(32).toString('hex')}\n`;

@@ -12,7 +12,7 @@ import { captureInterfaces, parseConfig } from './config/parse.js';
 import { capabilityError } from './capabilities.js';
 import { DEFAULTS, hasNftAction, type KnockdConfig } from './config/types.js';
 import { DoorController, rotateOneTimeFile } from './control/controller.js';
-import { decodeEvents } from './capture/events.js';
+import { decodeEvents } from './match/events.js';
 import { formatAddress, type Address } from './address.js';
 import { Logger, SYSLOG_SOCKET, unixDatagramTransport, type LogFormat, type SyslogTransport } from './report/log.js';
 import { Metrics, type EngineCounters } from './report/metrics.js';

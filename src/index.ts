@@ -2,14 +2,15 @@
 export { ConfigError, parseConfig, parseConfigText } from './config/parse.js';
 export { DEFAULTS, type DoorConfig, type KnockdConfig, type OptionsConfig, type Step } from './config/types.js';
 export { compileProgram, doorFingerprint, ProgramError, type CompiledProgram, type CompileOptions } from './config/program.js';
-export { decodeEvents, EventKind, FailReason, type KnockEvent } from './capture/events.js';
+export { decodeEvents, EventKind, FailReason, type KnockEvent } from './match/events.js';
 export { LinkType, STAT_NAMES, type FrameBatch, type Matcher, type MatcherStats } from './match/matcher-api.js';
 export { TsMatcher } from './match/matcher.js';
 export { NativeMatcher } from './match/native-matcher.js';
 export { batchFromFrames, type CapturedFrame } from './match/frame.js';
 export { CaptureFileError, readCapture, readCaptureFile, writePcap } from './capture/pcap.js';
 export { chooseLocalAddresses, replayBatches, ReplayError, type ReplayOptions, type ReplaySummary } from './tools/replay.js';
-export { DoorController, type CommandActions, type ControllerOptions, type NftActions } from './control/controller.js';
+export { DoorController, type ControllerOptions } from './control/controller.js';
+export type { CommandActions, NftActions } from './actions/types.js';
 export { CommandBackend } from './actions/commands.js';
 export { NftBackend, nftInstallScript, nftStatus, nftUninstall, planNft } from './actions/nft.js';
 export { Logger, eventText, type LogFormat } from './report/log.js';

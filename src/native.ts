@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { EVENT_RECORD_SIZE, EventKind, FailReason } from './capture/events.js';
+import { EVENT_RECORD_SIZE, EventKind, FailReason } from './match/events.js';
 import { PROTO_ICMP } from './config/program.js';
 import { STAT_NAMES } from './match/matcher-api.js';
 import { SPA_MAX_PAYLOAD, SPA_MIN_PAYLOAD } from './spa/packet.js';

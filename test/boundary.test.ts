@@ -2,7 +2,7 @@
 // empty and large batches, and corrupt programs.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { EVENT_RECORD_SIZE } from '../src/capture/events.js';
+import { EVENT_RECORD_SIZE } from '../src/match/events.js';
 import { batchFromFrames } from '../src/match/frame.js';
 import { LinkType, STAT_NAMES } from '../src/match/matcher-api.js';
 import { loadBinding } from '../src/native.js';

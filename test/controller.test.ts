@@ -6,8 +6,9 @@ import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Grant, PendingStop } from '../src/actions/types.js';
 import type { DoorConfig, KnockdConfig } from '../src/config/types.js';
-import { DoorController, type CommandActions, type NftActions } from '../src/control/controller.js';
-import type { KnockEvent } from '../src/capture/events.js';
+import type { CommandActions, NftActions } from '../src/actions/types.js';
+import { DoorController } from '../src/control/controller.js';
+import type { KnockEvent } from '../src/match/events.js';
 import { readState, writeState } from '../src/control/state.js';
 
 function door(name: string, extra: Partial<DoorConfig> = {}): DoorConfig {

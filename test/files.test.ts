@@ -13,7 +13,7 @@ import { parseConfig } from '../src/config/parse.js';
 import { readState, writeState } from '../src/control/state.js';
 import { readCaptureFile } from '../src/capture/pcap.js';
 import { Logger } from '../src/report/log.js';
-import { readSecretFile } from '../src/match/derive.js';
+import { readSecretFile } from '../src/config/keys.js';
 import { packageRoot } from '../src/native.js';
 import { isRoot as root } from './helpers/env.js';
 

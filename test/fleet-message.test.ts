@@ -8,7 +8,7 @@ import { after, describe, test } from 'node:test';
 import { parseConfigText } from '../src/config/parse.js';
 import { defaultDoor } from '../src/config/parse.js';
 import { checkGrant, CLOCK_SKEW_MS, decodeMessage, encodeMessage, lineDigest, MAX_MESSAGE_BYTES, MessageRefused, type FleetMessage } from '../src/fleet/message.js';
-import { describeStore, parseStoreUrl, redactStoreUrl } from '../src/fleet/url.js';
+import { describeStore, parseStoreUrl, redactStoreUrl } from '../src/config/store-url.js';
 
 const KEY = new Uint8Array(32).fill(7);
 const OTHER_KEY = new Uint8Array(32).fill(8);

@@ -6,9 +6,10 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import type { Grant, PendingStop } from '../src/actions/types.js';
 import { CaptureFileError, readCapture, writePcap } from '../src/capture/pcap.js';
-import { decodeEvents, EVENT_RECORD_SIZE } from '../src/capture/events.js';
+import { decodeEvents, EVENT_RECORD_SIZE } from '../src/match/events.js';
 import { ConfigError, parseConfigText } from '../src/config/parse.js';
-import { DoorController, type CommandActions } from '../src/control/controller.js';
+import type { CommandActions } from '../src/actions/types.js';
+import { DoorController } from '../src/control/controller.js';
 import { knockFrame } from './helpers/packets.js';
 import { door } from './helpers/doors.js';
 

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { DoorConfig, KnockdConfig } from '../src/config/types.js';
-import { decodeEvents, EVENT_RECORD_SIZE } from '../src/capture/events.js';
+import { decodeEvents, EVENT_RECORD_SIZE } from '../src/match/events.js';
 import { batchFromFrames, type CapturedFrame } from '../src/match/frame.js';
 import { LinkType, type Matcher } from '../src/match/matcher-api.js';
 import { TsMatcher } from '../src/match/matcher.js';

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { DoorConfig, KnockdConfig, StepProto } from '../src/config/types.js';
-import { decodeEvents, type KnockEvent } from '../src/capture/events.js';
+import { decodeEvents, type KnockEvent } from '../src/match/events.js';
 import { batchFromFrames, type CapturedFrame } from '../src/match/frame.js';
 import { LinkType, type Matcher, type MatcherStats } from '../src/match/matcher-api.js';
 import type { CompiledProgram, CompileOptions } from '../src/config/program.js';

@@ -1,5 +1,5 @@
 // Step: native parse/match -> event batches. The fixed-size record every producer writes and
-// src/capture/events.ts decodes (layout: docs/MATCHER.md §7).
+// src/match/events.ts decodes (layout: docs/MATCHER.md §7).
 #pragma once
 #include <cstddef>
 #include <cstdint>

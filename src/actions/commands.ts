@@ -19,8 +19,7 @@
 import { constants } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { DoorConfig } from '../config/types.js';
-import type { CommandActions } from '../control/controller.js';
-import type { Grant, LogFn, PendingStop } from './types.js';
+import type { CommandActions, Grant, LogFn, PendingStop } from './types.js';
 
 /** knockd's command buffer: an expanded command of this many bytes or more is not run. */
 export const COMMAND_LIMIT_BYTES = 4096;

@@ -25,3 +25,21 @@ export interface PendingStop {
   /** the stop command with %IP% already expanded */
   command: string;
 }
+
+/** The command backend as the controller drives it (src/actions/commands.ts). */
+export interface CommandActions {
+  /** runs the door's start command for the grant; returns the stop to schedule when one is configured */
+  start(grant: Grant): PendingStop | undefined;
+  /** runs a stop command that is due */
+  stop(stop: PendingStop): void;
+  /** due stops that have not started yet: they stay in the state file */
+  unrunStops?(): PendingStop[];
+}
+
+/** The nftables backend (src/actions/nft.ts): adds or refreshes the source in the door's set. */
+export interface NftActions {
+  /** may resolve once the element is installed */
+  grant(grant: Grant): unknown;
+  /** applies whatever is still batched */
+  flush(): Promise<void>;
+}

@@ -9,7 +9,7 @@
 //     program: compileProgram(config, { localAddresses: addresses, stageEvents: true }).words,
 //     addresses,                      // the local addresses `program` was compiled for
 //     onAddressesChanged: (a) => ..., // the local addresses changed: the owner compiles for them and calls load()
-//     onEvents: (batch) => ...,       // 40-byte event records (src/capture/events.ts), never ERROR records
+//     onEvents: (batch) => ...,       // 40-byte event records (src/match/events.ts), never ERROR records
 //     onError: (err) => ...,          // KnockdError: a capture thread stopped, or reopening an interface failed
 //     onInterface: (notice) => ...,   // an interface went down / came back / was reopened; local addresses changed
 //   });                               // throws KnockdError (missing interface, no CAP_NET_RAW, ...) with a hint
@@ -24,7 +24,7 @@
 // gets ceil(MaxTracked / threads) records.
 import { availableParallelism, constants as osConstants, networkInterfaces } from 'node:os';
 import { parseAddress, type Address } from '../address.js';
-import { EVENT_RECORD_SIZE, EventKind, recordsOf } from './events.js';
+import { EVENT_RECORD_SIZE, EventKind, recordsOf } from '../match/events.js';
 import { captureHint, fromNativeError, KnockdError } from '../errors.js';
 import { TsMatcher } from '../match/matcher.js';
 import { STAT_NAMES, type MatcherStats } from '../match/matcher-api.js';

@@ -4,14 +4,12 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { parseStoreUrl, STORE_URL_FORMS, StoreUrlError } from '../fleet/url.js';
+import { parseStoreUrl, STORE_URL_FORMS, StoreUrlError } from './store-url.js';
 import { formatAddress, parseAddress, parseAddressBlock, type AddressBlock } from '../address.js';
-import { readSecretFile, SecretFileError } from '../match/derive.js';
 import { ConfigError, atoi, chunks, fromBytes, parseSequence, perror, toBytes, trimC, upperC } from './lexical.js';
 import { oneTimeExhaustedMessage, readNextOneTimeSequence } from './onetime.js';
-import { readSpaKeyFile, SpaKeyError } from '../spa/keys.js';
-import { migrateAccessConf } from '../spa/access-conf.js';
-import type { SpaKeys } from '../spa/packet.js';
+import { readSecretFile, readSpaKeyFile, SecretFileError, SpaKeyError, type SpaKeys } from './keys.js';
+import { migrateAccessConf } from './access-conf.js';
 import {
   DEFAULTS,
   DERIVED_TCP_FLAGS,
@@ -147,7 +145,7 @@ function parseBytes(bytes: string, path: string): KnockdConfig {
   return { path, options: state.options, doors: all, warnings: state.warnings };
 }
 
-/** fwknopd's access.conf stanzas as SPA doors after the config's own (src/spa/access-conf.ts). */
+/** fwknopd's access.conf stanzas as SPA doors after the config's own (src/config/access-conf.ts). */
 function migratedDoors(at: { path: string; line: number }, existing: DoorConfig[]): DoorConfig[] {
   let migrated: DoorConfig[];
   try {

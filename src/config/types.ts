@@ -43,7 +43,7 @@ export interface GuardedPort {
 /** Derived (replay-resistant) door settings; see issue 7 / README "Derived doors". */
 export interface DerivedDoor {
   secretFile: string;
-  /** the key read from secretFile (src/match/derive.ts readSecretFile): 16..64 bytes */
+  /** the key read from secretFile (src/config/keys.ts readSecretFile): 16..64 bytes */
   key: Uint8Array;
   sequenceLength: number;
   ports: number[]; // the port range, expanded and sorted
@@ -131,7 +131,7 @@ export interface OptionsConfig {
 
 /** Where the fleet's store is and how this member joins it. */
 export interface FleetConfig {
-  /** Fleet as written: may carry a password, so print it only through src/fleet/url.ts redactStoreUrl */
+  /** Fleet as written: may carry a password, so print it only through src/config/store-url.ts redactStoreUrl */
   url: string;
   /** Fleet_Name: the namespace of the keys (several fleets may share one Redis); default knockd-fast */
   name: string;

@@ -6,52 +6,18 @@
 // so replay decides what the daemon decides. It never compiles or swaps a program: it tells its owner that
 // the doors changed (onDoorsChanged) and its owner compiles withCurrentSequences(config) and swaps.
 import { Resolver } from 'node:dns/promises';
-import type { Grant, PendingStop } from '../actions/types.js';
+import type { CommandActions, Grant, NftActions, PendingStop } from '../actions/types.js';
 import { markOneTimeSequenceUsed, oneTimeExhaustedMessage, oneTimeWriteFailedMessage, readNextOneTimeSequence } from '../config/onetime.js';
 import { hasNftAction, type DoorConfig, type KnockdConfig, type Step } from '../config/types.js';
-import { decodeEvents, type KnockEvent } from '../capture/events.js';
+import { decodeEvents, type KnockEvent } from '../match/events.js';
 import { eventText, knockerLabel, type LogFields } from '../report/log.js';
 import type { Metrics } from '../report/metrics.js';
 import type { CompiledProgram } from '../config/program.js';
 import { loadState, moveStateAside, StateFileError, StateWriter } from './state.js';
 import { doorWindowMs, lineDigest } from '../fleet/message.js';
+import type { FleetLink } from '../fleet/link.js';
 import { SpaGate, spaLine } from '../spa/gate.js';
 import type { SpaDecision } from '../spa/decide.js';
-
-/** The command backend as the controller drives it (src/actions/commands.ts). */
-export interface CommandActions {
-  /** runs the door's start command for the grant; returns the stop to schedule when one is configured */
-  start(grant: Grant): PendingStop | undefined;
-  /** runs a stop command that is due */
-  stop(stop: PendingStop): void;
-  /** due stops that have not started yet: they stay in the state file */
-  unrunStops?(): PendingStop[];
-}
-
-/** The nftables backend (src/actions/nft.ts): adds or refreshes the source in the door's set. */
-export interface NftActions {
-  /** may resolve once the element is installed */
-  grant(grant: Grant): unknown;
-  /** applies whatever is still batched */
-  flush(): Promise<void>;
-}
-
-/** A single-use decision of the fleet (src/fleet/link.ts): the store's answer, or what Fleet_Offline says
- * when it could not answer (local: decide as a single box; deny: do not open). */
-export type FleetDecision =
-  | { outcome: 'granted' | 'extended' | 'local' | 'deny' }
-  | { outcome: 'cooldown'; leftMs: number }
-  | { outcome: 'used'; by: string };
-
-/** The fleet as the controller drives it: single-use decisions before opening, grants shared after. */
-export interface FleetLink {
-  /** true when this door's completions are decided fleet-wide (Cooldown, Dedupe, one-time lines) */
-  decides(door: DoorConfig): boolean;
-  /** the fleet-wide decision for a completion; never rejects, bounded in time */
-  decide(door: DoorConfig, source: string, sequence: readonly Step[]): Promise<FleetDecision>;
-  /** a grant made here, open for openForMs: shared with the other members (never waits) */
-  share(grant: Grant, openForMs: number): void;
-}
 
 /**
  * One-time sequences: marks the used line and returns the next sequence (empty when the file is exhausted);

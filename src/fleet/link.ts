@@ -8,12 +8,28 @@
 import { createHash } from 'node:crypto';
 import type { Grant } from '../actions/types.js';
 import type { DoorConfig, FleetConfig, Step } from '../config/types.js';
-import type { FleetDecision, FleetLink } from '../control/controller.js';
 import type { LogFields } from '../report/log.js';
 import type { Metrics } from '../report/metrics.js';
 import { CLOCK_SKEW_MS, checkGrant, decodeMessage, doorWindowMs, encodeMessage, lineDigest, MessageRefused, newNonce, REFUSAL_REASONS, type FleetMessage, type RefusalReason } from './message.js';
 import { FleetStore } from './store.js';
-import { describeStore, parseStoreUrl } from './url.js';
+import { describeStore, parseStoreUrl } from '../config/store-url.js';
+
+/** A single-use decision of the fleet (FleetLinkImpl below): the store's answer, or what Fleet_Offline says
+ * when it could not answer (local: decide as a single box; deny: do not open). */
+export type FleetDecision =
+  | { outcome: 'granted' | 'extended' | 'local' | 'deny' }
+  | { outcome: 'cooldown'; leftMs: number }
+  | { outcome: 'used'; by: string };
+
+/** The fleet as the controller drives it: single-use decisions before opening, grants shared after. */
+export interface FleetLink {
+  /** true when this door's completions are decided fleet-wide (Cooldown, Dedupe, one-time lines) */
+  decides(door: DoorConfig): boolean;
+  /** the fleet-wide decision for a completion; never rejects, bounded in time */
+  decide(door: DoorConfig, source: string, sequence: readonly Step[]): Promise<FleetDecision>;
+  /** a grant made here, open for openForMs: shared with the other members (never waits) */
+  share(grant: Grant, openForMs: number): void;
+}
 
 /** a single-use decision waits this long for the store, then follows Fleet_Offline */
 export const DECIDE_TIMEOUT_MS = 250;

@@ -4,7 +4,7 @@ import type { DoorConfig, FleetConfig } from '../config/types.js';
 import { decodeMessage, MessageRefused } from './message.js';
 import { doorFingerprint, type MemberRecord } from './link.js';
 import { FleetStore } from './store.js';
-import { describeStore, parseStoreUrl } from './url.js';
+import { describeStore, parseStoreUrl } from '../config/store-url.js';
 
 /** Connects within timeoutMs; resolves the store, or rejects with the last connection error. */
 export async function connectStore(cfg: FleetConfig, timeoutMs = 3000): Promise<FleetStore> {

@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import { createClient, type RedisClientType } from 'redis';
 import type { FleetConfig } from '../config/types.js';
-import { parseStoreUrl } from './url.js';
+import { parseStoreUrl } from '../config/store-url.js';
 
 /** Reconnection backoff: 100 ms doubling up to 5 s, with jitter so a fleet does not reconnect in step. */
 export function backoffMs(attempt: number): number {

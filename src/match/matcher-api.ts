@@ -31,7 +31,7 @@ export type MatcherStats = Record<StatName, number>;
 export interface Matcher {
   /** load or replace the program (src/config/program.ts); in-progress attempts of unchanged doors survive */
   load(program: Uint32Array): void;
-  /** match a batch of frames; returns event records (40 bytes each, src/capture/events.ts) */
+  /** match a batch of frames; returns event records (40 bytes each, src/match/events.ts) */
   feed(batch: FrameBatch): Uint8Array;
   /** advance time without packets (fires due timeouts) */
   tick(nowUs: number): Uint8Array;

@@ -9,7 +9,7 @@
 // - "oldest records of any kind" (§5, maxTracked shrink) = smallest t_first, ties in creation order.
 // - Reload maps duplicate fingerprints (identical doors) by rank: the k-th old door with a fingerprint
 //   maps to the k-th new door with it.
-import { EventKind, EventWriter, FailReason } from '../capture/events.js';
+import { EventKind, EventWriter, FailReason } from './events.js';
 import { ParsedPacket, ParseResult, parseFrame } from './frame.js';
 import { HmacSha256Key } from './hmac.js';
 import { NO_SPA_DOOR, readSpaDoor, spaAuthenticDoor, spaCandidateLength, type SpaDoorEntry } from './spa-check.js';

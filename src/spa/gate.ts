@@ -1,6 +1,6 @@
 // SPA events from either matcher -> decisions, for the daemon's controller and for --replay alike.
 import { parseAddress } from '../address.js';
-import type { KnockEvent } from '../capture/events.js';
+import type { KnockEvent } from '../match/events.js';
 import type { DoorConfig } from '../config/types.js';
 import { eventText, type LogFields } from '../report/log.js';
 import { decideSpa, type SpaDecision } from './decide.js';

@@ -2,6 +2,7 @@
 // described in docs/SPA.md §2. Every way a payload can be wrong is a Refusal with a reason; nothing here
 // throws on packet content.
 import { createDecipheriv, createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import type { SpaKeys } from '../config/keys.js';
 
 /** fwknopd ignores shorter payloads (MIN_SPA_DATA_SIZE) and longer ones (MAX_SPA_PACKET_LEN). */
 export const SPA_MIN_PAYLOAD = 140;
@@ -11,13 +12,6 @@ export const SPA_HMAC_B64_LEN = 43;
 /** "Salted__" in base64: fwknop strips it from the wire and adds it back before the HMAC and decryption. */
 export const SALTED_B64 = 'U2FsdGVkX1';
 export const SPA_DEFAULT_PORT = 62201;
-
-export interface SpaKeys {
-  /** the Rijndael key (KEY_BASE64 decoded) */
-  encKey: Uint8Array;
-  /** the HMAC-SHA256 key (HMAC_KEY_BASE64 decoded) */
-  hmacKey: Uint8Array;
-}
 
 export const MessageType = {
   COMMAND: 0,

@@ -8,7 +8,7 @@ import { delimiter, join } from 'node:path';
 import { CAP_NET_ADMIN, CAP_NET_RAW, effectiveCapabilities } from '../capabilities.js';
 import { DEFAULTS, type FleetConfig } from '../config/types.js';
 import { connectStore, roundTripMs } from '../fleet/status.js';
-import { describeStore, parseStoreUrl } from '../fleet/url.js';
+import { describeStore, parseStoreUrl } from '../config/store-url.js';
 
 export interface DoctorOptions {
   /** the config's Fleet (doctor -c FILE): its store is checked too */

@@ -8,7 +8,7 @@ import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAddress, type Address } from '../address.js';
 import type { KnockdConfig } from '../config/types.js';
-import { decodeEvents } from '../capture/events.js';
+import { decodeEvents } from '../match/events.js';
 import { DoorController, rotateOneTimeFile } from '../control/controller.js';
 import { Logger } from '../report/log.js';
 import type { FrameBatch, Matcher, MatcherStats } from '../match/matcher-api.js';

@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { parseAddress, type Address } from '../../src/address.js';
 import { CaptureEngine, interfaceAddresses, type CaptureOptions, type InterfaceNotice } from '../../src/capture/engine.js';
-import { decodeEvents, type KnockEvent } from '../../src/capture/events.js';
+import { decodeEvents, type KnockEvent } from '../../src/match/events.js';
 import { packageRoot } from '../../src/native.js';
 import { compileProgram } from '../../src/config/program.js';
 import { config, door } from './doors.js';

@@ -8,7 +8,7 @@ import { defaultDoor } from '../../src/config/parse.js';
 import type { DoorConfig, GuardedPort, SpaDoor } from '../../src/config/types.js';
 import type { CapturedFrame } from '../../src/match/frame.js';
 import { LinkType } from '../../src/match/matcher-api.js';
-import { decodeEncKey, decodeHmacKey } from '../../src/spa/keys.js';
+import { decodeEncKey, decodeHmacKey } from '../../src/config/keys.js';
 import { knockFrame } from './packets.js';
 
 export interface FwknopKeys {

@@ -1,11 +1,10 @@
 // Migration from fwknopd: /etc/fwknop/access.conf -> SPA doors (docs/SPA.md §6). Each stanza (from one
 // SOURCE line to the next) becomes a door named fwknop-N (fwknopd's "stanza #N"). A directive knockd-fast
 // does not implement is an error naming it and its line, never silently dropped.
-import { defaultDoor } from '../config/parse.js';
-import { ConfigError } from '../config/lexical.js';
-import { DEFAULTS, type DoorConfig, type GuardedPort } from '../config/types.js';
-import { readPrivateFile, SecretFileError } from '../match/derive.js';
-import { decodeEncKey, decodeHmacKey, SpaKeyError } from './keys.js';
+import { defaultDoor } from './parse.js';
+import { ConfigError } from './lexical.js';
+import { DEFAULTS, type DoorConfig, type GuardedPort } from './types.js';
+import { decodeEncKey, decodeHmacKey, readPrivateFile, SecretFileError, SpaKeyError } from './keys.js';
 import { parseAddressBlock, type AddressBlock } from '../address.js';
 
 /** Why each fwknopd feature is not here, for the error text. */
