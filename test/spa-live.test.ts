@@ -63,4 +63,42 @@ describe('SPA with the stock fwknop client across namespaces', { skip, timeout: 
       lab.nft(['delete', 'table', 'inet', 'kf_spa']);
     }
   });
+
+  test('refusals leave the set empty (a port not allowed, an unknown user, an old timestamp); -f is honoured up to Max_Open_Timeout', async () => {
+    const keyFile = writeKeyFile(lab.dir, keys, 'capped.keys');
+    const conf = gatewayConfig(
+      lab,
+      'spa-capped.conf',
+      `[ssh]\n    SPA_Key_File = ${keyFile}\n    Open = 22/tcp\n    Open_Timeout = 30\n    Max_Open_Timeout = 120\n    Require_Username = alice\n`,
+      'kf_spa_cap',
+    );
+    // the door's nftables set: its elements with the timeout each was given
+    const elements = () =>
+      (JSON.parse(lab.nft(['-j', 'list', 'set', 'inet', 'kf_spa_cap', 'd_ssh_v4'])).nftables as { set?: { elem?: { elem: { val: string; timeout: number } }[] } }[])
+        .find((i) => i.set)!
+        .set!.elem?.map((e) => e.elem) ?? [];
+    const daemon = await lab.startDaemon(conf);
+    try {
+      fwknop({ user: 'alice', access: 'tcp/23' });
+      await daemon.waitFor(/198\.51\.100\.10: ssh: SPA packet refused: requested tcp\/23 not in the door's Open list/);
+      fwknop({ user: 'mallory' });
+      await daemon.waitFor(/198\.51\.100\.10: ssh: SPA packet refused: user "mallory" is not in Require_Username/);
+      fwknop({ user: 'alice', offsetMinus: '300s' });
+      await daemon.waitFor(/198\.51\.100\.10: ssh: SPA packet refused: packet timestamp is 30\d s old \(Max_Packet_Age 120\)/);
+      assert.deepEqual(elements(), [], 'no refusal adds an element');
+      assert.equal(lab.probe(NET.gateway), 'closed');
+
+      fwknop({ user: 'alice', timeout: 60 });
+      await daemon.waitFor(/198\.51\.100\.10: ssh: OPEN SESAME \(SPA user alice, tcp\/22, 60 s\)/);
+      fwknop({ user: 'alice', timeout: 1000, allow: NET.client2 });
+      await daemon.waitFor(/198\.51\.100\.10: ssh: OPEN SESAME \(SPA user alice, tcp\/22, 120 s for 198\.51\.100\.11\)/);
+      const timeouts = Object.fromEntries(elements().map((e) => [e.val, e.timeout]));
+      assert.deepEqual(timeouts, { [NET.client]: 60, [NET.client2]: 120 }, 'under the cap as asked, over it the cap');
+      assert.equal(lab.probe(NET.gateway), 'open');
+      assert.equal(lab.probe(NET.gateway, 22, NET.client2), 'open');
+    } finally {
+      await daemon.stop();
+      lab.nft(['delete', 'table', 'inet', 'kf_spa_cap']);
+    }
+  });
 });
