@@ -104,6 +104,12 @@ struct Capture::Shard {
   std::atomic<uint64_t> stats[kShardStats] = {};
   std::unique_ptr<CaptureBatch> batch;
   int64_t batch_started_us = 0;  // monotonic time of the batch's first record
+  // The capture thread's own (run() and its steps).
+  std::vector<pollfd> fds;         // the wake-up eventfd, then one per interface
+  std::vector<FrameView> frames;   // the current block's frames for the matcher
+  int64_t next_tick = 0, next_check = 0;  // monotonic
+  // Completions the matcher had made when the batch was last handed over (flush_if_due).
+  uint64_t completed_handed = 0;
 
   explicit Shard(uint16_t shard) : id(shard), matcher(shard) {}
   ~Shard() {
@@ -308,6 +314,7 @@ void Capture::flush(Shard& shard) {
   shard.batch->shard = shard.id;
   size_t frames = shard.batch->frame_ts_us.size();
   bool accepted = sink_->deliver(std::move(shard.batch));
+  shard.batch = std::make_unique<CaptureBatch>();
   shard.stats[kStatCount + (accepted ? kCapBatches : kCapBatchesDropped)].fetch_add(1, std::memory_order_relaxed);
   if (accepted) shard.stats[kStatCount + kCapFramesForwarded].fetch_add(frames, std::memory_order_relaxed);
 }
@@ -377,164 +384,176 @@ void Capture::check_interfaces(Shard& shard) {
   }
 }
 
+// One capture thread: a loop of the named steps below, each a member taking the shard's state.
 void Capture::run(Shard& shard) {
-  const size_t n_if = interfaces_.size();
-  std::vector<pollfd> fds(1 + n_if);
-  uint64_t ring_totals[3] = {0, 0, 0};
-  const int64_t tick_us = int64_t(options_.tick_ms) * 1000;
-  int64_t next_tick = monotonic_us() + tick_us;
-  int64_t next_check = monotonic_us() + int64_t(options_.interface_check_ms) * 1000;
-  // Completions the matcher had made when the batch was last handed over: a batch holding a new one goes
-  // to JS as soon as the rings are drained instead of waiting out flush_us, since a knocker is waiting
-  // for that door; failures and stages keep the batching.
-  uint64_t completed_handed = 0;
+  const int64_t start = monotonic_us();
+  shard.next_tick = start + int64_t(options_.tick_ms) * 1000;
+  shard.next_check = start + int64_t(options_.interface_check_ms) * 1000;
   shard.batch = std::make_unique<CaptureBatch>();
-
-  auto read_ring_stats = [&] {
-    for (auto& sock : shard.sockets) {
-      if (!sock) continue;
-      tpacket_stats_v3 st{};
-      socklen_t len = sizeof st;
-      if (getsockopt(sock->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) != 0) continue;
-      ring_totals[0] += st.tp_packets;
-      ring_totals[1] += st.tp_drops;
-      ring_totals[2] += st.tp_freeze_q_cnt;
-    }
-    for (int i = 0; i < 3; i++) shard.stats[kStatCount + kCapRingPackets + i].store(ring_totals[i], std::memory_order_relaxed);
-  };
-  auto publish_matcher_stats = [&] {
-    const Stats& st = shard.matcher.stats();
-    for (size_t i = 0; i < kStatCount; i++) shard.stats[i].store(st[i], std::memory_order_relaxed);
-  };
-  auto take_pending = [&] {
-    if (!shard.has_pending.exchange(false, std::memory_order_acquire)) return;
-    std::shared_ptr<const Program> program;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      for (size_t i = 0; i < n_if; i++) {
-        if (!shard.pending_sockets[i]) continue;
-        if (shard.sockets[i]) {  // what the old ring still holds was counted; its last statistics too
-          tpacket_stats_v3 st{};
-          socklen_t len = sizeof st;
-          if (getsockopt(shard.sockets[i]->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
-            ring_totals[0] += st.tp_packets;
-            ring_totals[1] += st.tp_drops;
-            ring_totals[2] += st.tp_freeze_q_cnt;
-          }
-        }
-        shard.sockets[i] = std::move(shard.pending_sockets[i]);
-      }
-      program = std::move(shard.pending_program);
-    }
-    if (program) shard.matcher.load(std::move(program));
-  };
-  // The block's frames for the matcher, matched as batches (it prefetches ahead within a batch) before
-  // the block goes back to the kernel; a batch is at most flush_records frames, so the event batch
-  // overshoots its flush threshold by about that much at most.
-  std::vector<FrameView> frames;
-  auto match_frames = [&] {
-    for (size_t i = 0; i < frames.size(); i += options_.flush_records) {
-      if (shard.batch->records() == 0) shard.batch_started_us = monotonic_us();
-      shard.matcher.feed_batch(frames.data() + i, std::min<size_t>(options_.flush_records, frames.size() - i), shard.batch->events);
-      if (shard.batch->records() >= options_.flush_records) {
-        flush(shard);
-        shard.batch = std::make_unique<CaptureBatch>();
-      }
-    }
-    frames.clear();
-  };
-  auto drain = [&](Socket& sock) {
-    for (;;) {
-      auto* block = reinterpret_cast<tpacket_block_desc*>(sock.ring + size_t(sock.next_block) * sock.block_bytes);
-      if (!(__atomic_load_n(&block->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)) return;
-      uint8_t* p = reinterpret_cast<uint8_t*>(block) + block->hdr.bh1.offset_to_first_pkt;
-      for (uint32_t i = 0; i < block->hdr.bh1.num_pkts; i++) {
-        auto* h = reinterpret_cast<tpacket3_hdr*>(p);
-        auto* ll = reinterpret_cast<sockaddr_ll*>(p + TPACKET_ALIGN(sizeof(tpacket3_hdr)));
-        if (ll->sll_pkttype != PACKET_OUTGOING) {
-          NetworkFrame f = locate_network_frame(ntohs(ll->sll_protocol), h->tp_status & TP_STATUS_VLAN_VALID, p + h->tp_mac, h->tp_snaplen);
-          int64_t ts = int64_t(h->tp_sec) * 1000000 + h->tp_nsec / 1000;
-          if (options_.forward_frames) {
-            CaptureBatch& b = *shard.batch;
-            if (b.records() == 0) shard.batch_started_us = monotonic_us();
-            if (b.frame_offsets.empty()) b.frame_offsets.push_back(0);
-            b.frame_bytes.insert(b.frame_bytes.end(), f.data, f.data + f.len);
-            b.frame_offsets.push_back(uint32_t(b.frame_bytes.size()));
-            b.frame_ts_us.push_back(double(ts));
-            b.frame_links.push_back(f.link);
-            if (b.records() >= options_.flush_records) {
-              flush(shard);
-              shard.batch = std::make_unique<CaptureBatch>();
-            }
-          } else {
-            frames.push_back(FrameView{f.data, f.len, f.link, ts});
-          }
-        }
-        p += h->tp_next_offset;
-      }
-      match_frames();
-      __atomic_store_n(&block->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-      sock.next_block = (sock.next_block + 1) % sock.block_count;
-    }
-  };
-
   while (!stop_.load(std::memory_order_acquire)) {
-    take_pending();
-    fds[0] = {shard.wake_fd, POLLIN, 0};
-    for (size_t i = 0; i < n_if; i++) fds[1 + i] = {shard.sockets[i] ? shard.sockets[i]->fd : -1, POLLIN, 0};
-    int64_t now = monotonic_us();
-    int64_t deadline = next_tick;
-    if (shard.batch->records() > 0) deadline = std::min(deadline, shard.batch_started_us + int64_t(options_.flush_us));
-    int timeout_ms = deadline <= now ? 0 : int((deadline - now + 999) / 1000);
-    int ready = poll(fds.data(), fds.size(), timeout_ms);
-    if (ready < 0 && errno != EINTR) {
-      emit_error(shard, kErrCaptureFailed, 0, errno, realtime_us());
-      break;
+    take_pending(shard);
+    if (!wait_for_blocks(shard)) break;
+    for (auto& sock : shard.sockets) {
+      if (sock) walk_ring(shard, *sock);
     }
-    if (ready > 0 && (fds[0].revents & POLLIN)) {
-      uint64_t counter;
-      ssize_t r = read(shard.wake_fd, &counter, sizeof counter);
-      (void)r;  // EAGAIN only: another wake-up was already consumed
-    }
-    for (size_t i = 0; i < n_if; i++) {
-      Socket* sock = shard.sockets[i].get();
-      if (!sock) continue;
-      if (fds[1 + i].revents & POLLERR) {
-        int err = 0;
-        socklen_t len = sizeof err;
-        getsockopt(sock->fd, SOL_SOCKET, SO_ERROR, &err, &len);  // clears ENETDOWN; shard 0 reports interface state
-      }
-      drain(*sock);
-    }
-    now = monotonic_us();
-    if (now >= next_tick) {
-      bool was_empty = shard.batch->records() == 0;
-      if (!options_.forward_frames) shard.matcher.tick(realtime_us(), shard.batch->events);
-      if (was_empty) shard.batch_started_us = now;
-      read_ring_stats();
-      next_tick = now + tick_us;
-    }
-    if (shard.id == 0 && now >= next_check) {
+    const int64_t now = monotonic_us();
+    if (now >= shard.next_tick) tick(shard, now);
+    if (shard.id == 0 && now >= shard.next_check) {
       check_interfaces(shard);
-      next_check = now + int64_t(options_.interface_check_ms) * 1000;
+      shard.next_check = now + int64_t(options_.interface_check_ms) * 1000;
     }
-    if (!options_.forward_frames) publish_matcher_stats();
-    const uint64_t completed = options_.forward_frames ? 0 : shard.matcher.stats()[kStatCompleted];
-    if (shard.batch->records() > 0 && (shard.batch->records() >= options_.flush_records ||
-                                       now - shard.batch_started_us >= int64_t(options_.flush_us) ||
-                                       completed != completed_handed)) {
-      flush(shard);
-      shard.batch = std::make_unique<CaptureBatch>();
-    }
-    completed_handed = completed;  // an empty batch means every completion so far was handed over
+    publish_matcher_stats(shard);
+    flush_if_due(shard, now);
   }
   // Stop: take what the rings already hold, then hand over the last batch.
   for (auto& sock : shard.sockets) {
-    if (sock) drain(*sock);
+    if (sock) walk_ring(shard, *sock);
   }
-  read_ring_stats();
-  if (!options_.forward_frames) publish_matcher_stats();
+  read_ring_stats(shard);
+  publish_matcher_stats(shard);
   flush(shard);
+}
+
+// A program or sockets handed over by load() or check_interfaces().
+void Capture::take_pending(Shard& shard) {
+  if (!shard.has_pending.exchange(false, std::memory_order_acquire)) return;
+  std::shared_ptr<const Program> program;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (size_t i = 0; i < shard.sockets.size(); i++) {
+      if (!shard.pending_sockets[i]) continue;
+      if (shard.sockets[i]) add_ring_stats(shard, *shard.sockets[i]);  // what the old ring counted, before it goes
+      shard.sockets[i] = std::move(shard.pending_sockets[i]);
+    }
+    program = std::move(shard.pending_program);
+  }
+  if (program) shard.matcher.load(std::move(program));
+}
+
+// Sleeps until a ring has a block, a wake-up comes, the next tick is due or the batch is old enough to
+// flush. false: poll failed (reported as an error record).
+bool Capture::wait_for_blocks(Shard& shard) {
+  const size_t n_if = shard.sockets.size();
+  shard.fds.resize(1 + n_if);
+  shard.fds[0] = {shard.wake_fd, POLLIN, 0};
+  for (size_t i = 0; i < n_if; i++) shard.fds[1 + i] = {shard.sockets[i] ? shard.sockets[i]->fd : -1, POLLIN, 0};
+  const int64_t now = monotonic_us();
+  int64_t deadline = shard.next_tick;
+  if (shard.batch->records() > 0) deadline = std::min(deadline, shard.batch_started_us + int64_t(options_.flush_us));
+  const int timeout_ms = deadline <= now ? 0 : int((deadline - now + 999) / 1000);
+  const int ready = poll(shard.fds.data(), shard.fds.size(), timeout_ms);
+  if (ready < 0 && errno != EINTR) {
+    emit_error(shard, kErrCaptureFailed, 0, errno, realtime_us());
+    return false;
+  }
+  if (ready <= 0) return true;
+  if (shard.fds[0].revents & POLLIN) {
+    uint64_t counter;
+    ssize_t r = read(shard.wake_fd, &counter, sizeof counter);
+    (void)r;  // EAGAIN only: another wake-up was already consumed
+  }
+  for (size_t i = 0; i < n_if; i++) {
+    if (!shard.sockets[i] || !(shard.fds[1 + i].revents & POLLERR)) continue;
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(shard.sockets[i]->fd, SOL_SOCKET, SO_ERROR, &err, &len);  // clears ENETDOWN; shard 0 reports interface state
+  }
+  return true;
+}
+
+// Every block the kernel has handed to user space, in ring order: its frames taken, then the block returned.
+void Capture::walk_ring(Shard& shard, Socket& sock) {
+  for (;;) {
+    auto* block = reinterpret_cast<tpacket_block_desc*>(sock.ring + size_t(sock.next_block) * sock.block_bytes);
+    if (!(__atomic_load_n(&block->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)) return;
+    walk_block(shard, *block);
+    __atomic_store_n(&block->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+    sock.next_block = (sock.next_block + 1) % sock.block_count;
+  }
+}
+
+void Capture::walk_block(Shard& shard, const tpacket_block_desc& block) {
+  const uint8_t* p = reinterpret_cast<const uint8_t*>(&block) + block.hdr.bh1.offset_to_first_pkt;
+  for (uint32_t i = 0; i < block.hdr.bh1.num_pkts; i++) {
+    auto* h = reinterpret_cast<const tpacket3_hdr*>(p);
+    auto* ll = reinterpret_cast<const sockaddr_ll*>(p + TPACKET_ALIGN(sizeof(tpacket3_hdr)));
+    if (ll->sll_pkttype != PACKET_OUTGOING) {
+      const NetworkFrame f = locate_network_frame(ntohs(ll->sll_protocol), h->tp_status & TP_STATUS_VLAN_VALID, p + h->tp_mac, h->tp_snaplen);
+      const int64_t ts = int64_t(h->tp_sec) * 1000000 + h->tp_nsec / 1000;
+      if (options_.forward_frames) forward_frame(shard, f, ts);
+      else shard.frames.push_back(FrameView{f.data, f.len, f.link, ts});
+    }
+    p += h->tp_next_offset;
+  }
+  match_frames(shard);
+}
+
+// --matcher ts: the frame goes into the batch as it is.
+void Capture::forward_frame(Shard& shard, const NetworkFrame& f, int64_t ts_us) {
+  CaptureBatch& b = *shard.batch;
+  if (b.records() == 0) shard.batch_started_us = monotonic_us();
+  if (b.frame_offsets.empty()) b.frame_offsets.push_back(0);
+  b.frame_bytes.insert(b.frame_bytes.end(), f.data, f.data + f.len);
+  b.frame_offsets.push_back(uint32_t(b.frame_bytes.size()));
+  b.frame_ts_us.push_back(double(ts_us));
+  b.frame_links.push_back(f.link);
+  if (b.records() >= options_.flush_records) flush(shard);
+}
+
+// The block's frames for the matcher, matched as batches (it prefetches ahead within a batch) before
+// the block goes back to the kernel; a batch is at most flush_records frames, so the event batch
+// overshoots its flush threshold by about that much at most.
+void Capture::match_frames(Shard& shard) {
+  std::vector<FrameView>& frames = shard.frames;
+  for (size_t i = 0; i < frames.size(); i += options_.flush_records) {
+    if (shard.batch->records() == 0) shard.batch_started_us = monotonic_us();
+    shard.matcher.feed_batch(frames.data() + i, std::min<size_t>(options_.flush_records, frames.size() - i), shard.batch->events);
+    if (shard.batch->records() >= options_.flush_records) flush(shard);
+  }
+  frames.clear();
+}
+
+// Idle work every tick_ms: matcher timeouts and the ring statistics.
+void Capture::tick(Shard& shard, int64_t now) {
+  const bool was_empty = shard.batch->records() == 0;
+  if (!options_.forward_frames) shard.matcher.tick(realtime_us(), shard.batch->events);
+  if (was_empty) shard.batch_started_us = now;
+  read_ring_stats(shard);
+  shard.next_tick = now + int64_t(options_.tick_ms) * 1000;
+}
+
+// PACKET_STATISTICS resets on every read, so each read is added to the shard's totals here, and only here.
+void Capture::add_ring_stats(Shard& shard, const Socket& sock) {
+  tpacket_stats_v3 st{};
+  socklen_t len = sizeof st;
+  if (getsockopt(sock.fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) != 0) return;
+  const uint64_t read[3] = {st.tp_packets, st.tp_drops, st.tp_freeze_q_cnt};
+  for (size_t i = 0; i < 3; i++) shard.stats[kStatCount + kCapRingPackets + i].fetch_add(read[i], std::memory_order_relaxed);
+}
+
+void Capture::read_ring_stats(Shard& shard) {
+  for (auto& sock : shard.sockets) {
+    if (sock) add_ring_stats(shard, *sock);
+  }
+}
+
+// (All zero with forward_frames: that matcher never sees a frame.)
+void Capture::publish_matcher_stats(Shard& shard) {
+  const Stats& st = shard.matcher.stats();
+  for (size_t i = 0; i < kStatCount; i++) shard.stats[i].store(st[i], std::memory_order_relaxed);
+}
+
+// The batch goes to JS when it is full, when its first record is flush_us old, or at once when it holds a
+// completion the matcher made since the last hand-over (a knocker is waiting for that door; failures and
+// stages keep the batching).
+void Capture::flush_if_due(Shard& shard, int64_t now) {
+  const uint64_t completed = shard.matcher.stats()[kStatCompleted];
+  const size_t records = shard.batch->records();
+  if (records > 0 && (records >= options_.flush_records || now - shard.batch_started_us >= int64_t(options_.flush_us) ||
+                      completed != shard.completed_handed)) {
+    flush(shard);
+  }
+  shard.completed_handed = completed;  // an empty batch means every completion so far was handed over
 }
 
 }  // namespace knockd

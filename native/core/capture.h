@@ -18,6 +18,8 @@
 #include "matcher.h"
 #include "program.h"
 
+struct tpacket_block_desc;  // linux/if_packet.h
+
 namespace knockd {
 
 struct CaptureOptions {
@@ -121,11 +123,24 @@ class Capture {
   struct Interface;
 
  private:
+  // The capture thread and its steps (capture.cc, in the order run() takes them).
   void run(Shard& shard);
+  void take_pending(Shard& shard);
+  bool wait_for_blocks(Shard& shard);
+  void walk_ring(Shard& shard, Socket& sock);
+  void walk_block(Shard& shard, const tpacket_block_desc& block);
+  void forward_frame(Shard& shard, const NetworkFrame& frame, int64_t ts_us);
+  void match_frames(Shard& shard);
+  void tick(Shard& shard, int64_t now_us);
+  void add_ring_stats(Shard& shard, const Socket& sock);
+  void read_ring_stats(Shard& shard);
+  void publish_matcher_stats(Shard& shard);
+  void flush_if_due(Shard& shard, int64_t now_us);
   void open_interface(Interface& iface, std::vector<std::unique_ptr<Socket>>& out);
   void check_interfaces(Shard& shard);
   void attach_filters_locked();
   void emit_error(Shard& shard, EngineErrorCode code, uint16_t interface, int err, int64_t now_us);
+  // Hands a non-empty batch to the sink and starts a fresh one.
   void flush(Shard& shard);
 
   CaptureOptions options_;
