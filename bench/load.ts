@@ -5,13 +5,16 @@
 // veth pair between two private namespaces; each system captures on the other end. The equal-CPU scenario
 // holds each user-space system to the same share of one core with CFS bandwidth control (cgroup v1
 // cpu.cfs_quota_us or v2 cpu.max), so its break point is set by its cost per frame, not by the generator.
-// Writes bench/results/load-<date>.{json,md,svg} (and -cpu-<budget>.svg).
+// knockd-fast runs as an installed package does (bin/ → a dist/ compiled into a temp directory for the run),
+// so its start-up, CPU and RSS are the user's. Writes bench/results/load-<date>.{json,md,svg} (and
+// -cpu-<budget>.svg).
 //
 // Detection: `OPEN SESAME` lines per legitimate source on each system's stdout (-v). Latency: from the
 // moment the generator handed the last knock to the kernel to the moment the harness read the line.
-// CPU: /proc/<pid>/stat utime+stime over the traffic. Memory: VmRSS sampled over time, and VmHWM.
-import { execFile, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+// CPU: /proc/<pid>/stat utime+stime over the traffic. Memory: VmRSS sampled over time, and VmHWM; the
+// memory scenario: VmRSS idle and with MaxTracked sources tracked.
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -198,12 +201,32 @@ const SYSTEMS: SystemDef[] = [
   { id: 'counter', label: 'count-only TPACKET_V3 reader (ceiling)', detects: false },
 ];
 
-function commandFor(sys: SystemId, conf: string, iface: string, stateFile: string): [string, string[]] {
+/**
+ * knockd-fast as an installed package runs it: bin/knockd-fast.js beside a compiled dist/ (no src/, so
+ * bin/ takes dist/), package.json and the addon under build/Release, in a temp directory made once per
+ * run (never dist/ in the checkout, which keeps bin/ on the sources). node_modules is the checkout's.
+ */
+export function stageInstalledPackage(): string {
+  const stage = mkdtempSync(join(tmpdir(), 'knockd-fast-load-package-'));
+  try {
+    cpSync(join(packageRoot, 'bin'), join(stage, 'bin'), { recursive: true });
+    cpSync(join(packageRoot, 'package.json'), join(stage, 'package.json'));
+    mkdirSync(join(stage, 'build', 'Release'), { recursive: true });
+    cpSync(join(packageRoot, 'build', 'Release', 'knockd_fast.node'), join(stage, 'build', 'Release', 'knockd_fast.node'));
+    symlinkSync(join(packageRoot, 'node_modules'), join(stage, 'node_modules'));
+    execFileSync(process.execPath, [join(packageRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(packageRoot, 'tsconfig.build.json'),
+      '--outDir', join(stage, 'dist'), '--sourceMap', 'false', '--declaration', 'false'], { stdio: 'inherit' });
+  } catch (err) {
+    rmSync(stage, { recursive: true, force: true });
+    throw err;
+  }
+  return stage;
+}
+
+function commandFor(sys: SystemId, conf: string, iface: string, stateFile: string, installed: string, nodeFlags: string[] = []): [string, string[]] {
   const fast = (extra: string[]): [string, string[]] => [
     process.execPath,
-    // The checkout's sources through tsx (never a possibly stale dist/), with knockd's flags after `--`.
-    ['--import', 'tsx', '-e', `process.exitCode = await (await import(${JSON.stringify(pathToFileURL(join(packageRoot, 'src', 'cli.ts')).href)})).main(process.argv.slice(1))`,
-      '--', '-c', conf, '-i', iface, '-v',
+    [...nodeFlags, join(installed, 'bin', 'knockd-fast.js'), '-c', conf, '-i', iface, '-v',
       '--metrics', `127.0.0.1:${METRICS_PORT}`, '--state-file', stateFile, ...extra],
   ];
   switch (sys) {
@@ -313,16 +336,17 @@ class CpuBudget {
 }
 
 /** The door every system runs; Allow_Duplicates only where the scenario needs it and the system has it. */
-function configText(allowDuplicates: boolean): string {
+function configText(o: { allowDuplicates: boolean; seqTimeoutS?: number; maxTracked?: number }): string {
   return [
     '[options]',
+    ...(o.maxTracked === undefined ? [] : [`\tMaxTracked = ${o.maxTracked}`]),
     '',
     '[door]',
     `\tsequence    = ${KNOCK_PORTS.join(',')}`,
-    '\tseq_timeout = 25',
+    `\tseq_timeout = ${o.seqTimeoutS ?? 25}`,
     '\ttcpflags    = syn',
     '\tcommand     = /bin/true',
-    ...(allowDuplicates ? ['\tAllow_Duplicates = yes'] : []),
+    ...(o.allowDuplicates ? ['\tAllow_Duplicates = yes'] : []),
     '',
   ].join('\n');
 }
@@ -330,7 +354,7 @@ function configText(allowDuplicates: boolean): string {
 // ---------------------------------------------------------------------------------------------------
 // Scenarios
 
-type ScenarioId = 'none' | 'background' | 'flood' | 'pairs' | 'cpu' | 'duplicates' | 'sustained';
+type ScenarioId = 'none' | 'background' | 'flood' | 'pairs' | 'cpu' | 'duplicates' | 'sustained' | 'memory';
 
 interface ScenarioDef {
   id: ScenarioId;
@@ -383,7 +407,18 @@ const SCENARIOS: ScenarioDef[] = [
     durationS: 15,
     systems: ['native-1', 'native-2', 'ts', 'knockd'],
   },
+  {
+    id: 'memory',
+    title: '(h) memory: idle, and with MaxTracked sources tracked (a spoofed flood fills the table)',
+    noise: 'flood',
+    rates: [0],
+    dupGapMs: 0,
+    systems: ['native-1', 'native-2', 'ts'],
+  },
 ];
+
+/** MaxTracked of the memory scenario: the default. */
+const MEMORY_MAX_TRACKED = 1_048_576;
 
 // ---------------------------------------------------------------------------------------------------
 // One measurement point
@@ -418,6 +453,11 @@ interface PointResult {
   cpuBudgetPct: number | null; // CFS bandwidth limit over the traffic, % of one core
   settleS?: number; // ready line to idle, before the budget applies
   throttledPeriods: number | null; // 100 ms periods in which the budget ran out
+  /** memory scenario: VmRSS once idle after start-up, and once `tracked` of `maxTracked` sources are tracked */
+  idleRssKiB?: number;
+  fullRssKiB?: number;
+  tracked?: number;
+  maxTracked?: number;
   note?: string;
   error?: string;
 }
@@ -513,17 +553,31 @@ async function runNftPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: 
   return base;
 }
 
-async function runPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: number, st: RunSettings, workDir: string, budgetPct: number | null = null): Promise<PointResult> {
-  if (sys.kernelOnly) return runNftPoint(net, sys, sc, rate, st, workDir);
+/** Where a run keeps its files: configs and state files, the staged installed package, perf profiles (--perf). */
+interface RunDirs {
+  work: string;
+  installed: string;
+  perf?: string;
+}
+
+/** knockd-fast itself (not a peer). */
+const isKnockdFast = (sys: SystemId): boolean => sys === 'native-1' || sys === 'native-2' || sys === 'ts';
+
+async function runPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: number, st: RunSettings, dirs: RunDirs, budgetPct: number | null = null): Promise<PointResult> {
+  if (sys.kernelOnly) return runNftPoint(net, sys, sc, rate, st, dirs.work);
   const allowDup = sc.dupGapMs > 0 && sys.id !== 'knockd';
-  const conf = join(workDir, `${sys.id}-${sc.id}.conf`);
-  writeFileSync(conf, configText(allowDup));
-  const [cmd, args] = commandFor(sys.id, conf, net.receiverIf, join(workDir, `${sys.id}.state.json`));
+  const conf = join(dirs.work, `${sys.id}-${sc.id}.conf`);
+  writeFileSync(conf, configText({ allowDuplicates: allowDup }));
+  // --perf: the flood at the generator's maximum is profiled (JS frames named through --perf-basic-prof).
+  const perfData = dirs.perf && sc.id === 'flood' && rate === 0 && budgetPct === null && isKnockdFast(sys.id)
+    ? join(dirs.perf, `perf-${sys.id}.data`) : null;
+  const [cmd, args] = commandFor(sys.id, conf, net.receiverIf, join(dirs.work, `${sys.id}.state.json`), dirs.installed,
+    perfData ? ['--perf-basic-prof'] : []);
   const base = newPoint(sys, sc, rate, st, budgetPct);
   // Start-up runs unlimited; the budget holds from before the traffic to the exit.
   const budget = budgetPct === null ? null : new CpuBudget(budgetPct, `${sys.id}-${rate}`);
   const spawnedAt = performance.now();
-  const child = net.lab.spawn('b', cmd, args, { cwd: packageRoot });
+  const child = net.lab.spawn('b', cmd, args, { cwd: dirs.work });
   const pid = child.pid!;
   const opens = new Map<string, number>(); // source → time the first OPEN line was read
   const stderrTail: string[] = [];
@@ -540,14 +594,8 @@ async function runPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: num
     base.startupS = (performance.now() - spawnedAt) / 1000;
     if (budget) {
       // Work left over from start-up (module loading, JIT warm-up) would take the first seconds of a small
-      // budget: wait until the process idles (at most 10 ms of CPU in each of two 500 ms windows).
-      const settleBy = performance.now() + 15_000;
-      for (let quiet = 0, last = readCpuTicks(pid); quiet < 2 && performance.now() < settleBy; ) {
-        await sleep(500);
-        const now = readCpuTicks(pid);
-        quiet = now - last <= CLK_TCK / 100 ? quiet + 1 : 0;
-        last = now;
-      }
+      // budget: wait until the process idles.
+      await settle(pid);
       base.settleS = (performance.now() - spawnedAt) / 1000 - base.startupS;
       budget.add(pid);
     }
@@ -563,6 +611,7 @@ async function runPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: num
       }
     }, 250);
     let gen: LoadgenReport;
+    const perf = perfData ? spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-g', '-p', String(pid), '-o', perfData], { stdio: 'inherit' }) : null;
     try {
       gen = await runLoadgen(net, {
         knockers: st.knockers, noise: sc.noise, rate, durationS: sc.durationS ?? st.durationS, dupGapMs: sc.dupGapMs,
@@ -574,6 +623,10 @@ async function runPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: num
       if (!sys.detects) await sleep(300);
     } finally {
       clearInterval(sampler);
+      if (perf) {
+        perf.kill('SIGINT');
+        await waitForExit(perf, 30_000);
+      }
     }
     base.cpuS = (readCpuTicks(pid) - cpu0) / CLK_TCK;
     base.peakRssKiB = readStatusKiB(pid, 'VmHWM');
@@ -605,16 +658,89 @@ async function runPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: num
     if (base.packetsDelivered) base.cpuNsPerDeliveredPacket = (base.cpuS * 1e9) / base.packetsDelivered;
     if (budget) base.throttledPeriods = budget.throttling().throttled;
   } catch (err) {
-    base.error = `${(err as Error).message}${stderrTail.length ? `; stderr: ${stderrTail.slice(-3).join(' | ')}` : ''}`;
+    base.error = failure(err, stderrTail);
   } finally {
-    const stopAt = performance.now();
-    child.kill('SIGTERM');
-    await waitForExit(child, 5_000);
-    base.shutdownS = (performance.now() - stopAt) / 1000;
+    base.shutdownS = await stopProcess(child);
     for (let i = 0; budget && i < 20 && existsSync(budget.path); i++) {
       budget.remove();
       if (existsSync(budget.path)) await sleep(100);
     }
+    if (perfData && existsSync(perfData)) {
+      // After the exit (nothing left to stall); Node's /tmp/perf-<pid>.map names the JS frames.
+      writeFileSync(perfData.replace(/\.data$/, '.txt'), execFileSync('perf',
+        ['report', '-i', perfData, '--no-children', '--sort', 'comm,dso,sym', '--stdio', '--percent-limit', '0.2', '-g', 'none'],
+        { encoding: 'utf8', maxBuffer: 1 << 26, stdio: ['ignore', 'pipe', 'ignore'] }));
+      console.error(`perf profile of ${sys.id} at the top flood point: ${perfData.replace(/\.data$/, '.txt')}`);
+    }
+  }
+  return base;
+}
+
+/** What went wrong at a point, with the end of the process's stderr. */
+const failure = (err: unknown, stderrTail: string[]): string =>
+  `${(err as Error).message}${stderrTail.length ? `; stderr: ${stderrTail.slice(-3).join(' | ')}` : ''}`;
+
+/** SIGTERM, then the seconds until it exited (SIGKILL after 5 s). */
+async function stopProcess(child: ChildProcess): Promise<number> {
+  const stopAt = performance.now();
+  child.kill('SIGTERM');
+  await waitForExit(child, 5_000);
+  return (performance.now() - stopAt) / 1000;
+}
+
+/** Waits until a process idles after start-up: at most 10 ms of CPU in each of two 500 ms windows (15 s at most). */
+async function settle(pid: number): Promise<void> {
+  const settleBy = performance.now() + 15_000;
+  for (let quiet = 0, last = readCpuTicks(pid); quiet < 2 && performance.now() < settleBy; ) {
+    await sleep(500);
+    const now = readCpuTicks(pid);
+    quiet = now - last <= CLK_TCK / 100 ? quiet + 1 : 0;
+    last = now;
+  }
+}
+
+/**
+ * The memory scenario: VmRSS once the daemon idles after start-up, then spoofed first knocks as fast as the
+ * generator can (a new source per frame, seq_timeout 1 h so none expires) in 5 s rounds until the daemon
+ * reports MaxTracked sources tracked (at most 3 minutes), then VmRSS again.
+ */
+async function runMemoryPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, st: RunSettings, dirs: RunDirs): Promise<PointResult> {
+  const conf = join(dirs.work, `${sys.id}-${sc.id}.conf`);
+  writeFileSync(conf, configText({ allowDuplicates: false, seqTimeoutS: 3600, maxTracked: MEMORY_MAX_TRACKED }));
+  const [cmd, args] = commandFor(sys.id, conf, net.receiverIf, join(dirs.work, `${sys.id}.state.json`), dirs.installed);
+  const base = newPoint(sys, sc, 0, { ...st, knockers: 0 }, null);
+  base.maxTracked = MEMORY_MAX_TRACKED;
+  const spawnedAt = performance.now();
+  const child = net.lab.spawn('b', cmd, args, { cwd: dirs.work });
+  const pid = child.pid!;
+  const stderrTail: string[] = [];
+  child.stderr!.on('data', (d: Buffer) => stderrTail.push(...d.toString().split('\n').filter(Boolean).slice(-5)));
+  try {
+    await waitForLine(child, 'stdout', /listening on|starting up/, 30_000);
+    child.stdout!.resume(); // -v lines: drained, not read
+    base.startupS = (performance.now() - spawnedAt) / 1000;
+    await settle(pid);
+    base.idleRssKiB = readStatusKiB(pid, 'VmRSS');
+    const cpu0 = readCpuTicks(pid);
+    const fillBy = performance.now() + 180_000;
+    base.tracked = 0;
+    for (let round = 0; base.tracked < MEMORY_MAX_TRACKED && performance.now() < fillBy; round++) {
+      const gen = await runLoadgen(net, { knockers: 0, noise: 'flood', rate: 0, durationS: 5, seed: 1000 + round });
+      base.sent += gen.sent;
+      base.elapsedS += gen.elapsedS;
+      await sleep(500);
+      base.tracked = (await scrapeMetrics(net)).get('knockd_tracked_sources') ?? 0;
+    }
+    await settle(pid);
+    base.fullRssKiB = readStatusKiB(pid, 'VmRSS');
+    base.peakRssKiB = readStatusKiB(pid, 'VmHWM');
+    base.cpuS = (readCpuTicks(pid) - cpu0) / CLK_TCK;
+    base.offeredRate = base.elapsedS ? Math.round(base.sent / base.elapsedS) : 0;
+    if (base.tracked < MEMORY_MAX_TRACKED) base.note = `the table did not fill within 3 minutes (${base.tracked} of ${MEMORY_MAX_TRACKED} tracked)`;
+  } catch (err) {
+    base.error = failure(err, stderrTail);
+  } finally {
+    base.shutdownS = await stopProcess(child);
   }
   return base;
 }
@@ -732,6 +858,18 @@ function markdown(report: Report): string {
     const pts = report.points.filter((p) => p.scenario === sc.id);
     if (!pts.length) continue;
     out.push('', `## ${sc.title}`, '');
+    if (sc.id === 'memory') {
+      out.push('knockd-fast as installed (bin/ → dist/, no tsx). Per source = (full − idle) ÷ tracked.', '');
+      out.push('| System | MaxTracked | tracked | flood (pps) | idle VmRSS (MiB) | full VmRSS (MiB) | per tracked source (bytes) | peak RSS (MiB) |');
+      out.push('|---|---|---|---|---|---|---|---|');
+      for (const p of pts) {
+        out.push(p.error ? `| ${p.system} | error: ${p.error.replace(/\|/g, '/')} |||||||`
+          : `| ${p.system} | ${p.maxTracked} | ${p.tracked} | ${fmtRate(p.offeredRate)} | ${fmtNum(p.idleRssKiB! / 1024)} | ` +
+            `${fmtNum(p.fullRssKiB! / 1024)} | ${fmtNum(bytesPerSource(p))} | ${fmtNum(p.peakRssKiB / 1024)} |`);
+      }
+      for (const n of new Set(pts.map((p) => p.note).filter(Boolean))) out.push('', `Note: ${n}.`);
+      continue;
+    }
     out.push('| System | target (pps) | offered (pps) | detected | latency p50 / max (ms) | CPU (s) | CPU ns/offered frame | frames read | ring drops | veth rx drops | peak RSS (MiB) |');
     out.push('|---|---|---|---|---|---|---|---|---|---|---|');
     for (const p of pts) {
@@ -763,6 +901,10 @@ function markdown(report: Report): string {
   out.push('');
   return out.join('\n');
 }
+
+/** Memory scenario: VmRSS growth per tracked source. */
+const bytesPerSource = (p: PointResult): number | null =>
+  p.tracked ? ((p.fullRssKiB! - p.idleRssKiB!) * 1024) / p.tracked : null;
 
 /** The issue's targets, stated with the measured figures (nothing here is assumed). */
 function findings(report: Report): string[] {
@@ -823,6 +965,12 @@ function findings(report: Report): string[] {
   const lat = report.summary.filter((s) => s.latencySamples > 0)
     .map((s) => `${s.system} ${fmtNum(s.latencyP50Ms, 1)} / ${fmtNum(s.latencyP99Ms, 1)} ms`);
   if (lat.length) out.push(`Last knock sent → OPEN SESAME line read, p50 / p99 over every detected knock of the run (target p99 ≤ 10 ms): ${lat.join('; ')}.`);
+  for (const p of report.points.filter((q) => q.scenario === 'memory' && !q.error)) {
+    const idle = p.idleRssKiB! / 1024, perSource = bytesPerSource(p);
+    out.push(`Memory, ${p.system} as installed: idle VmRSS ${idle.toFixed(1)} MiB (target ≤ 64 MiB: ${idle <= 64 ? 'met' : 'not met'}); ` +
+      `with ${p.tracked} of ${p.maxTracked} sources tracked ${(p.fullRssKiB! / 1024).toFixed(1)} MiB, idle + ${fmtNum(perSource)} bytes per tracked source ` +
+      `(target ≤ 64: ${perSource !== null && perSource <= 64 && p.tracked === p.maxTracked ? 'met' : 'not met'}).`);
+  }
   for (const p of report.points.filter((q) => q.scenario === 'sustained' && q.memory.length > 1)) {
     const rss = p.memory.map((m) => m.rssKiB / 1024);
     const half = rss.slice(Math.floor(rss.length / 2));
@@ -1000,6 +1148,7 @@ async function main(): Promise<void> {
       budgets: { type: 'string' },
       out: { type: 'string', default: join(packageRoot, 'bench', 'results') },
       render: { type: 'string' },
+      perf: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -1007,6 +1156,7 @@ async function main(): Promise<void> {
     console.log(`usage: npm run bench:load -- [--seconds S] [--knockers N] [--systems ${SYSTEMS.map((s) => s.id).join(',')}]
                           [--scenarios ${SCENARIOS.map((s) => s.id).join(',')}] [--out DIR]
                           [--rates PPS,... (0 = max; instead of each scenario's)] [--budgets PCT,... (the cpu scenario's)]
+                          [--perf DIR (perf record knockd-fast at the top flood point: DIR/perf-<system>.{data,txt})]
        npm run bench:load -- --render DIR/load-<date>.json [--out DIR]   (rewrite the .md and .svg files from a report)
 Needs root (network namespaces, AF_PACKET). Writes DIR/load-<date>.{json,md,svg} and DIR/load-<date>-memory.svg.`);
     return;
@@ -1037,9 +1187,14 @@ Needs root (network namespaces, AF_PACKET). Writes DIR/load-<date>.{json,md,svg}
   buildTools();
   const knockdVersion = systems.some((s) => s.id === 'knockd') ? ensureKnockd() : '';
   if (systems.some((s) => s.id !== 'knockd' && s.id !== 'counter')) ensureAddon();
-  const net = createLoadNet();
   const workDir = join('/tmp', `kf-load-${process.pid}`);
   mkdirSync(workDir, { recursive: true });
+  const dirs: RunDirs = { work: workDir, installed: systems.some((s) => isKnockdFast(s.id)) ? stageInstalledPackage() : '' };
+  if (values.perf) {
+    dirs.perf = values.perf;
+    mkdirSync(dirs.perf, { recursive: true });
+  }
+  const net = createLoadNet();
   const points: PointResult[] = [];
   const skipped: string[] = [];
   try {
@@ -1054,7 +1209,7 @@ Needs root (network namespaces, AF_PACKET). Writes DIR/load-<date>.{json,md,svg}
             skipped.push(`${sys.id} ${label}: already missed knocks at two lower rates`);
             continue;
           }
-          const p = await runPoint(net, sys, sc, rate, settings, workDir, budget);
+          const p = sc.id === 'memory' ? await runMemoryPoint(net, sys, sc, settings, dirs) : await runPoint(net, sys, sc, rate, settings, dirs, budget);
           points.push(p);
           if (sys.detects && !p.error) misses.set(sys.id, p.detected < p.knockers ? (misses.get(sys.id) ?? 0) + 1 : 0);
           if (p.error) misses.set(sys.id, 2); // an unavailable system is not retried at higher rates
@@ -1063,7 +1218,9 @@ Needs root (network namespaces, AF_PACKET). Writes DIR/load-<date>.{json,md,svg}
               (p.error ? `error: ${p.error}` : `offered ${fmtRate(p.offeredRate)} pps, ` +
                 `detected ${sys.detects ? `${p.detected}/${p.knockers}` : 'n/a'}, ` +
                 `cpu ${p.cpuS.toFixed(2)} s, read ${p.packetsDelivered ?? '?'}, ring drops ${p.ringDrops ?? '?'}, ` +
-                `rss ${(p.peakRssKiB / 1024).toFixed(1)} MiB, start ${p.startupS.toFixed(1)} s, stop ${p.shutdownS.toFixed(1)} s` +
+                `rss ${(p.peakRssKiB / 1024).toFixed(1)} MiB, ` +
+                (p.idleRssKiB === undefined ? '' : `idle ${(p.idleRssKiB / 1024).toFixed(1)} MiB, full ${((p.fullRssKiB ?? 0) / 1024).toFixed(1)} MiB with ${p.tracked} tracked, `) +
+                `start ${p.startupS.toFixed(1)} s, stop ${p.shutdownS.toFixed(1)} s` +
                 (p.throttledPeriods === null ? '' : `, settled ${p.settleS?.toFixed(1)} s, throttled in ${p.throttledPeriods} periods`)),
           );
         }
@@ -1072,6 +1229,7 @@ Needs root (network namespaces, AF_PACKET). Writes DIR/load-<date>.{json,md,svg}
     }
   } finally {
     net.lab.destroy();
+    if (dirs.installed) rmSync(dirs.installed, { recursive: true, force: true });
   }
   const date = new Date().toISOString().slice(0, 10);
   const report: Report = {
