@@ -46,7 +46,8 @@ readline.createInterface({ input: process.stdin }).on('line', async (line) => {
   const ports = kind === 'cmd' ? [7200, 7300] : [7000, 8000, 9000];
   for (const p of ports) await knock(p, local);
   const sent = Date.now();
-  if (kind === 'cmd') { process.stdout.write(id + ' sent ' + sent + '\\n'); return; }
+  process.stdout.write(id + ' sent ' + sent + '\\n');
+  if (kind === 'cmd') return;
   while (Date.now() - sent < ${LEGIT_TIMEOUT_MS}) {
     if (await tryConnect()) { process.stdout.write(id + ' ' + (Date.now() - sent) + '\\n'); return; }
   }
@@ -63,11 +64,23 @@ interface Sample {
 }
 
 const lab = new GatewayLab('soak');
-const results: { kind: string; phase: string; ms?: number; excluded?: boolean }[] = [];
+/** One legitimate knock: when its first packet left, when its last one did, and its outcome (ms, or none). */
+interface Knock {
+  kind: string;
+  phase: string;
+  startAt: number;
+  sentAt?: number;
+  ms?: number;
+}
+const results: Knock[] = [];
+// When the gateway's link was down (plus the moment it needs after coming up): a knock whose packets left
+// during one of these never arrives whole, which is not the daemon's doing.
+const linkDown: { from: number; to: number }[] = [];
+let runStartMs = 0;
+const excluded = (k: Knock) => linkDown.some((w) => k.startAt <= w.to && (k.sentAt ?? Infinity) >= w.from);
 const samples: Sample[] = [];
 const phaseCounts = new Map<string, number>();
 let phase = 'start';
-let flapping = false;
 
 function hping(args: string[], count: number): Promise<void> {
   return new Promise((resolve) => {
@@ -118,12 +131,12 @@ async function hostile(name: string, daemonPid: number): Promise<void> {
       break;
     case 'interface flap':
       for (let i = 0; i < 5; i++) {
-        flapping = true;
+        const from = Date.now();
         lab.lab.exec('gw', 'ip', ['link', 'set', lab.gatewayIf, 'down']);
         await sleep(1000);
         lab.lab.exec('gw', 'ip', ['link', 'set', lab.gatewayIf, 'up']);
         await sleep(1000); // the link needs a moment before packets pass again
-        flapping = false;
+        linkDown.push({ from, to: Date.now() });
         await sleep(PHASE_MS / 5 - 2000);
       }
       break;
@@ -191,11 +204,17 @@ async function main(): Promise<void> {
   for (let i = 0; i < 300 && !(existsSync(log) && readFileSync(log, 'utf8').includes('starting up')); i++) await sleep(100);
   if (daemon.exitCode !== null || !readFileSync(log, 'utf8').includes('starting up')) throw new Error(`the daemon did not start:\n${daemonErr.join('')}`);
   const startMs = Date.now();
+  runStartMs = startMs;
   const endMs = startMs + MINUTES * 60_000;
 
   // legitimate knockers: one knock every 2 s, alternating the nft door and the command door
   const knocker = lab.lab.spawn('client', process.execPath, ['-e', KNOCKER, NET.gateway, NET.client2]);
-  const pending = new Map<string, { kind: string; phase: string; excluded: boolean; resolve: () => void }>();
+  const pending = new Map<string, { knock: Knock; resolve: () => void }>();
+  const finish = (p: { knock: Knock; resolve: () => void }, ms: number | undefined) => {
+    p.knock.ms = ms;
+    results.push(p.knock);
+    p.resolve();
+  };
   let buf = '';
   knocker.stdout?.on('data', (d: Buffer) => {
     buf += d.toString();
@@ -205,36 +224,34 @@ async function main(): Promise<void> {
       buf = buf.slice(i + 1);
       const p = pending.get(id);
       if (!p) continue;
-      if (what === 'sent') void waitCommand(p, Number(at));
-      else {
+      if (what === 'sent') {
+        p.knock.sentAt = Number(at);
+        if (p.knock.kind === 'cmd') void waitCommand(p, Number(at));
+      } else {
         pending.delete(id);
-        results.push({ kind: p.kind, phase: p.phase, ms: what === 'fail' ? undefined : Number(what), excluded: p.excluded });
-        p.resolve();
+        finish(p, what === 'fail' ? undefined : Number(what));
       }
     }
   });
   let legitN = 0;
   let cmdSeen = 0;
-  const waitCommand = async (p: { kind: string; phase: string; excluded: boolean; resolve: () => void }, sent: number) => {
+  const waitCommand = async (p: { knock: Knock; resolve: () => void }, sent: number) => {
     while (Date.now() - sent < LEGIT_TIMEOUT_MS) {
       const n = existsSync(out) ? readFileSync(out, 'utf8').split(`LEGIT ${NET.client2}\n`).length - 1 : 0;
       if (n > cmdSeen) {
         cmdSeen = n;
-        results.push({ kind: p.kind, phase: p.phase, ms: Date.now() - sent, excluded: p.excluded });
-        return p.resolve();
+        return finish(p, Date.now() - sent);
       }
       await sleep(20);
     }
-    results.push({ kind: p.kind, phase: p.phase, excluded: p.excluded });
-    p.resolve();
+    finish(p, undefined);
   };
   const legit = (async () => {
     while (Date.now() < endMs) {
       const kind = legitN % 2 === 0 ? 'ssh' : 'cmd';
       const id = String(legitN++);
-      const excluded = flapping; // a knock sent while the link is down never arrives: not the daemon's doing
       await new Promise<void>((resolve) => {
-        pending.set(id, { kind, phase, excluded, resolve });
+        pending.set(id, { knock: { kind, phase, startAt: Date.now() }, resolve });
         knocker.stdin?.write(`${id} ${kind}\n`);
       });
       if (kind === 'cmd') await sleep(3500); // the same source again after the command door's stop ran
@@ -292,7 +309,7 @@ async function main(): Promise<void> {
 
 function writeReport(r: { code: number | null; termMs: number; leftovers: string[]; metrics: { opens: number; dropLines: number; dropped: number; reloads: number; errors: string[] }; commit: string }): void {
   const date = new Date().toISOString().slice(0, 10);
-  const counted = results.filter((x) => !x.excluded);
+  const counted = results.filter((x) => !excluded(x));
   const row = (kind: string) => {
     const xs = counted.filter((x) => x.kind === kind);
     const ok = xs.filter((x) => x.ms !== undefined).map((x) => x.ms as number);
@@ -302,6 +319,12 @@ function writeReport(r: { code: number | null; termMs: number; leftovers: string
     const xs = counted.filter((x) => x.phase === p);
     const ok = xs.filter((x) => x.ms !== undefined);
     return `| ${p} | ${xs.length} | ${ok.length} | ${pct(ok.map((x) => x.ms as number), 99)} |`;
+  });
+  const failed = counted.filter((x) => x.ms === undefined).map((k) => {
+    const at = (t: number) => ((t - runStartMs) / 1000).toFixed(1);
+    const near = linkDown.map((w) => Math.min(Math.abs(w.from - k.startAt), Math.abs(w.to - k.startAt)));
+    const nearest = near.length ? `, nearest link flap ${(Math.min(...near) / 1000).toFixed(1)} s away` : '';
+    return `- ${k.kind} knock in phase "${k.phase}": sent from t=${at(k.startAt)} s to t=${k.sentAt ? at(k.sentAt) : '?'} s${nearest}`;
   });
   const first = samples[0];
   const last = samples.at(-1) as Sample;
@@ -313,8 +336,8 @@ with other work; load average at the end: ${readFileSync('/proc/loadavg', 'utf8'
 The daemon ran on the lab gateway (\`--threads 1\`, MaxTracked 1000) with an nftables door (ssh: 7000,8000,9000 ->
 22/tcp, Open_Timeout 5), a one-port command door that the attacker floods (flooded: 7100) and a two-port command
 door (cmd: 7200,7300). Hostile phases of 30 s each, in turn, with 5 s between them: ${[...phaseCounts].map(([p, n]) => `${p} (${n}x)`).join(', ')}.
-A legitimate client knocked every 2-5.5 s throughout, alternating the two legitimate doors. Knocks sent while the
-gateway's link was down (interface flap) are not counted (${results.length - counted.length} of ${results.length}).
+A legitimate client knocked every 2-5.5 s throughout, alternating the two legitimate doors. Knocks with a packet
+sent while the gateway's link was down (interface flap, and 1 s after it came up) are not counted (${results.length - counted.length} of ${results.length}).
 
 ## Legitimate knocks
 
@@ -329,6 +352,8 @@ includes up to one probe interval) or to the command's output line (polled every
 | phase during the knock | knocks | succeeded | p99 ms |
 |---|---|---|---|
 ${byPhase.join('\n')}
+
+Failed knocks (counted): ${failed.length === 0 ? 'none' : `\n${failed.join('\n')}`}
 
 ## The daemon over time
 
