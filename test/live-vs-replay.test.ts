@@ -6,17 +6,30 @@
 // daemon (native, then TS matcher) prints its -v lines while tcpdump captures; `--replay` of that capture,
 // with either matcher, must print the same event lines in the same order. The operator's one-time file is
 // restored before the replay, and the replay must leave it untouched.
+//
+// The differential test's seeded random traces go live too: one of its knock-door configs and its trace
+// generator, restricted to what a loopback carries (Ethernet frames at least a header long) and re-timed
+// so that no decision lies near a timeout, are written as a pcap and sent by tcpreplay into a private
+// namespace's lo, where a native-matcher daemon, a TS-matcher daemon and tcpdump listen at once. Both
+// daemons' lines must equal `--replay` of tcpdump's capture on either matcher, and of the pcap sent.
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cliPath, knockClientPath } from '../src/tools/demo.js';
 import { Lab } from '../src/tools/netns.js';
+import { readCaptureFile, writePcap } from '../src/capture/pcap.js';
+import { parseConfigText } from '../src/config/parse.js';
+import { TCP_FLAG, type DoorConfig } from '../src/config/types.js';
+import type { CapturedFrame } from '../src/match/frame.js';
+import { LinkType } from '../src/match/matcher-api.js';
 import { collectLines, stop, waitFor } from './helpers/processes.js';
-import { isRoot as root } from './helpers/env.js';
+import { KNOCK_TRACE_CONFIGS } from './helpers/doors.js';
+import { isRoot as root, T0 } from './helpers/env.js';
+import { linkFrame, randomTrace, rng } from './helpers/packets.js';
 
 const tcpdump = existsSync('/usr/bin/tcpdump') || existsSync('/usr/sbin/tcpdump');
 const skip = !root ? 'needs root (network namespace, AF_PACKET)' : !tcpdump ? 'needs tcpdump (apt-get install tcpdump)' : false;
@@ -163,3 +176,204 @@ for (const liveMatcher of ['native', 'ts'] as const) {
     }
   });
 }
+
+// ---- seeded random traces, sent live by tcpreplay ----
+
+const SEED = Number(process.env.KNOCKD_LIVE_SEED ?? randomInt(1, 2 ** 31));
+/** Every timeout decision of a live trace is at least this far from its deadline, in µs: more than the
+ * matchers' 16 ms wheel bucket plus a capture or event-loop delay on a loaded machine (MATCHER.md §2.1). */
+const MARGIN_US = 500_000;
+/** seq_timeout of the live doors: the differential configs' 25 s, 70 s and ≤ 0 s would make the run long
+ * or put decisions within microseconds of a deadline. */
+const LIVE_TIMEOUTS = [1, 2];
+
+/** The frame as lo carries it: an Ethernet frame (the IP packet of the other link types re-wrapped),
+ * none shorter than the Ethernet header (the kernel refuses to send those). */
+function asEthernet(f: CapturedFrame): Uint8Array | undefined {
+  switch (f.linkType) {
+    case LinkType.ETHERNET:
+      return f.data.byteLength >= 14 ? f.data : undefined;
+    case LinkType.LINUX_SLL:
+      return linkFrame(f.data.subarray(16)); // randomTrace tags only Ethernet frames with VLANs
+    case LinkType.LINUX_SLL2:
+      return linkFrame(f.data.subarray(20));
+    case LinkType.RAW:
+      return linkFrame(f.data);
+    default:
+      throw new Error(`seed ${SEED}: no Ethernet form for link type ${f.linkType}`);
+  }
+}
+
+/** A door as knockd.conf text: the fields the trace configs set. */
+function doorText(d: DoorConfig): string {
+  const flags = Object.entries(TCP_FLAG).flatMap(([name, bit]) =>
+    d.tcpFlags.mustSet & bit ? [name.toLowerCase()] : d.tcpFlags.mustClear & bit ? [`!${name.toLowerCase()}`] : [],
+  );
+  return [
+    `[${d.name}]`,
+    `sequence = ${d.sequence.map((s) => `${s.port}:${s.proto}`).join(',')}`,
+    `seq_timeout = ${d.seqTimeout}`,
+    'start_command = true',
+    ...(flags.length > 0 ? [`tcpflags = ${flags.join(',')}`] : []),
+    ...(d.target !== undefined ? [`target = ${d.target}`] : []),
+    ...(d.allowDuplicates ? ['allow_duplicates = yes'] : []),
+  ].join('\n    ');
+}
+
+interface LiveTrace {
+  doors: DoorConfig[];
+  frames: { data: Uint8Array; timeUs: number }[];
+  /** the round of each frame */
+  rounds: number[];
+  longestS: number;
+}
+
+/**
+ * The differential test's trace for a seed (its config choice and generator, see matcher.parity.test.ts),
+ * sent in rounds: within a round a source's packets are less than the shortest timeout less the margin
+ * apart, and the next round starts the longest timeout plus the margin after the last packet, so every
+ * attempt of a round times out in the quiet between rounds. Packet order is the generator's.
+ */
+function liveTrace(seed: number): LiveTrace {
+  const rand = rng(seed);
+  const cfg = KNOCK_TRACE_CONFIGS[Math.floor(rand() * KNOCK_TRACE_CONFIGS.length)]();
+  const doors = cfg.doors.map((d) => ({ ...d, seqTimeout: LIVE_TIMEOUTS[Math.floor(rand() * LIVE_TIMEOUTS.length)] }));
+  const trace = randomTrace({
+    seed,
+    packets: 200 + Math.floor(rand() * 100),
+    doors,
+    sources: 6 + Math.floor(rand() * 12),
+    floodChance: rand() < 0.5 ? 0.02 : 0,
+    floodSize: 4 + Math.floor(rand() * 20),
+  });
+  const timeouts = doors.map((d) => d.seqTimeout * 1e6);
+  const roundSpan = Math.min(...timeouts) - MARGIN_US;
+  const quiet = Math.max(...timeouts) + MARGIN_US;
+  const frames: LiveTrace['frames'] = [];
+  const rounds: number[] = [];
+  let timeUs = T0;
+  let roundStart = T0;
+  let roundLeft = 0;
+  for (const f of trace) {
+    const data = asEthernet(f);
+    if (!data) continue;
+    const gap = 1_000 + Math.floor(rand() * 9_000);
+    if (frames.length > 0 && (roundLeft === 0 || timeUs + gap - roundStart >= roundSpan)) {
+      timeUs += quiet;
+      roundStart = timeUs;
+      rounds.push(rounds[rounds.length - 1] + 1);
+      roundLeft = 40 + Math.floor(rand() * 40);
+    } else if (frames.length > 0) {
+      timeUs += gap;
+      rounds.push(rounds[rounds.length - 1]);
+    } else {
+      roundLeft = 40 + Math.floor(rand() * 40);
+      rounds.push(0);
+    }
+    roundLeft--;
+    frames.push({ data, timeUs });
+  }
+  return { doors, frames, rounds, longestS: Math.max(...doors.map((d) => d.seqTimeout)) };
+}
+
+/** How far the sending moved the trace's timing where decisions hang on it, in µs: the largest stretch
+ * between two packets of one round, and the largest squeeze between packets of different rounds. */
+function distortion(trace: LiveTrace, capturedUs: number[]): number {
+  const drift = capturedUs.map((c, i) => c - capturedUs[0] - (trace.frames[i].timeUs - trace.frames[0].timeUs));
+  let worst = 0;
+  let roundMin = Infinity;
+  let roundMax = -Infinity;
+  let earlierMax = -Infinity;
+  drift.forEach((d, i) => {
+    if (i > 0 && trace.rounds[i] !== trace.rounds[i - 1]) {
+      earlierMax = Math.max(earlierMax, roundMax);
+      roundMin = Infinity;
+      roundMax = -Infinity;
+    }
+    roundMin = Math.min(roundMin, d);
+    roundMax = Math.max(roundMax, d);
+    worst = Math.max(worst, d - roundMin, earlierMax - d);
+  });
+  return worst;
+}
+
+function framesOf(path: string): CapturedFrame[] {
+  const out: CapturedFrame[] = [];
+  for (const b of readCaptureFile(path)) {
+    for (let i = 0; i < b.timestampsUs.length; i++) {
+      out.push({ data: b.data.slice(b.offsets[i], b.offsets[i + 1]), timeUs: b.timestampsUs[i], linkType: b.linkTypes[i] });
+    }
+  }
+  return out;
+}
+
+const tcpreplay = existsSync('/usr/bin/tcpreplay');
+
+test(`a seeded random trace (seed ${SEED}) sent live by tcpreplay: both daemons print what --replay prints`, { skip: skip || (tcpreplay ? false : 'needs tcpreplay (apt-get install tcpreplay)'), timeout: 120_000 }, async (t) => {
+  const started = Date.now();
+  const rerun = `rerun: KNOCKD_LIVE_SEED=${SEED} node --import tsx --test --test-name-pattern='seeded random' test/live-vs-replay.test.ts`;
+  t.diagnostic(rerun);
+  lab!.ns('r');
+  // the trace's local addresses (helpers/packets.ts) on the capture interface
+  lab!.exec('r', 'ip', ['addr', 'add', '192.0.2.2/32', 'dev', 'lo']);
+  lab!.exec('r', 'ip', ['addr', 'add', 'fd00::2/128', 'dev', 'lo', 'nodad']);
+  const trace = liveTrace(SEED);
+  const text = trace.doors.map(doorText).join('\n') + '\n';
+  const conf = join(dir, 'random.conf');
+  writeFileSync(conf, text);
+  const fields = (d: DoorConfig) => [d.name, d.sequence, d.seqTimeout, d.tcpFlags, d.targetAddress, d.allowDuplicates];
+  assert.deepEqual(parseConfigText(text, conf).doors.map(fields), trace.doors.map(fields), `seed ${SEED}: the daemon's config holds the trace's doors`);
+  const sent = join(dir, 'random-sent.pcap');
+  writeFileSync(sent, writePcap(trace.frames, LinkType.ETHERNET));
+
+  const replay = (capture: string, matcher: string) =>
+    lab!.exec('r', process.execPath, [cliPath(), '-c', conf, '-i', 'lo', '--replay', capture, '-v', '--matcher', matcher]).split('\n').filter((l) => DECIDED.test(l));
+  const expected = replay(sent, 'native');
+  assert.ok(expected.some((l) => l.endsWith('OPEN SESAME')) && expected.some((l) => l.includes('sequence timeout')), `seed ${SEED}: the trace opens and times out:\n${expected.join('\n')}`);
+
+  const capture = join(dir, 'random-live.pcap');
+  const dump = lab!.spawn('r', 'tcpdump', ['-i', 'lo', '--immediate-mode', '-U', '-n', '-w', capture]);
+  const dumpErr = collectLines(dump, 'stderr');
+  const daemons = (['native', 'ts'] as const).map((matcher) => {
+    const child = lab!.spawn('r', process.execPath, [
+      cliPath(), '-c', conf, '-i', 'lo', '-v', '--threads', '1', '--matcher', matcher,
+      '-g', join(dir, `random-${matcher}.log`), '--state-file', join(dir, `random-${matcher}-state.json`),
+    ]);
+    return { matcher, child, lines: collectLines(child) };
+  });
+  const decided = (lines: string[]) => lines.filter((l) => DECIDED.test(l));
+  try {
+    await waitFor(dumpErr, /listening on/, 10_000);
+    for (const d of daemons) await waitFor(d.lines, /starting up/, 15_000);
+    const sender = lab!.spawn('r', 'tcpreplay', ['-i', 'lo', '-q', sent]);
+    const sendErr = collectLines(sender, 'stderr');
+    const traceS = (trace.frames[trace.frames.length - 1].timeUs - trace.frames[0].timeUs) / 1e6;
+    const code = await new Promise<number | null>((resolve) => {
+      const kill = setTimeout(() => sender.kill('SIGKILL'), (traceS + 30) * 1000);
+      sender.once('exit', (c) => (clearTimeout(kill), resolve(c)));
+    });
+    assert.equal(code, 0, `tcpreplay: ${sendErr.join('\n')}`);
+    // the last attempts time out at most the longest timeout after the last packet, plus a bucket and a tick
+    const quietUntil = Date.now() + trace.longestS * 1000 + 300;
+    const end = quietUntil + 15_000;
+    while (Date.now() < end && (Date.now() < quietUntil || daemons.some((d) => decided(d.lines).length < expected.length))) await sleep(50);
+  } finally {
+    for (const d of daemons) await stop(d.child, 'SIGTERM');
+    await stop(dump, 'SIGINT');
+  }
+
+  const captured = framesOf(capture);
+  assert.deepEqual(captured.map((f) => Buffer.from(f.data).toString('hex')), trace.frames.map((f) => Buffer.from(f.data).toString('hex')), `seed ${SEED}: tcpdump saw the frames sent, in order\n${rerun}`);
+  for (const matcher of ['native', 'ts']) {
+    const replayed = replay(capture, matcher);
+    for (const d of daemons) {
+      assert.deepEqual(decided(d.lines), replayed, `seed ${SEED}: the ${d.matcher}-matcher daemon against --replay --matcher ${matcher} of the capture\n${rerun}`);
+    }
+  }
+  // the pcap sent decides the same when tcpreplay kept its timing within the margin (a stalled sender
+  // changes the trace, not the software); tcpreplay runs slow by about a millisecond a packet under load
+  const moved = distortion(trace, captured.map((f) => f.timeUs));
+  t.diagnostic(`${trace.frames.length} frames in ${trace.rounds[trace.rounds.length - 1] + 1} rounds, ${expected.length} lines, timing moved by ${(moved / 1000).toFixed(1)} ms, ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  if (moved + 16_384 < MARGIN_US) assert.deepEqual(decided(daemons[0].lines), expected, `seed ${SEED}: the live lines against --replay of the pcap sent\n${rerun}`);
+  else t.diagnostic(`tcpreplay moved the timing by ${moved} µs: the pcap sent is not the trace the daemons saw; compared with the capture only`);
+});

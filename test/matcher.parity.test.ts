@@ -12,7 +12,7 @@ import { TsMatcher } from '../src/match/matcher.js';
 import { NativeMatcher } from '../src/match/native-matcher.js';
 import type { CompileOptions } from '../src/config/program.js';
 import { derivedDoor, derivedTrace, range } from './helpers/derived.js';
-import { CONFIGS, compile, config, door } from './helpers/doors.js';
+import { KNOCK_TRACE_CONFIGS, compile, config, door } from './helpers/doors.js';
 import { knockFrame, randomTrace, rng, TCP } from './helpers/packets.js';
 import { keyGen, payloadPool, spaDoor, withSpaFrames } from './helpers/spa.js';
 
@@ -28,43 +28,6 @@ const SPA_CONFIG_CHOICES: (() => KnockdConfig)[] = [
   () => config([spaDoor('P', SPA_KEYS[0]), door('A', '7000,8000,9000', { seqTimeout: 5 }), door('U', '62201:udp,7000', { seqTimeout: 3 })]),
   () => config([door('A', '7000,8000', { seqTimeout: 2 }), spaDoor('P', SPA_KEYS[1]), spaDoor('Q', SPA_KEYS[0])]),
   () => config([spaDoor('Q', SPA_KEYS[0], {}, undefined, { target: 'fd00::2', targetAddress: { family: 6, bytes: Uint8Array.of(0xfd, ...new Array(14).fill(0), 2) } }), door('C', '5000,6000', { seqTimeout: 4 })]),
-];
-
-/** Configs that stress cohorts, flags, protocols, targets, duplicates and timeouts at ≤ 0 s. */
-const CONFIG_CHOICES: (() => KnockdConfig)[] = [
-  CONFIGS.C1,
-  CONFIGS.C3,
-  CONFIGS.C4,
-  CONFIGS.C5,
-  CONFIGS.C5r,
-  CONFIGS.C6,
-  CONFIGS.C7b,
-  CONFIGS.C8,
-  CONFIGS.C11,
-  CONFIGS.C15,
-  () =>
-    config([
-      door('A', '7000,8000,9000', { seqTimeout: 5, allowDuplicates: true }),
-      door('B', '7000,8000', { seqTimeout: 2, tcpflags: 'syn' }),
-      door('C', '7000', { seqTimeout: 1 }),
-      door('D', '8000:udp,9000,7000', { seqTimeout: 0 }),
-      door('E', '9000,9000,9000', { seqTimeout: -1, allowDuplicates: true }),
-    ]),
-  // ICMP echo steps (their "port" is the payload length): a length equal to a TCP and a UDP port, a first
-  // step shared with a TCP door's, ICMP between TCP steps, and flags that ICMP must ignore
-  () =>
-    config([
-      door('I', '7000,1200:icmp,9000', { seqTimeout: 5, tcpflags: 'syn,!ack' }),
-      door('J', '56:icmp,8000:udp,56:icmp', { seqTimeout: 3, allowDuplicates: true }),
-      door('K', '7000:icmp,7000', { seqTimeout: 2 }),
-      door('L', '7000,8000:icmp', { seqTimeout: 4, target: 'fd00::2' }),
-    ]),
-  () =>
-    config([
-      door('A', '7000,8000,9000', { seqTimeout: 70 }),
-      door('B', '7000,8000,9000', { seqTimeout: 3, target: 'fd00::2' }),
-      door('C', '5000,6000', { seqTimeout: 4, target: '192.0.2.2', tcpflags: 'syn,!ack' }),
-    ]),
 ];
 
 /** Derived doors with small ranges and short time steps, so random knocks start attempts and windows turn. */
@@ -94,7 +57,7 @@ interface Scenario {
   opts: Partial<CompileOptions>;
 }
 
-function scenario(rand: () => number, choices = CONFIG_CHOICES): Scenario {
+function scenario(rand: () => number, choices = KNOCK_TRACE_CONFIGS): Scenario {
   const cfg = choices[Math.floor(rand() * choices.length)]();
   const opts: Partial<CompileOptions> = {
     maxTracked: rand() < 0.5 ? 1 + Math.floor(rand() * 12) : 1024,
@@ -129,7 +92,7 @@ const evictions = { stage1: 0, progressed: 0 };
 
 function runSeed(seed: number, kind: 'knock' | 'derived' | 'spa' = 'knock'): number {
   const rand = rng(seed * 7919);
-  const choices = kind === 'derived' ? DERIVED_CONFIG_CHOICES : kind === 'spa' ? SPA_CONFIG_CHOICES : CONFIG_CHOICES;
+  const choices = kind === 'derived' ? DERIVED_CONFIG_CHOICES : kind === 'spa' ? SPA_CONFIG_CHOICES : KNOCK_TRACE_CONFIGS;
   const first = scenario(rand, choices);
   const doors: DoorConfig[] = first.cfg.doors.filter((d) => !d.spa);
   const packets = 100 + Math.floor(rand() * 300);

@@ -90,3 +90,41 @@ export const CONFIGS = {
   C13: () => conf(['A', 'sequence=7000', 'start_command=echo START %IP%', 'cmd_timeout=1', 'stop_command=echo STOP %IP%']),
   C15: () => conf([...C1, 'tcpflags=syn,!ack']),
 } as const;
+
+/** The knock-door configs of the seeded random traces (the differential test, test/matcher.parity.test.ts, and
+ * the live-vs-replay test): they stress cohorts, flags, protocols, targets, duplicates and timeouts at ≤ 0 s. */
+export const KNOCK_TRACE_CONFIGS: (() => KnockdConfig)[] = [
+  CONFIGS.C1,
+  CONFIGS.C3,
+  CONFIGS.C4,
+  CONFIGS.C5,
+  CONFIGS.C5r,
+  CONFIGS.C6,
+  CONFIGS.C7b,
+  CONFIGS.C8,
+  CONFIGS.C11,
+  CONFIGS.C15,
+  () =>
+    config([
+      door('A', '7000,8000,9000', { seqTimeout: 5, allowDuplicates: true }),
+      door('B', '7000,8000', { seqTimeout: 2, tcpflags: 'syn' }),
+      door('C', '7000', { seqTimeout: 1 }),
+      door('D', '8000:udp,9000,7000', { seqTimeout: 0 }),
+      door('E', '9000,9000,9000', { seqTimeout: -1, allowDuplicates: true }),
+    ]),
+  // ICMP echo steps (their "port" is the payload length): a length equal to a TCP and a UDP port, a first
+  // step shared with a TCP door's, ICMP between TCP steps, and flags that ICMP must ignore
+  () =>
+    config([
+      door('I', '7000,1200:icmp,9000', { seqTimeout: 5, tcpflags: 'syn,!ack' }),
+      door('J', '56:icmp,8000:udp,56:icmp', { seqTimeout: 3, allowDuplicates: true }),
+      door('K', '7000:icmp,7000', { seqTimeout: 2 }),
+      door('L', '7000,8000:icmp', { seqTimeout: 4, target: 'fd00::2' }),
+    ]),
+  () =>
+    config([
+      door('A', '7000,8000,9000', { seqTimeout: 70 }),
+      door('B', '7000,8000,9000', { seqTimeout: 3, target: 'fd00::2' }),
+      door('C', '5000,6000', { seqTimeout: 4, target: '192.0.2.2', tcpflags: 'syn,!ack' }),
+    ]),
+];
