@@ -7,7 +7,9 @@ import { batchFromFrames } from '../src/match/frame.js';
 import { LinkType, STAT_NAMES } from '../src/match/matcher-api.js';
 import { loadBinding } from '../src/native.js';
 import { NativeMatcher } from '../src/match/native-matcher.js';
-import { CONFIGS, compile } from './helpers/doors.js';
+import { MAX_DOORS, ProgramError } from '../src/config/program.js';
+import { TsMatcher } from '../src/match/matcher.js';
+import { CONFIGS, compile, config, door } from './helpers/doors.js';
 import { knockFrame } from './helpers/packets.js';
 import { T0 } from './helpers/env.js';
 
@@ -112,6 +114,18 @@ test('a corrupt program is a TypeError naming the problem; the loaded one stays 
   corrupt((w) => ((w[16 + 2 * 5 + 1] = 3), w), /group 3 beyond the targets/);
   // still matching with the good program
   assert.equal(m.feed(firstKnocks(1)).byteLength, EVENT_RECORD_SIZE);
+});
+
+test('the door limit: 65,535 doors compile and both matchers load them; one more is refused by the compiler', () => {
+  // door numbers are 16 bits in event records (binding contract program.maxDoors); distinct first steps
+  // keep every cohort at one door
+  const doors = Array.from({ length: MAX_DOORS + 1 }, (_, i) => door(`D${i}`, `${(i % 65535) + 1}:${i < 65535 ? 'tcp' : 'udp'}`));
+  const words = compile(config(doors.slice(0, MAX_DOORS))).words;
+  const native = new NativeMatcher();
+  native.load(words);
+  native.close();
+  new TsMatcher().load(words);
+  assert.throws(() => compile(config(doors)), (e: unknown) => e instanceof ProgramError && /at most 65535 doors are supported \(the configuration has 65536\)/.test(e.message));
 });
 
 test('stats(out) rejects a short array', () => {

@@ -1,26 +1,18 @@
-// Node-facing module init: exports the classes and the constants src/native.ts declares.
+// Node-facing module init: exports the classes, sendEchoRequest and the contract src/native.ts checks.
 #include <napi.h>
 
+#include "contract.h"
 #include "echo_request_binding.h"
 #include "engine.h"
-#include "event.h"
-#include "packet.h"
 #include "native_matcher.h"
 #include "nft_elements_binding.h"
-#include "spa.h"
 #include "unix_datagram.h"
 
 namespace knockd {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("EVENT_RECORD_SIZE", Napi::Number::New(env, sizeof(EventRecord)));
-  exports.Set("PROTO_ICMP", Napi::Number::New(env, kProtoIcmp));
+  exports.Set("CONTRACT", BindingContract(env));
   exports.Set("sendEchoRequest", Napi::Function::New<SendEchoRequest>(env, "sendEchoRequest"));
-  exports.Set("EVENT_KIND_SPA", Napi::Number::New(env, kEventSpa));
-  exports.Set("FAIL_REASON_SPA_AUTH", Napi::Number::New(env, kFailSpaAuth));
-  exports.Set("SPA_MIN_PAYLOAD", Napi::Number::New(env, kSpaMinPayload));
-  exports.Set("SPA_MAX_PAYLOAD", Napi::Number::New(env, kSpaMaxPayload));
-  exports.Set("STAT_COUNT", Napi::Number::New(env, kStatCount));
   exports.Set("Engine", Engine::Define(env));
   exports.Set("NativeMatcher", NativeMatcher::Define(env));
   exports.Set("NftElements", NftElements::Define(env));

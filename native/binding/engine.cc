@@ -71,7 +71,6 @@ Napi::Function Engine::Define(Napi::Env env) {
                          InstanceMethod<&Engine::JsClose>("close"),
                          StaticMethod<&Engine::JsCompileFilter>("compileFilter"),
                          StaticMethod<&Engine::JsFanoutFilter>("fanoutFilter"),
-                         StaticValue("SHARD_STATS", Napi::Number::New(env, double(kShardStats))),
                      });
 }
 
@@ -155,9 +154,9 @@ Napi::Value Engine::JsLoad(const Napi::CallbackInfo& info) {
 
 Napi::Value Engine::JsStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto out = typed_arg<Napi::Float64Array>(info, 0, napi_float64_array, "stats(out) expects a Float64Array of threads × SHARD_STATS");
+  auto out = typed_arg<Napi::Float64Array>(info, 0, napi_float64_array, "stats(out) expects a Float64Array of threads × (matcherStats + captureStats) counters");
   std::vector<uint64_t> values(size_t(capture_->threads()) * kShardStats);
-  if (out.ElementLength() < values.size()) throw Napi::RangeError::New(env, "stats(out): out is shorter than threads × SHARD_STATS");
+  if (out.ElementLength() < values.size()) throw Napi::RangeError::New(env, "stats(out): out is shorter than threads × (matcherStats + captureStats) counters");
   capture_->read_stats(values.data(), values.size());
   for (size_t i = 0; i < values.size(); i++) out[i] = double(values[i]);
   return env.Undefined();

@@ -135,26 +135,27 @@ std::shared_ptr<const Program> Program::decode(const uint32_t* words, size_t n, 
     return fail(error, "it has " + std::to_string(n) + " words, fewer than the " + std::to_string(kHeaderWords) +
                            "-word header; compile it with src/config/program.ts");
   }
-  if (words[0] != kProgramMagic) return fail(error, "bad magic, not a KFP1 program" + at(0));
-  if (words[1] != kProgramVersion) {
-    return fail(error, "version " + std::to_string(words[1]) + " is not the supported version " +
-                           std::to_string(kProgramVersion) + at(1));
+  if (words[kHeaderMagic] != kProgramMagic) return fail(error, "bad magic, not a KFP1 program" + at(kHeaderMagic));
+  if (words[kHeaderVersion] != kProgramVersion) {
+    return fail(error, "version " + std::to_string(words[kHeaderVersion]) + " is not the supported version " +
+                           std::to_string(kProgramVersion) + at(kHeaderVersion));
   }
-  if (words[9] != n) {
-    return fail(error, "header says " + std::to_string(words[9]) + " words but the array has " + std::to_string(n) + at(9));
+  if (words[kHeaderTotalWords] != n) {
+    return fail(error, "header says " + std::to_string(words[kHeaderTotalWords]) + " words but the array has " +
+                           std::to_string(n) + at(kHeaderTotalWords));
   }
   auto p = std::make_shared<Program>();
-  p->generation = words[2];
-  p->flags = words[3];
-  p->max_tracked = words[4];
-  p->event_budget = words[5];
+  p->generation = words[kHeaderGeneration];
+  p->flags = words[kHeaderFlags];
+  p->max_tracked = words[kHeaderMaxTracked];
+  p->event_budget = words[kHeaderEventBudget];
   // The index needs 4/3 slots per record within uint32_t, and slot ~0u means empty.
   if (p->max_tracked < 1 || p->max_tracked > 0x7fffffffu) {
-    return fail(error, "maxTracked " + std::to_string(p->max_tracked) + " is outside 1..2147483647" + at(4));
+    return fail(error, "maxTracked " + std::to_string(p->max_tracked) + " is outside 1..2147483647" + at(kHeaderMaxTracked));
   }
-  const uint64_t n_local = words[6], n_targets = words[7], n_doors = words[8];
-  if (n_targets > kMaxTargets) return fail(error, std::to_string(n_targets) + " targets, at most 255" + at(7));
-  if (n_doors > kMaxDoors) return fail(error, std::to_string(n_doors) + " doors, at most 65535" + at(8));
+  const uint64_t n_local = words[kHeaderLocals], n_targets = words[kHeaderTargets], n_doors = words[kHeaderDoors];
+  if (n_targets > kMaxTargets) return fail(error, std::to_string(n_targets) + " targets, at most 255" + at(kHeaderTargets));
+  if (n_doors > kMaxDoors) return fail(error, std::to_string(n_doors) + " doors, at most 65535" + at(kHeaderDoors));
   size_t o = kHeaderWords;
   if ((n_local + n_targets) * kAddressWords > n - o) {
     return fail(error, "the address tables run past the end of the array" + at(o));

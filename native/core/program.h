@@ -19,6 +19,19 @@ constexpr uint32_t kOptAllowDuplicates = 1, kOptDerived = 2, kOptSpa = 4;
 constexpr size_t kSpaWords = 2;  // port | proto << 16, HMAC key bytes; then the key (docs/SPA.md §4)
 constexpr size_t kMaxSteps = 32, kMaxCohort = 8;
 constexpr size_t kHeaderWords = 16, kAddressWords = 5, kDoorHeaderWords = 7;
+// What each header word holds (src/config/program.ts Header); the rest of the 16 are reserved.
+enum HeaderWord : size_t {
+  kHeaderMagic,
+  kHeaderVersion,
+  kHeaderGeneration,
+  kHeaderFlags,
+  kHeaderMaxTracked,
+  kHeaderEventBudget,
+  kHeaderLocals,
+  kHeaderTargets,
+  kHeaderDoors,
+  kHeaderTotalWords,
+};
 constexpr size_t kDerivedWords = 4;  // timeStep, protocols, bindSource, keyBytes (MATCHER.md §10)
 // Limits of the fixed-size event record and matcher record (door is a u16, group a u8).
 constexpr size_t kMaxDoors = 65535, kMaxTargets = 255;

@@ -24,19 +24,16 @@
 // gets ceil(MaxTracked / threads) records.
 import { availableParallelism, constants as osConstants, networkInterfaces } from 'node:os';
 import { parseAddress, type Address } from '../address.js';
-import { EVENT_RECORD_SIZE, EventKind, recordsOf } from '../match/events.js';
+import { EVENT_RECORD_SIZE, EventField, EventKind, recordsOf } from '../match/events.js';
+import { CAPTURE_STAT_NAMES, EngineError, type CaptureStatName } from './engine-contract.js';
 import { captureHint, fromNativeError, KnockdError } from '../errors.js';
 import { TsMatcher } from '../match/matcher.js';
 import { STAT_NAMES, type MatcherStats } from '../match/matcher-api.js';
 import { loadBinding, type EngineFrames, type EngineHandle } from '../native.js';
 import { Header } from '../config/program.js';
 
-/** Capture counters after MATCHER.md §8's 13 in each shard's block (native/core/capture.h CaptureStat). */
-export const CAPTURE_STAT_NAMES = ['ringPackets', 'ringDrops', 'ringFreezes', 'batches', 'batchesDropped', 'framesForwarded', 'filterCoarse'] as const;
-export type CaptureStatName = (typeof CAPTURE_STAT_NAMES)[number];
-
-/** Error codes of ERROR records (native/core/capture.h EngineErrorCode). */
-export const EngineError = { INTERFACE_DOWN: 1, INTERFACE_UP: 2, INTERFACE_REOPEN: 3, CAPTURE_FAILED: 4 } as const;
+/** Counters in each shard's block of Engine.stats: the matcher's, then the capture's. */
+const SHARD_STATS = STAT_NAMES.length + CAPTURE_STAT_NAMES.length;
 
 export type EngineStats = MatcherStats &
   Record<CaptureStatName, number> & {
@@ -132,7 +129,6 @@ const errnoName = (errno: number): string => Object.entries(osConstants.errno).f
 export class CaptureEngine {
   private readonly handle: EngineHandle;
   private readonly threads: number;
-  private readonly shardStats: number;
   private readonly statsBuf: Float64Array;
   private readonly tsMatchers: TsMatcher[] = [];
   private readonly timers: NodeJS.Timeout[] = [];
@@ -177,8 +173,7 @@ export class CaptureEngine {
     this.readLocals = () => source(this.interfaces, !!o.ignoreIpv6);
 
     const binding = loadBinding();
-    this.shardStats = binding.Engine.SHARD_STATS;
-    this.statsBuf = new Float64Array(this.threads * this.shardStats);
+    this.statsBuf = new Float64Array(this.threads * SHARD_STATS);
     this.locals = [...o.addresses];
     this.localKey = addressKey(this.locals);
     const words = this.perShard(o.program);
@@ -224,7 +219,7 @@ export class CaptureEngine {
     if (!this.closed) this.handle.stats(this.statsBuf);
     const sum = (i: number) => {
       let t = 0;
-      for (let s = 0; s < this.threads; s++) t += this.statsBuf[s * this.shardStats + i];
+      for (let s = 0; s < this.threads; s++) t += this.statsBuf[s * SHARD_STATS + i];
       return t;
     };
     const out = { threads: this.threads } as EngineStats;
@@ -326,9 +321,9 @@ export class CaptureEngine {
 
   private onErrorRecord(rec: Uint8Array): void {
     const view = new DataView(rec.buffer, rec.byteOffset, rec.byteLength);
-    const code = rec[1];
-    const ifIndex = view.getUint16(4, true);
-    const errno = view.getUint32(12, true); // the positive C errno; errors carry it negative, as Node does
+    const code = rec[EventField.REASON];
+    const ifIndex = view.getUint16(EventField.DOOR, true);
+    const errno = view.getUint32(EventField.COUNT, true); // the positive C errno; errors carry it negative, as Node does
     const name = this.interfaces[ifIndex] ?? `#${ifIndex}`;
     const notify = (event: InterfaceNotice['event'], message: string) => this.opts.onInterface?.({ interface: name, event, message });
     switch (code) {
@@ -340,7 +335,7 @@ export class CaptureEngine {
         else notify('reopened', `interface ${name} is back (ifindex ${errno}); capture reopened`);
         break;
       default: {
-        const what = code === EngineError.INTERFACE_REOPEN ? `cannot reopen interface ${name}` : `capture thread ${view.getUint16(6, true)} stopped`;
+        const what = code === EngineError.INTERFACE_REOPEN ? `cannot reopen interface ${name}` : `capture thread ${view.getUint16(EventField.SHARD, true)} stopped`;
         const errCode = errnoName(errno);
         this.opts.onError?.(
           new KnockdError(`${what}: ${errCode}`, { code: errCode, errno: -errno, interface: name, hint: captureHint(errCode, name) }),

@@ -9,9 +9,13 @@ export const PROGRAM_VERSION = 1;
 export const HEADER_WORDS = 16;
 export const ADDRESS_WORDS = 5;
 export const DOOR_HEADER_WORDS = 7;
+/** a derived door's words after its header: timeStep, protocols, bindSource, keyBytes (MATCHER.md §10) */
+export const DERIVED_WORDS = 4;
 export const MAX_STEPS = 32;
 export const MAX_COHORT = 8;
 export const MAX_TARGETS = 255;
+/** door numbers are 16 bits in event records */
+export const MAX_DOORS = 65535;
 
 export const ProgramFlag = { STAGE_EVENTS: 1, ALL_LOCAL: 2, IGNORE_IPV6: 4 } as const;
 export const DoorOption = { ALLOW_DUPLICATES: 1, DERIVED: 2, SPA: 4 } as const;
@@ -96,6 +100,7 @@ let nextGeneration = 1;
 /** Doors that can match: a door without a sequence (exhausted one-time file) is left out. */
 export function compileProgram(config: KnockdConfig, opts: CompileOptions): CompiledProgram {
   const doors = config.doors.filter((d) => (d.sequence.length > 0 || d.derived || d.spa) && (d.target === undefined || d.targetAddress));
+  if (doors.length > MAX_DOORS) throw new ProgramError(`at most ${MAX_DOORS} doors are supported (the configuration has ${doors.length})`);
   const generation = opts.generation ?? nextGeneration++;
   const maxTracked = opts.maxTracked ?? config.options.maxTracked;
   if (!Number.isInteger(maxTracked) || maxTracked < 1 || maxTracked > 0x7fffffff) {
@@ -227,7 +232,7 @@ function derivedDoorWords(d: DoorConfig): number {
   if (x.sequenceLength < 1 || x.sequenceLength > MAX_STEPS) throw new ProgramError(`door ${d.name}: Sequence_Length must be 1..${MAX_STEPS}`);
   if (x.key.length < 16 || x.key.length > 64) throw new ProgramError(`door ${d.name}: the secret must be 16..64 bytes`);
   if (x.ports.length === 0 || x.protocols.length === 0) throw new ProgramError(`door ${d.name}: Port_Range and Protocols must not be empty`);
-  return DOOR_HEADER_WORDS + 4 + Math.ceil(x.key.length / 4) + 1 + portRanges(x.ports).length;
+  return DOOR_HEADER_WORDS + DERIVED_WORDS + Math.ceil(x.key.length / 4) + 1 + portRanges(x.ports).length;
 }
 
 function writeDerived(w: Uint32Array, o: number, x: NonNullable<DoorConfig['derived']>): void {

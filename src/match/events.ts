@@ -2,6 +2,9 @@
 import { formatAddress } from '../address.js';
 
 export const EVENT_RECORD_SIZE = 40;
+/** Byte offsets of the record's fields (native/core/event.h EventRecord; little-endian). */
+export const EventField = { KIND: 0, REASON: 1, FAMILY: 2, STAGE: 3, DOOR: 4, SHARD: 6, GENERATION: 8, COUNT: 12, TIME_US: 16, ADDRESS: 24 } as const;
+const { KIND, REASON, FAMILY, STAGE, DOOR, SHARD, GENERATION, COUNT, TIME_US, ADDRESS } = EventField;
 
 export const EventKind = { STAGE: 1, COMPLETED: 2, FAILED: 3, SUPPRESSED: 4, ERROR: 5, SPA: 6 } as const;
 export const FailReason = { TIMEOUT: 1, WRONG_PORT: 2, EVICTED: 3, SPA_AUTH: 4 } as const;
@@ -9,8 +12,9 @@ export const FailReason = { TIMEOUT: 1, WRONG_PORT: 2, EVICTED: 3, SPA_AUTH: 4 }
 /** Records an event takes: an SPA record (count = payload bytes) is followed by its payload, zero-padded
  * to whole records; every other kind is one record. */
 export function recordsOf(batch: Uint8Array, o: number): number {
-  if (batch[o] !== EventKind.SPA) return 1;
-  const count = batch[o + 12] | (batch[o + 13] << 8) | (batch[o + 14] << 16) | (batch[o + 15] << 24);
+  if (batch[o + KIND] !== EventKind.SPA) return 1;
+  const c = o + COUNT;
+  const count = batch[c] | (batch[c + 1] << 8) | (batch[c + 2] << 16) | (batch[c + 3] << 24);
   return 1 + Math.ceil((count >>> 0) / EVENT_RECORD_SIZE);
 }
 
@@ -40,15 +44,15 @@ export function decodeEvents(batch: Uint8Array): KnockEvent[] {
   const view = new DataView(batch.buffer, batch.byteOffset, batch.byteLength);
   const out: KnockEvent[] = [];
   for (let o = 0; o < batch.byteLength; o += recordsOf(batch, o) * EVENT_RECORD_SIZE) {
-    const kind = view.getUint8(o);
-    const reason = view.getUint8(o + 1);
-    const family = view.getUint8(o + 2) as 4 | 6;
-    const stage = view.getUint8(o + 3);
-    const door = view.getUint16(o + 4, true);
-    const shard = view.getUint16(o + 6, true);
-    const generation = view.getUint32(o + 8, true);
-    const count = view.getUint32(o + 12, true);
-    const timeUs = Number(view.getBigInt64(o + 16, true));
+    const kind = view.getUint8(o + KIND);
+    const reason = view.getUint8(o + REASON);
+    const family = view.getUint8(o + FAMILY) as 4 | 6;
+    const stage = view.getUint8(o + STAGE);
+    const door = view.getUint16(o + DOOR, true);
+    const shard = view.getUint16(o + SHARD, true);
+    const generation = view.getUint32(o + GENERATION, true);
+    const count = view.getUint32(o + COUNT, true);
+    const timeUs = Number(view.getBigInt64(o + TIME_US, true));
     switch (kind) {
       case EventKind.STAGE:
       case EventKind.COMPLETED:
@@ -58,7 +62,7 @@ export function decodeEvents(batch: Uint8Array): KnockEvent[] {
           generation,
           shard,
           family,
-          source: formatAddress(family, batch, o + 24),
+          source: formatAddress(family, batch, o + ADDRESS),
           stage,
           timeUs,
         });
@@ -71,7 +75,7 @@ export function decodeEvents(batch: Uint8Array): KnockEvent[] {
           generation,
           shard,
           family,
-          source: formatAddress(family, batch, o + 24),
+          source: formatAddress(family, batch, o + ADDRESS),
           stage,
           timeUs,
         });
@@ -80,7 +84,7 @@ export function decodeEvents(batch: Uint8Array): KnockEvent[] {
         const end = o + EVENT_RECORD_SIZE + count;
         if (count > 0xffff || end > batch.byteLength) throw new RangeError(`SPA event at byte ${o} claims ${count} payload bytes past the batch`);
         const payload = batch.slice(o + EVENT_RECORD_SIZE, end);
-        out.push({ kind: 'spa', door, generation, shard, family, source: formatAddress(family, batch, o + 24), payload, timeUs });
+        out.push({ kind: 'spa', door, generation, shard, family, source: formatAddress(family, batch, o + ADDRESS), payload, timeUs });
         break;
       }
       case EventKind.SUPPRESSED:
@@ -108,19 +112,19 @@ export class EventWriter {
     if (this.len + EVENT_RECORD_SIZE > this.buf.byteLength) this.grow(EVENT_RECORD_SIZE);
     const o = this.len;
     const v = this.view;
-    v.setUint8(o, kind);
-    v.setUint8(o + 1, reason);
-    v.setUint8(o + 2, family);
-    v.setUint8(o + 3, stage);
-    v.setUint16(o + 4, door, true);
-    v.setUint16(o + 6, 0, true);
-    v.setUint32(o + 8, generation, true);
-    v.setUint32(o + 12, count, true);
+    v.setUint8(o + KIND, kind);
+    v.setUint8(o + REASON, reason);
+    v.setUint8(o + FAMILY, family);
+    v.setUint8(o + STAGE, stage);
+    v.setUint16(o + DOOR, door, true);
+    v.setUint16(o + SHARD, 0, true);
+    v.setUint32(o + GENERATION, generation, true);
+    v.setUint32(o + COUNT, count, true);
     // two 32-bit halves: exact for |timeUs| < 2^53 and no BigInt per event
-    v.setUint32(o + 16, timeUs >>> 0, true);
-    v.setInt32(o + 20, Math.floor(timeUs / 4294967296), true);
+    v.setUint32(o + TIME_US, timeUs >>> 0, true);
+    v.setInt32(o + TIME_US + 4, Math.floor(timeUs / 4294967296), true);
     const words = this.words;
-    const at = (o + 24) >> 2;
+    const at = (o + ADDRESS) >> 2;
     if (src) for (let k = 0; k < 4; k++) words[at + k] = src[srcWord + k];
     else for (let k = 0; k < 4; k++) words[at + k] = 0;
     this.len += EVENT_RECORD_SIZE;

@@ -16,6 +16,7 @@ import { NO_SPA_DOOR, readSpaDoor, spaAuthenticDoor, spaCandidateLength, type Sp
 import { STAT_NAMES, type FrameBatch, type Matcher, type MatcherStats } from './matcher-api.js';
 import {
   ADDRESS_WORDS,
+  DERIVED_WORDS,
   DOOR_HEADER_WORDS,
   DoorOption,
   HEADER_WORDS,
@@ -66,7 +67,6 @@ const WHEEL_BUCKETS = 4_096; // W
 const BUCKET_MASK = WHEEL_BUCKETS - 1;
 const NONE = -1;
 const INITIAL_RECORDS = 1_024;
-const DERIVED_WORDS = 4; // timeStep, protocols, bindSource, keyBytes (MATCHER.md §10)
 const USED_WINDOWS = 65_536; // the used-table's entries (MATCHER.md §10)
 
 // A record is one RECORD_BYTES slot of one buffer, read through views of several widths, so finding a
