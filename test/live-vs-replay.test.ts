@@ -180,12 +180,15 @@ for (const liveMatcher of ['native', 'ts'] as const) {
 // ---- seeded random traces, sent live by tcpreplay ----
 
 const SEED = Number(process.env.KNOCKD_LIVE_SEED ?? randomInt(1, 2 ** 31));
+/** A round of a live trace lasts at most this long, in µs. */
+const ROUND_SPAN_US = 500_000;
 /** Every timeout decision of a live trace is at least this far from its deadline, in µs: more than the
- * matchers' 16 ms wheel bucket plus a capture or event-loop delay on a loaded machine (MATCHER.md §2.1). */
-const MARGIN_US = 500_000;
-/** seq_timeout of the live doors: the differential configs' 25 s, 70 s and ≤ 0 s would make the run long
- * or put decisions within microseconds of a deadline. */
-const LIVE_TIMEOUTS = [1, 2];
+ * matchers' 16 ms wheel bucket plus a capture or event-loop delay, and than tcpreplay's lag on a loaded
+ * machine (it falls behind by 1 to 8 ms a packet: up to 620 ms over a round has been seen). */
+const MARGIN_US = 1_000_000;
+/** seq_timeout of the live doors, each at least a round and the margin: the differential configs' 25 s,
+ * 70 s and ≤ 0 s would make the run long or put decisions within microseconds of a deadline. */
+const LIVE_TIMEOUTS = [2, 3];
 
 /** The frame as lo carries it: an Ethernet frame (the IP packet of the other link types re-wrapped),
  * none shorter than the Ethernet header (the kernel refuses to send those). */
@@ -230,9 +233,9 @@ interface LiveTrace {
 
 /**
  * The differential test's trace for a seed (its config choice and generator, see matcher.parity.test.ts),
- * sent in rounds: within a round a source's packets are less than the shortest timeout less the margin
- * apart, and the next round starts the longest timeout plus the margin after the last packet, so every
- * attempt of a round times out in the quiet between rounds. Packet order is the generator's.
+ * sent in rounds: a round lasts at most ROUND_SPAN_US, so its packets are the margin or more inside the
+ * shortest timeout, and the next round starts the longest timeout plus the margin after its last packet,
+ * so every attempt of a round times out in the quiet between rounds. Packet order is the generator's.
  */
 function liveTrace(seed: number): LiveTrace {
   const rand = rng(seed);
@@ -247,7 +250,7 @@ function liveTrace(seed: number): LiveTrace {
     floodSize: 4 + Math.floor(rand() * 20),
   });
   const timeouts = doors.map((d) => d.seqTimeout * 1e6);
-  const roundSpan = Math.min(...timeouts) - MARGIN_US;
+  assert.ok(Math.min(...timeouts) >= ROUND_SPAN_US + MARGIN_US, 'a round and the margin fit in the shortest timeout');
   const quiet = Math.max(...timeouts) + MARGIN_US;
   const frames: LiveTrace['frames'] = [];
   const rounds: number[] = [];
@@ -258,7 +261,7 @@ function liveTrace(seed: number): LiveTrace {
     const data = asEthernet(f);
     if (!data) continue;
     const gap = 1_000 + Math.floor(rand() * 9_000);
-    if (frames.length > 0 && (roundLeft === 0 || timeUs + gap - roundStart >= roundSpan)) {
+    if (frames.length > 0 && (roundLeft === 0 || timeUs + gap - roundStart > ROUND_SPAN_US)) {
       timeUs += quiet;
       roundStart = timeUs;
       rounds.push(rounds[rounds.length - 1] + 1);
