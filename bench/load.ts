@@ -32,9 +32,9 @@ export const LOADGEN = join(TOOLS_DIR, 'loadgen');
 export const COUNTER = join(TOOLS_DIR, 'counter');
 const KNOCK_PORTS = [7000, 8000, 9000];
 const SENDER_ADDR = '192.0.2.1';
-const RECEIVER_ADDR = '192.0.2.2';
-const METRICS_PORT = 9464;
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+export const RECEIVER_ADDR = '192.0.2.2';
+export const METRICS_PORT = 9464;
+export const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 
 /** Builds the generator and the counter into TOOLS_DIR (make, outside the addon). */
 export function buildTools(): void {
@@ -65,7 +65,11 @@ export function createLoadNet(): LoadNet {
 
 export interface LoadgenSpec {
   knockers: number;
-  noise: 'none' | 'background' | 'flood' | 'pairs';
+  noise: 'none' | 'background' | 'flood' | 'pairs' | 'spa';
+  /** default: the knock ports 7000,8000,9000 */
+  ports?: number[];
+  /** a file of SPA payloads, one per line: the legitimate knockers send these instead (bench/spa.bench.ts) */
+  spaPayloads?: string;
   rate: number; // noise frames/s, 0 = as fast as possible
   durationS: number;
   count?: number;
@@ -90,9 +94,10 @@ export interface LoadgenReport {
 export function loadgenArgs(net: Pick<LoadNet, 'senderIf' | 'senderMac' | 'receiverMac'>, spec: LoadgenSpec): string[] {
   return [
     '--interface', net.senderIf, '--src-mac', net.senderMac, '--dst-mac', net.receiverMac,
-    '--dst-ip', RECEIVER_ADDR, '--ports', KNOCK_PORTS.join(','), '--knockers', String(spec.knockers),
+    '--dst-ip', RECEIVER_ADDR, '--ports', (spec.ports ?? KNOCK_PORTS).join(','), '--knockers', String(spec.knockers),
     '--noise', spec.noise, '--rate', String(spec.rate), '--duration', String(spec.durationS),
     '--count', String(spec.count ?? 0), '--dup-gap-ms', String(spec.dupGapMs ?? 0), '--seed', String(spec.seed ?? 1),
+    ...(spec.spaPayloads ? ['--spa-payloads', spec.spaPayloads] : []),
   ];
 }
 
@@ -135,11 +140,11 @@ export async function stopCounter(child: ChildProcess): Promise<CounterReport> {
   return JSON.parse(out.join('')) as CounterReport;
 }
 
-function nowUs(): number {
+export function nowUs(): number {
   return (performance.timeOrigin + performance.now()) * 1000;
 }
 
-function waitForLine(child: ChildProcess, stream: 'stdout' | 'stderr', re: RegExp, timeoutMs: number): Promise<string> {
+export function waitForLine(child: ChildProcess, stream: 'stdout' | 'stderr', re: RegExp, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const rl = createInterface({ input: child[stream]! });
     const seen: string[] = [];
@@ -162,7 +167,7 @@ function waitForLine(child: ChildProcess, stream: 'stdout' | 'stderr', re: RegEx
   });
 }
 
-function waitForExit(child: ChildProcess, timeoutMs: number): Promise<void> {
+export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
@@ -175,7 +180,7 @@ function waitForExit(child: ChildProcess, timeoutMs: number): Promise<void> {
   });
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------------------------------
 // Systems under test
@@ -462,7 +467,7 @@ interface PointResult {
   error?: string;
 }
 
-function readCpuTicks(pid: number): number {
+export function readCpuTicks(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
@@ -473,7 +478,7 @@ function readStatusKiB(pid: number, key: 'VmRSS' | 'VmHWM'): number {
   return m ? Number(m[1]) : 0;
 }
 
-function vethRxDropped(net: LoadNet): number {
+export function vethRxDropped(net: LoadNet): number {
   const link = JSON.parse(net.lab.exec('b', 'ip', ['-s', '-j', 'link', 'show', net.receiverIf])) as {
     stats64: { rx: { dropped: number } };
   }[];
@@ -484,7 +489,7 @@ function vethRxDropped(net: LoadNet): number {
  * The daemon's Prometheus samples by name, e.g. 'knockd_drops_total{where="ring"}'. Asynchronous on
  * purpose: the daemon writes -v lines to a pipe this process drains, so blocking here would stall it.
  */
-async function scrapeMetrics(net: LoadNet): Promise<Map<string, number>> {
+export async function scrapeMetrics(net: LoadNet): Promise<Map<string, number>> {
   const script = `fetch('http://127.0.0.1:${METRICS_PORT}/metrics', { signal: AbortSignal.timeout(5000) })
     .then(r => r.text()).then(t => process.stdout.write(t))`;
   const text = await new Promise<string>((resolve, reject) =>
@@ -499,7 +504,7 @@ async function scrapeMetrics(net: LoadNet): Promise<Map<string, number>> {
   return values;
 }
 
-function percentile(sorted: number[], p: number): number | null {
+export function percentile(sorted: number[], p: number): number | null {
   if (sorted.length === 0) return null;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
 }
@@ -1131,7 +1136,7 @@ function ensureKnockd(): string {
 }
 
 /** knockd-fast's systems need the addon (even --matcher ts captures through it). */
-function ensureAddon(): void {
+export function ensureAddon(): void {
   if (existsSync(join(packageRoot, 'build', 'Release', 'knockd_fast.node'))) return;
   console.error('the knockd-fast addon is not built: npm run build:native');
   execFileSync('npm', ['run', '-s', 'build:native'], { cwd: packageRoot, stdio: 'inherit' });

@@ -10,6 +10,10 @@
 //               (a bijection over 10.0.0.0/8: 16.7 million addresses before one repeats)
 //   pairs       the two-known-ports attack: each spoofed source sends the first knock port, then the
 //               second (frames 2m and 2m+1 come from source m, drawn as in flood)
+//   spa         forged SPA packets: UDP to the first port from spoofed sources (as in flood), each with
+//               --spa-len random base64 characters, what a flood of an SPA port costs one HMAC apiece
+// With --spa-payloads FILE the legitimate knockers are SPA clients instead: one per line of FILE (an SPA
+// payload as `fwknop --save-packet` writes it), each sending that one UDP datagram to the first port.
 // With --dup every legitimate knock is sent twice (browsers and `nc -z` send two SYNs).
 //
 // Every frame is built in advance: the legitimate frames in full, the noise from one template whose
@@ -32,9 +36,9 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { ETH_LEN = 14, IP_LEN = 20, TCP_LEN = 20, UDP_LEN = 8, FRAME_MAX = ETH_LEN + IP_LEN + TCP_LEN };
+enum { ETH_LEN = 14, IP_LEN = 20, TCP_LEN = 20, UDP_LEN = 8, FRAME_MAX = 1514, PAYLOAD_MAX = FRAME_MAX - ETH_LEN - IP_LEN - UDP_LEN };
 enum { BATCH_MAX = 1024, PORTS_MAX = 16 };
-enum noise_kind { NOISE_NONE, NOISE_BACKGROUND, NOISE_FLOOD, NOISE_PAIRS };
+enum noise_kind { NOISE_NONE, NOISE_BACKGROUND, NOISE_FLOOD, NOISE_PAIRS, NOISE_SPA };
 
 struct options {
   const char *ifname;
@@ -51,6 +55,8 @@ struct options {
   uint64_t count;       // hard bound on frames sent (all kinds); 0 = no bound
   uint64_t seed;
   int batch;
+  int spa_len;               // payload bytes of a forged SPA packet (--noise spa)
+  char **spa_payloads;       // --spa-payloads: one legitimate SPA payload per knocker
 };
 
 struct frame {
@@ -107,12 +113,14 @@ static uint32_t checksum_add(uint32_t sum, const uint8_t *p, size_t n) {
 static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)(v >> 16)); put16(p + 2, (uint16_t)v); }
 
-// Builds Ethernet + IPv4 + (TCP SYN | UDP with a 1-byte payload, as the knock client sends).
+// Builds Ethernet + IPv4 + (TCP SYN | UDP with `payload`, or with a 1-byte payload as the knock client sends).
 static void build_frame(struct frame *f, const struct options *o, uint32_t src, uint16_t sport,
-                        uint16_t dport, int udp, uint32_t seq) {
+                        uint16_t dport, int udp, uint32_t seq, const uint8_t *payload, size_t plen) {
   uint8_t *e = f->bytes, *ip = e + ETH_LEN, *l4 = ip + IP_LEN;
-  size_t l4len = udp ? UDP_LEN + 1 : TCP_LEN;
-  memset(f->bytes, 0, sizeof f->bytes);
+  if (!payload) plen = 1;
+  size_t l4len = udp ? UDP_LEN + plen : TCP_LEN;
+  memset(f->bytes, 0, ETH_LEN + IP_LEN + l4len);
+  if (udp && payload) memcpy(l4 + UDP_LEN, payload, plen);
   memcpy(e, o->dst_mac, 6);
   memcpy(e + 6, o->src_mac, 6);
   put16(e + 12, ETHERTYPE_IP);
@@ -157,7 +165,18 @@ static void build_noise(struct frame *f, const struct options *o, uint64_t n) {
     const uint64_t m = pairs ? n / 2 : n;  // the spoofed source's index
     // An odd multiplier is a bijection modulo 2^24: every address of 10/8 once per 16.7 M sources.
     uint32_t host = (uint32_t)((m * 0x9E3779B1ull + 1) & 0xFFFFFF);
-    build_frame(f, o, 0x0A000000u | host, (uint16_t)(1024 + (m % 60000)), o->ports[pairs ? n % 2 : 0], 0, (uint32_t)n);
+    build_frame(f, o, 0x0A000000u | host, (uint16_t)(1024 + (m % 60000)), o->ports[pairs ? n % 2 : 0], 0, (uint32_t)n, NULL, 0);
+    return;
+  }
+  if (o->noise == NOISE_SPA) {
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    uint8_t payload[PAYLOAD_MAX];
+    for (int i = 0; i < o->spa_len; i += 10) {
+      uint64_t r = rng_next();
+      for (int j = i; j < i + 10 && j < o->spa_len; j++, r >>= 6) payload[j] = (uint8_t)b64[r & 63];
+    }
+    uint32_t host = (uint32_t)((n * 0x9E3779B1ull + 1) & 0xFFFFFF);
+    build_frame(f, o, 0x0A000000u | host, (uint16_t)(1024 + (n % 60000)), o->ports[0], 1, (uint32_t)n, payload, (size_t)o->spa_len);
     return;
   }
   uint64_t r = rng_next();
@@ -166,7 +185,7 @@ static void build_noise(struct frame *f, const struct options *o, uint64_t n) {
     dport = (uint16_t)(1 + rng_next() % 65535);
   } while (is_knock_port(o, dport));
   uint32_t src = 0xC0A80000u | (uint32_t)(r & 0xFFFF);  // 192.168.0.0/16
-  build_frame(f, o, src, (uint16_t)(1024 + ((r >> 16) % 60000)), dport, (int)((r >> 40) & 1), (uint32_t)(r >> 32));
+  build_frame(f, o, src, (uint16_t)(1024 + ((r >> 16) % 60000)), dport, (int)((r >> 40) & 1), (uint32_t)(r >> 32), NULL, 0);
 }
 
 static int parse_mac(const char *s, uint8_t out[6]) {
@@ -199,7 +218,8 @@ static void usage(FILE *out) {
   fprintf(out,
           "usage: loadgen --interface IF --src-mac MAC --dst-mac MAC --dst-ip IPV4 --ports P1,P2,...\n"
           "               [--knockers N] [--knock-gap-ms MS] [--dup-gap-ms MS]\n"
-          "               [--noise none|background|flood|pairs] [--rate PPS (0 = as fast as possible)]\n"
+          "               [--noise none|background|flood|pairs|spa] [--rate PPS (0 = as fast as possible)]\n"
+          "               [--spa-len BYTES] [--spa-payloads FILE]\n"
           "               --duration SECONDS [--count FRAMES] [--seed N] [--batch N]\n"
           "Sends the trace on IF with AF_PACKET (needs CAP_NET_RAW) and prints a JSON report on stdout.\n");
 }
@@ -220,16 +240,41 @@ static double parse_number(const char *s, const char *name, double min) {
   return v;
 }
 
+// --spa-payloads: one payload per line; the knockers are as many as the lines.
+static void read_spa_payloads(const char *path, struct options *o) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    fprintf(stderr, "loadgen: --spa-payloads %s: %s\n", path, strerror(errno));
+    exit(2);
+  }
+  char line[PAYLOAD_MAX + 2];
+  int n = 0;
+  while (fgets(line, sizeof line, f)) {
+    size_t len = strcspn(line, "\r\n");
+    if (len == 0) continue;
+    line[len] = 0;
+    o->spa_payloads = realloc(o->spa_payloads, (size_t)(n + 1) * sizeof *o->spa_payloads);
+    if (!o->spa_payloads || !(o->spa_payloads[n++] = strdup(line))) { perror("loadgen: --spa-payloads"); exit(1); }
+  }
+  fclose(f);
+  if (n == 0) die_usage("--spa-payloads names a file without payloads");
+  o->knockers = n;
+  o->nports = 1;
+}
+
 static void parse_options(int argc, char **argv, struct options *o) {
   static const struct option longs[] = {
       {"interface", 1, 0, 'i'}, {"src-mac", 1, 0, 's'},  {"dst-mac", 1, 0, 'm'},   {"dst-ip", 1, 0, 'd'},
       {"ports", 1, 0, 'p'},     {"knockers", 1, 0, 'k'}, {"knock-gap-ms", 1, 0, 'g'}, {"dup-gap-ms", 1, 0, 'u'},
       {"noise", 1, 0, 'n'},     {"rate", 1, 0, 'r'},     {"duration", 1, 0, 't'},  {"count", 1, 0, 'c'},
-      {"seed", 1, 0, 'S'},      {"batch", 1, 0, 'b'},    {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
+      {"seed", 1, 0, 'S'},      {"batch", 1, 0, 'b'},    {"help", 0, 0, 'h'},      {"spa-len", 1, 0, 'L'},
+      {"spa-payloads", 1, 0, 'P'}, {0, 0, 0, 0}};
+  const char *spa_file = NULL;
   memset(o, 0, sizeof *o);
   o->knock_gap_s = 0.1;
   o->seed = 1;
   o->batch = 64;
+  o->spa_len = 184;  // what `fwknop -A tcp/22 -s` sends
   o->duration_s = -1;
   int have_src = 0, have_dst = 0, have_ip = 0;
   for (int c; (c = getopt_long(argc, argv, "", longs, NULL)) != -1;) {
@@ -253,13 +298,16 @@ static void parse_options(int argc, char **argv, struct options *o) {
         else if (!strcmp(optarg, "background")) o->noise = NOISE_BACKGROUND;
         else if (!strcmp(optarg, "flood")) o->noise = NOISE_FLOOD;
         else if (!strcmp(optarg, "pairs")) o->noise = NOISE_PAIRS;
-        else die_usage("--noise must be none, background, flood or pairs");
+        else if (!strcmp(optarg, "spa")) o->noise = NOISE_SPA;
+        else die_usage("--noise must be none, background, flood, pairs or spa");
         break;
       case 'r': o->rate = parse_number(optarg, "rate", 0); break;
       case 't': o->duration_s = parse_number(optarg, "duration", 0.001); break;
       case 'c': o->count = (uint64_t)parse_number(optarg, "count", 0); break;
       case 'S': o->seed = (uint64_t)parse_number(optarg, "seed", 0); break;
       case 'b': o->batch = (int)parse_number(optarg, "batch", 1); break;
+      case 'L': o->spa_len = (int)parse_number(optarg, "spa-len", 1); break;
+      case 'P': spa_file = optarg; break;
       case 'h': usage(stdout); exit(0);
       default: usage(stderr); exit(2);
     }
@@ -269,6 +317,8 @@ static void parse_options(int argc, char **argv, struct options *o) {
   if (!have_src || !have_dst || !have_ip || !o->nports) die_usage("--src-mac, --dst-mac, --dst-ip and --ports are required");
   if (o->duration_s < 0) die_usage("--duration is required (the run is always bounded in time)");
   if (o->batch > BATCH_MAX) die_usage("--batch must be at most 1024");
+  if (o->spa_len > PAYLOAD_MAX) die_usage("--spa-len must be at most 1472");
+  if (spa_file) read_spa_payloads(spa_file, o);
 }
 
 // Legitimate knockers: distinct sources 172.16.0.0/12, start times spread evenly over the run with a
@@ -300,7 +350,12 @@ static struct knock *build_schedule(const struct options *o, size_t *n_out, stru
         x->knocker = kn;
         x->last = s == o->nports - 1;
         // A knock client uses a fresh source port per connect(); the duplicate is the same SYN again.
-        build_frame(&x->frame, o, src, (uint16_t)(sport + s), o->ports[s], 0, (uint32_t)rng_next());
+        if (o->spa_payloads) {
+          const char *p = o->spa_payloads[kn];
+          build_frame(&x->frame, o, src, sport, o->ports[0], 1, (uint32_t)rng_next(), (const uint8_t *)p, strlen(p));
+        } else {
+          build_frame(&x->frame, o, src, (uint16_t)(sport + s), o->ports[s], 0, (uint32_t)rng_next(), NULL, 0);
+        }
       }
     }
   }
@@ -415,7 +470,7 @@ int main(int argc, char **argv) {
   elapsed = now_mono_s() - start;
 
   printf("{\"interface\":\"%s\",\"noise\":\"%s\",\"rateTarget\":%.0f,\"durationTarget\":%.3f,\"countLimit\":%llu,",
-         o.ifname, o.noise == NOISE_FLOOD ? "flood" : o.noise == NOISE_PAIRS ? "pairs" : o.noise == NOISE_BACKGROUND ? "background" : "none", o.rate,
+         o.ifname, o.noise == NOISE_FLOOD ? "flood" : o.noise == NOISE_PAIRS ? "pairs" : o.noise == NOISE_SPA ? "spa" : o.noise == NOISE_BACKGROUND ? "background" : "none", o.rate,
          o.duration_s, (unsigned long long)o.count);
   printf("\"stoppedBy\":\"%s\",\"startUs\":%.0f,\"elapsedS\":%.6f,\"sent\":%llu,\"sentLegit\":%llu,"
          "\"sentNoise\":%llu,\"noiseRate\":%.0f,\"enobufsRetries\":%llu,\"sendErrors\":%llu,\"legitScheduled\":%zu,",

@@ -2,6 +2,11 @@
 
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
 namespace knockd {
 
 namespace {
@@ -21,7 +26,7 @@ inline uint32_t load_be32(const uint8_t* p) {
   return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
 }
 
-void compress(uint32_t h[8], const uint8_t block[64]) {
+void compress_portable(uint32_t h[8], const uint8_t block[64]) {
   uint32_t w[64];
   for (int i = 0; i < 16; i++) w[i] = load_be32(block + 4 * i);
   for (int i = 16; i < 64; i++) {
@@ -52,7 +57,66 @@ void compress(uint32_t h[8], const uint8_t block[64]) {
   h[7] += hh;
 }
 
+#if defined(__x86_64__)
+// The same block function with the x86 SHA extensions (Intel since Goldmont/Ice Lake, AMD since Zen):
+// about 4x the portable code, which is what lets one capture thread check over a million forged SPA
+// packets a second (docs/SPA.md §7). State layout as the instructions want it: ABEF and CDGH.
+__attribute__((target("sha,sse4.1,ssse3"))) void compress_sha_ni(uint32_t h[8], const uint8_t block[64]) {
+  const __m128i byte_swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)), 0xB1);      // CDAB
+  __m128i state1 = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + 4)), 0x1B);  // EFGH
+  __m128i state0 = _mm_alignr_epi8(tmp, state1, 8);                                                   // ABEF
+  state1 = _mm_blend_epi16(state1, tmp, 0xF0);                                                        // CDGH
+  const __m128i abef = state0, cdgh = state1;
+  __m128i w[4];
+  for (int i = 0; i < 4; i++) w[i] = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * i)), byte_swap);
+  // 16 groups of 4 rounds; w[g % 4] holds the schedule words of group g
+#pragma GCC unroll 16
+  for (int g = 0; g < 16; g++) {
+    __m128i msg = _mm_add_epi32(w[g & 3], _mm_loadu_si128(reinterpret_cast<const __m128i*>(kK + 4 * g)));
+    state1 = _mm_sha256rnds2_epu32(state1, state0, msg);
+    if (g >= 3 && g < 15) {  // the words of group g + 1
+      w[(g + 1) & 3] = _mm_add_epi32(w[(g + 1) & 3], _mm_alignr_epi8(w[g & 3], w[(g - 1) & 3], 4));
+      w[(g + 1) & 3] = _mm_sha256msg2_epu32(w[(g + 1) & 3], w[g & 3]);
+    }
+    state0 = _mm_sha256rnds2_epu32(state0, state1, _mm_shuffle_epi32(msg, 0x0E));
+    if (g >= 1 && g < 13) w[(g - 1) & 3] = _mm_sha256msg1_epu32(w[(g - 1) & 3], w[g & 3]);
+  }
+  state0 = _mm_add_epi32(state0, abef);
+  state1 = _mm_add_epi32(state1, cdgh);
+  tmp = _mm_shuffle_epi32(state0, 0x1B);                                                              // FEBA
+  state1 = _mm_shuffle_epi32(state1, 0xB1);                                                           // DCHG
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(h), _mm_blend_epi16(tmp, state1, 0xF0));               // DCBA
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(h + 4), _mm_alignr_epi8(state1, tmp, 8));              // HGFE
+}
+
+bool cpu_has_sha_ni() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_SSE4_1) || !(c & bit_SSSE3)) return false;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & bit_SHA);
+}
+const bool kHaveShaNi = cpu_has_sha_ni();
+#else
+constexpr bool kHaveShaNi = false;
+#endif
+
+bool use_hardware = kHaveShaNi;
+
+inline void compress(uint32_t h[8], const uint8_t block[64]) {
+#if defined(__x86_64__)
+  if (use_hardware) return compress_sha_ni(h, block);
+#endif
+  compress_portable(h, block);
+}
+
 }  // namespace
+
+bool sha256_hardware() { return use_hardware; }
+
+bool sha256_set_hardware(bool on) {
+  use_hardware = on && kHaveShaNi;
+  return use_hardware;
+}
 
 Sha256::Sha256()
     : h{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19}, buf{} {}

@@ -17,6 +17,12 @@ struct Sha256 {
   void finish(uint8_t out[32]);
 };
 
+// The SHA-256 block function: the x86 SHA extensions where the CPU has them (chosen at load), else
+// portable C++. sha256_set_hardware(false) selects the portable one (the core test runs both); it returns
+// whether the extensions are now in use.
+bool sha256_hardware();
+bool sha256_set_hardware(bool on);
+
 void hmac_sha256(const uint8_t* key, size_t key_len, const uint8_t* msg, size_t msg_len, uint8_t out[32]);
 
 // HMAC-SHA256 keyed once: the key's pad blocks are compressed at construction, so a MAC costs the
