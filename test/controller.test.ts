@@ -35,7 +35,7 @@ function door(name: string, extra: Partial<DoorConfig> = {}): DoorConfig {
 const A = '198.51.100.1';
 const ev = {
   stage: (d: number, stage: number, source = A): KnockEvent => ({ kind: 'stage', door: d, generation: 1, shard: 0, family: 4, source, stage, timeUs: 0 }),
-  done: (d: number, stage = 2, source = A, family: 4 | 6 = 4): KnockEvent => ({ kind: 'completed', door: d, generation: 1, shard: 0, family, source, stage, timeUs: 0 }),
+  done: (d: number, stage = 2, source = A, family: 4 | 6 = 4): KnockEvent => ({ kind: 'completed', door: d, generation: 1, shard: 0, family, source, stage, timeUs: 0, window: 0 }),
   timeout: (d: number, stage: number): KnockEvent => ({ kind: 'failed', reason: 'timeout', door: d, generation: 1, shard: 0, family: 4, source: A, stage, timeUs: 0 }),
   wrong: (d: number): KnockEvent => ({ kind: 'failed', reason: 'wrong_port', door: d, generation: 1, shard: 0, family: 4, source: A, stage: 1, timeUs: 0 }),
   evicted: (): KnockEvent => ({ kind: 'failed', reason: 'evicted', door: 0, generation: 1, shard: 0, family: 4, source: A, stage: 1, timeUs: 0 }),

@@ -9,6 +9,7 @@ import { parseConfigText } from '../src/config/parse.js';
 import { defaultDoor } from '../src/config/parse.js';
 import { checkGrant, CLOCK_SKEW_MS, decodeMessage, encodeMessage, lineDigest, MAX_MESSAGE_BYTES, MessageRefused, type FleetMessage } from '../src/fleet/message.js';
 import { describeStore, parseStoreUrl, redactStoreUrl } from '../src/config/store-url.js';
+import { derivedUse } from '../src/fleet/link.js';
 
 const KEY = new Uint8Array(32).fill(7);
 const OTHER_KEY = new Uint8Array(32).fill(8);
@@ -78,6 +79,31 @@ describe('fleet messages', () => {
     const a = lineDigest([{ port: 1, proto: 'tcp' }, { port: 2, proto: 'udp' }]);
     assert.match(a, /^[0-9a-f]{32}$/);
     assert.notEqual(a, lineDigest([{ port: 1, proto: 'tcp' }, { port: 2, proto: 'tcp' }]));
+  });
+});
+
+describe("a derived door's window in the store", () => {
+  const step = 30;
+  const at = (window: number, into: number) => window * step * 1e6 + into * 1e6;
+  test('the full window from the low 32 bits the event carries, and the record lasts until no member accepts it', () => {
+    const w = Math.floor(NOW / 1000 / step);
+    for (const [window, timeUs, what] of [
+      [w, at(w, 10), 'the current window'],
+      [w - 1, at(w, 5), 'w−1 (started in the previous window, completed in this one)'],
+      [w + 1, at(w, 28), 'w+1 (a client clock ahead)'],
+    ] as const) {
+      const use = derivedUse(step, { source: '203.0.113.10', family: 4, sequence: [], window: window % 2 ** 32, timeUs });
+      assert.ok('window' in use);
+      assert.equal(use.window, window, what);
+    }
+    const use = derivedUse(step, { source: '203.0.113.10', family: 6, sequence: [], window: w, timeUs: at(w, 10) });
+    assert.ok('ttlMs' in use && use.family === 6);
+    assert.equal(use.ttlMs, (2 * step - 10) * 1000 + CLOCK_SKEW_MS, 'until (window + 2) × Time_Step, plus the skew bound');
+    // past 2^32 windows (Time_Step 1 after 2106) the low 32 bits wrap; the nearest window is still found
+    const big = 2 ** 32 + 5;
+    const wrapped = derivedUse(1, { source: '203.0.113.10', family: 4, sequence: [], window: (big - 1) % 2 ** 32, timeUs: big * 1e6 + 0.5e6 });
+    assert.ok('window' in wrapped);
+    assert.equal(wrapped.window, big - 1);
   });
 });
 

@@ -9,7 +9,7 @@ import type { Daemon } from '../src/tools/demo.js';
 import { encodeMessage, newNonce, type FleetMessage } from '../src/fleet/message.js';
 import { main } from '../src/cli.js';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
+import { chmodSync, readFileSync } from 'node:fs';
 import { isRoot as root } from './helpers/env.js';
 
 const LAB_KEY = new Uint8Array(Buffer.from('5a'.repeat(32), 'hex'));
@@ -209,6 +209,45 @@ describe('a fleet of gateways sharing grants through Redis', { skip, timeout: 90
       await a.waitFor(/203\.0\.113\.10: cool: OPEN SESAME/);
       lab.knock(1, ['7100', '7200', '7300']);
       await b.waitFor(/203\.0\.113\.10: cool: sequence completed during cooldown \(\d+s left\), not opening/);
+    } finally {
+      await stopAll();
+    }
+  });
+
+  test('a derived knock accepted on A and replayed to B is refused by the store, with the reason logged', async () => {
+    try {
+      const key = lab.writeConfig('otp.key', `${'3c'.repeat(32)}\n`);
+      chmodSync(key, 0o600);
+      const otp = `
+[otp]
+    Secret_File = ${key}
+    Port_Range = 40000-49999
+    Seq_Timeout = 5
+    Open = 22/tcp
+    Open_Timeout = 3
+`;
+      const a = await start(0, lab.writeConfig('da.conf', lab.options(0) + otp));
+      const b = await start(1, lab.writeConfig('db.conf', lab.options(1) + otp));
+      await a.waitFor(/fleet: catch-up \(connect\)/);
+      await b.waitFor(/fleet: catch-up \(connect\)/);
+      // well inside a 30 s window, so that the replay reaches B while the window is still accepted
+      const intoWindow = Date.now() % 30_000;
+      if (intoWindow > 15_000) await sleep(30_000 - intoWindow + 100);
+      const said = lab.knock(0, [], FLEET_NET.client, ['-v', '--secret-file', key, '--port-range', '40000-49999']);
+      const sniffed = /derived sequence for \S+: (.*)/.exec(said)?.[1].trim().split(' ');
+      assert.ok(sniffed && sniffed.length === 4, `the client says what it sent: ${said}`);
+      await a.waitFor(/203\.0\.113\.10: otp: OPEN SESAME/);
+      await b.waitFor(/203\.0\.113\.10: otp: opened by fleet member gw0/);
+      assert.ok(await lab.until(() => lab.probe(1) === 'closed', 15_000), "B's grant from A ends after Open_Timeout");
+      // the same packets (same source, same ports, same window) sent to B: B's own matcher has never seen them
+      lab.knock(1, sniffed);
+      await b.waitFor(/203\.0\.113\.10: otp: this time window's derived sequence already used on fleet member gw0, not opening/);
+      assert.equal(b.lines.some((l) => /203\.0\.113\.10: otp: OPEN SESAME/.test(l)), false, 'B does not open');
+      assert.equal(lab.probe(1), 'closed', 'B stays closed for the replay');
+      const used = (await lab.redis.command(['KEYS', 'kf:{test}:u:otp|4|203.0.113.10|*'])) as string[];
+      assert.equal(used.length, 1, 'one used window in the store');
+      const ttl = Number(await lab.redis.command(['PTTL', used[0]]));
+      assert.ok(ttl > 0 && ttl <= 65_000, `the record ends with the window it names (2 time steps + skew at most): ${ttl} ms`);
     } finally {
       await stopAll();
     }

@@ -938,6 +938,21 @@ export function runMatcherSuite(name: string, make: () => Matcher): void {
       assert.deepEqual(r.feed(...knocks(D, S, w(19.9), 19.9)), OPEN4('S'), 'across a window edge');
     });
 
+    test('a completion carries the window it used (the fleet decides that window once, MATCHER.md §7)', () => {
+      const windows = (r: ReturnType<typeof run>) => r.events.flatMap((e) => (e.kind === 'completed' ? [e.window] : []));
+      const t = 15;
+      const r = run(config([D]));
+      r.feed(...knocks(D, A, w(t) - 1, t), ...knocks(D, B, w(t) + 1, t + 1), ...knocks(D, S, w(19.9), 19.9));
+      assert.deepEqual(windows(r), [w(t) - 1, w(t) + 1, w(19.9)], "w−1, w+1, and across an edge the first knock's window");
+      const one = derivedDoor('O', { sequenceLength: 1 });
+      const r1 = run(config([one]));
+      r1.feed(...knocks(one, A, w(t) + 1, t));
+      assert.deepEqual(windows(r1), [w(t) + 1], 'a one-step door');
+      const fixed = run(config([door('P', '7000,8000', { seqTimeout: 5 })]));
+      fixed.feed(k(B, 7000, 1), k(B, 8000, 1.1));
+      assert.deepEqual(windows(fixed), [0], 'a fixed door: 0');
+    });
+
     test('a sequence derived from another secret fails', () => {
       const r = run(config([D]));
       const wrong = portSpecs(sequenceFor(D, A, w(1), OTHER_KEY)).map((port, i) => k(A, port, 1 + i / 10));

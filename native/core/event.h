@@ -7,7 +7,8 @@
 namespace knockd {
 
 // kEventSpa: an authenticated SPA packet; count = its payload bytes, which follow in the next
-// ceil(count / 40) records (raw bytes, zero-padded; docs/SPA.md §4).
+// ceil(count / 40) records (raw bytes, zero-padded; docs/SPA.md §4). kEventCompleted of a derived door:
+// count = the low 32 bits of the window it used (docs/MATCHER.md §7, §10), else 0.
 enum EventKind : uint8_t { kEventStage = 1, kEventCompleted = 2, kEventFailed = 3, kEventSuppressed = 4, kEventError = 5, kEventSpa = 6 };
 enum FailReason : uint8_t { kFailTimeout = 1, kFailWrongPort = 2, kFailEvicted = 3, kFailSpaAuth = 4 };
 

@@ -643,9 +643,10 @@ class MatchCall {
     budgeted(kEventStage, 0, r, stage, door, st_.now);
   }
 
-  void completed_event(const Record& r, uint8_t stage, uint16_t door) {
+  // `window`: a derived door's used window (its low 32 bits go in count, §7: the fleet decides it once); 0 otherwise.
+  void completed_event(const Record& r, uint8_t stage, uint16_t door, int64_t window) {
     stats_[kStatCompleted]++;
-    push(kEventCompleted, 0, r.family, stage, door, r.src, st_.now);
+    push(kEventCompleted, 0, r.family, stage, door, r.src, st_.now).count = uint32_t(uint64_t(window));
   }
 
   void failed_event(FailReason reason, const Record& r, uint8_t stage, uint16_t door, int64_t time) {
@@ -760,8 +761,9 @@ class MatchCall {
         const uint8_t next = uint8_t(s + 1);
         stage_event(r, next, door);
         if (next == d.length) {
-          completed_event(r, next, door);
-          if (derived) mark_used(d, record_window(r, d), r.family, r.src);
+          const int64_t window = derived ? record_window(r, d) : 0;
+          completed_event(r, next, door, window);
+          if (derived) mark_used(d, window, r.family, r.src);
           r.stage[j] = 0;
         } else {
           r.stage[j] = next;
@@ -832,7 +834,7 @@ class MatchCall {
       const uint16_t door = c->doors[j];
       if (prog_.doors[door].length == 1) {
         stage_event(r, 1, door);
-        completed_event(r, 1, door);
+        completed_event(r, 1, door, 0);
       } else if (needs_record) {
         stage_event(r, 1, door);
         r.stage[j] = 1;
@@ -895,7 +897,7 @@ class MatchCall {
         Record scratch;
         init_record(scratch, p, group, uint16_t(d.cohort), offset);
         stage_event(scratch, 1, door);
-        completed_event(scratch, 1, door);
+        completed_event(scratch, 1, door, w + offset - 1);
         mark_used(d, w + offset - 1, p.family, p.src);
         continue;
       }

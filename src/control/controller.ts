@@ -164,7 +164,7 @@ export class DoorController {
         }
         case 'completed': {
           const door = this.door(ev.generation, ev.door);
-          if (door) this.completed(door, ev.source, ev.family, timeUs);
+          if (door) this.completed(door, ev.source, ev.family, timeUs, ev.window);
           break;
         }
         case 'spa': {
@@ -260,7 +260,7 @@ export class DoorController {
     return this.programs.get(generation)?.[index];
   }
 
-  private completed(door: DoorConfig, source: string, family: 4 | 6, timeUs: number): void {
+  private completed(door: DoorConfig, source: string, family: 4 | 6, timeUs: number, window: number): void {
     // a one-time sequence that was used up while this knock was matched by the old program: not valid any more
     const current = this.sequences.get(door.name);
     if (door.oneTimeSequences && current && current !== door.sequence) return;
@@ -270,7 +270,7 @@ export class DoorController {
       return;
     }
     // single use is decided once for the whole fleet (`door` holds the line that completed)
-    void fleet.decide(door, source, door.sequence).then((d) => {
+    void fleet.decide(door, { source, family, sequence: door.sequence, window, timeUs }).then((d) => {
       if (this.closed) return;
       const fields = { timeUs, door: door.name };
       switch (d.outcome) {
@@ -283,7 +283,7 @@ export class DoorController {
         case 'cooldown':
           return this.refuseCooldown(door, source, d.leftMs, timeUs);
         case 'used':
-          this.line(source, (who) => `${who}: ${door.name}: one-time sequence already used on fleet member ${d.by}, not opening`, { event: 'used_elsewhere', member: d.by, ...fields });
+          this.line(source, (who) => `${who}: ${door.name}: ${door.derived ? "this time window's derived sequence" : 'one-time sequence'} already used on fleet member ${d.by}, not opening`, { event: 'used_elsewhere', member: d.by, ...fields });
           this.opts.metrics?.grants.inc({ door: door.name, outcome: 'used_elsewhere' });
           if (door.oneTimeSequences && this.opts.rotateOneTime && (this.sequences.get(door.name) ?? door.sequence) === door.sequence) this.rotate(door, timeUs);
           return;

@@ -11,8 +11,9 @@ import type { DoorConfig, FleetConfig, Step } from '../config/types.js';
 import type { LogFields } from '../report/log.js';
 import type { Metrics } from '../report/metrics.js';
 import { CLOCK_SKEW_MS, checkGrant, decodeMessage, doorWindowMs, encodeMessage, lineDigest, MessageRefused, newNonce, REFUSAL_REASONS, type FleetMessage, type RefusalReason } from './message.js';
-import { FleetStore } from './store.js';
+import { FleetStore, type SingleUse } from './store.js';
 import { describeStore, parseStoreUrl } from '../config/store-url.js';
+import { windowOf } from '../match/derive.js';
 
 /** A single-use decision of the fleet (FleetLinkImpl below): the store's answer, or what Fleet_Offline says
  * when it could not answer (local: decide as a single box; deny: do not open). */
@@ -21,12 +22,24 @@ export type FleetDecision =
   | { outcome: 'cooldown'; leftMs: number }
   | { outcome: 'used'; by: string };
 
+/** A completed knock as the fleet decides it. */
+export interface Completion {
+  source: string;
+  family: 4 | 6;
+  /** the sequence that completed (a one-time door: its current line) */
+  sequence: readonly Step[];
+  /** a derived door: the time window of the sequence, low 32 bits (MATCHER.md §7) */
+  window: number;
+  /** when the knock completed, µs */
+  timeUs: number;
+}
+
 /** The fleet as the controller drives it: single-use decisions before opening, grants shared after. */
 export interface FleetLink {
-  /** true when this door's completions are decided fleet-wide (Cooldown, Dedupe, one-time lines) */
+  /** true when this door's completions are decided fleet-wide (Cooldown, Dedupe, one-time lines, derived windows) */
   decides(door: DoorConfig): boolean;
   /** the fleet-wide decision for a completion; never rejects, bounded in time */
-  decide(door: DoorConfig, source: string, sequence: readonly Step[]): Promise<FleetDecision>;
+  decide(door: DoorConfig, completion: Completion): Promise<FleetDecision>;
   /** a grant made here, open for openForMs: shared with the other members (never waits) */
   share(grant: Grant, openForMs: number): void;
 }
@@ -91,6 +104,20 @@ export function doorFingerprint(door: DoorConfig): string {
     commands: [door.startCommand, door.stopCommand, door.cmdTimeout],
   };
   return createHash('sha256').update(JSON.stringify(shape)).digest('hex').slice(0, 12);
+}
+
+/**
+ * A derived door's window as the store records it: the full window (the event carries its low 32 bits;
+ * the one nearest the completion's own window), kept until every member's matcher would refuse it anyway:
+ * the matchers accept windows w−1..w+1, so until (window + 2) × timeStep, plus the clock-skew bound.
+ */
+export function derivedUse(timeStep: number, c: Completion): SingleUse {
+  const near = windowOf(c.timeUs, timeStep);
+  let diff = (c.window - near) % 2 ** 32;
+  if (diff < 0) diff += 2 ** 32;
+  if (diff >= 2 ** 31) diff -= 2 ** 32;
+  const window = near + diff;
+  return { family: c.family, window, ttlMs: (window + 2) * timeStep * 1000 - c.timeUs / 1000 + CLOCK_SKEW_MS };
 }
 
 interface QueuedGrant {
@@ -170,13 +197,15 @@ export class FleetLinkImpl implements FleetLink {
   // ------------------------------------------------------------------ the controller's side
 
   decides(door: DoorConfig): boolean {
-    return door.cooldown > 0 || door.dedupe || door.oneTimeSequences !== undefined;
+    return door.cooldown > 0 || door.dedupe || door.oneTimeSequences !== undefined || door.derived !== undefined;
   }
 
-  async decide(door: DoorConfig, source: string, sequence: readonly Step[]): Promise<FleetDecision> {
+  async decide(door: DoorConfig, c: Completion): Promise<FleetDecision> {
+    const { source } = c;
     const offline: FleetDecision = { outcome: this.cfg.offline === 'deny' ? 'deny' : 'local' };
     if (!this.store.ready) return offline;
-    const digest = door.oneTimeSequences !== undefined ? lineDigest(sequence) : undefined;
+    const digest = door.oneTimeSequences !== undefined ? lineDigest(c.sequence) : undefined;
+    const once: SingleUse | undefined = digest !== undefined ? { lineDigest: digest } : door.derived ? derivedUse(door.derived.timeStep, c) : undefined;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), DECIDE_TIMEOUT_MS)));
     try {
@@ -185,7 +214,7 @@ export class FleetLinkImpl implements FleetLink {
           door: door.name,
           source,
           member: this.cfg.member,
-          lineDigest: digest,
+          once,
           cooldownMs: door.cooldown * 1000,
           openMs: doorWindowMs(door),
           dedupe: door.dedupe,

@@ -4,6 +4,7 @@
 //   g:DOOR|FAMILY|ADDRESS   a signed grant message, expiring with the grant (PXAT)
 //   w:DOOR|ADDRESS          Cooldown/Dedupe window "COOLDOWN_UNTIL OPEN_UNTIL" (ms, the store's clock)
 //   o:DOOR|DIGEST           a one-time line used: the member that used it (kept)
+//   u:DOOR|FAMILY|ADDRESS|WINDOW  a derived door's window used by a source: the member (expires with the window)
 //   m:MEMBER                a member's heartbeat (JSON), expiring when the member goes quiet
 // and the channel `kf:{NAME}:grants` carries every signed message as it is written.
 import { createHash } from 'node:crypto';
@@ -31,19 +32,22 @@ export interface StoreEvents {
 /** Outcome of the fleet-wide single-use decision (DECIDE below). */
 export type StoreDecision = { outcome: 'granted' | 'extended' } | { outcome: 'cooldown'; leftMs: number } | { outcome: 'used'; by: string };
 
+/** What may be used once: a one-time line (kept) or a derived door's window for a source (until it ends). */
+export type SingleUse = { lineDigest: string } | { family: 4 | 6; window: number; ttlMs: number };
+
 export interface DecideRequest {
   door: string;
   source: string;
   member: string;
-  /** one-time doors: the digest of the line that completed */
-  lineDigest?: string;
+  once?: SingleUse;
   cooldownMs: number;
   openMs: number;
   dedupe: boolean;
 }
 
-// KEYS[1]: the one-time key (when ARGV[2] = 1), then the window key (when Cooldown or Dedupe applies).
-// ARGV: member, one-time?, cooldown ms, open ms, dedupe?. Time is the store's, the same for every member.
+// KEYS[1]: the single-use key (when ARGV[2] = 1), then the window key (when Cooldown or Dedupe applies).
+// ARGV: member, single-use?, cooldown ms, open ms, dedupe?, the single-use key's lifetime in ms (0: kept).
+// Time is the store's, the same for every member.
 const DECIDE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -67,7 +71,9 @@ if KEYS[k] then
   local ncd, nop = now + cooldown, now + open
   redis.call('SET', KEYS[k], ncd .. ' ' .. nop, 'PX', math.max(cooldown, open, 1))
 end
-if ARGV[2] == '1' then redis.call('SET', KEYS[1], ARGV[1]) end
+if ARGV[2] == '1' then
+  if ARGV[6] == '0' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[6]) end
+end
 return {outcome, ''}
 `;
 const DECIDE_SHA = createHash('sha1').update(DECIDE).digest('hex');
@@ -174,9 +180,11 @@ export class FleetStore {
 
   async decide(q: DecideRequest): Promise<StoreDecision> {
     const keys: string[] = [];
-    if (q.lineDigest !== undefined) keys.push(`${this.prefix}o:${q.door}|${q.lineDigest}`);
+    const once = q.once;
+    if (once) keys.push('lineDigest' in once ? this.lineKey(q.door, once.lineDigest) : `${this.prefix}u:${q.door}|${once.family}|${q.source}|${once.window}`);
     if (q.cooldownMs > 0 || q.dedupe) keys.push(`${this.prefix}w:${q.door}|${q.source}`);
-    const args = [q.member, q.lineDigest !== undefined ? '1' : '0', String(q.cooldownMs), String(q.openMs), q.dedupe ? '1' : '0'];
+    const ttl = once && 'ttlMs' in once ? String(Math.max(1, Math.ceil(once.ttlMs))) : '0';
+    const args = [q.member, once ? '1' : '0', String(q.cooldownMs), String(q.openMs), q.dedupe ? '1' : '0', ttl];
     let reply: unknown;
     try {
       reply = await this.commands.sendCommand(['EVALSHA', DECIDE_SHA, String(keys.length), ...keys, ...args]);
@@ -190,9 +198,13 @@ export class FleetStore {
     return { outcome: outcome === 'extended' ? 'extended' : 'granted' };
   }
 
+  private lineKey(door: string, digest: string): string {
+    return `${this.prefix}o:${door}|${digest}`;
+  }
+
   /** Whether a one-time line was used by some member. */
   async lineUsedBy(door: string, digest: string): Promise<string | undefined> {
-    const v = await this.commands.sendCommand(['GET', `${this.prefix}o:${door}|${digest}`]);
+    const v = await this.commands.sendCommand(['GET', this.lineKey(door, digest)]);
     return typeof v === 'string' ? v : undefined;
   }
 

@@ -19,7 +19,9 @@ export function recordsOf(batch: Uint8Array, o: number): number {
 }
 
 export type KnockEvent =
-  | { kind: 'stage' | 'completed'; door: number; generation: number; shard: number; family: 4 | 6; source: string; stage: number; timeUs: number }
+  | { kind: 'stage'; door: number; generation: number; shard: number; family: 4 | 6; source: string; stage: number; timeUs: number }
+  /** window: a derived door's used time window, low 32 bits (MATCHER.md §7); 0 for other doors */
+  | { kind: 'completed'; door: number; generation: number; shard: number; family: 4 | 6; source: string; stage: number; timeUs: number; window: number }
   | {
       kind: 'failed';
       reason: 'timeout' | 'wrong_port' | 'evicted' | 'spa_auth';
@@ -55,17 +57,10 @@ export function decodeEvents(batch: Uint8Array): KnockEvent[] {
     const timeUs = Number(view.getBigInt64(o + TIME_US, true));
     switch (kind) {
       case EventKind.STAGE:
+        out.push({ kind: 'stage', door, generation, shard, family, source: formatAddress(family, batch, o + ADDRESS), stage, timeUs });
+        break;
       case EventKind.COMPLETED:
-        out.push({
-          kind: kind === EventKind.STAGE ? 'stage' : 'completed',
-          door,
-          generation,
-          shard,
-          family,
-          source: formatAddress(family, batch, o + ADDRESS),
-          stage,
-          timeUs,
-        });
+        out.push({ kind: 'completed', door, generation, shard, family, source: formatAddress(family, batch, o + ADDRESS), stage, timeUs, window: count });
         break;
       case EventKind.FAILED:
         out.push({

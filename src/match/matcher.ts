@@ -684,13 +684,14 @@ export class TsMatcher implements Matcher {
     this.emit(p, kind, reason, r, stage, door, time);
   }
 
-  private emit(p: Program, kind: number, reason: number, r: number, stage: number, door: number, time: number): void {
+  /** `count`: a derived door's COMPLETED carries its used window's low 32 bits (§7); 0 otherwise. */
+  private emit(p: Program, kind: number, reason: number, r: number, stage: number, door: number, time: number, count = 0): void {
     const family = this.recBytes[r * RECORD_BYTES + FAMILY_BYTE];
-    this.writer.push(kind, reason, family, stage, door, p.generation, 0, time, this.recSrc, r * RECORD_WORDS + SRC_WORD);
+    this.writer.push(kind, reason, family, stage, door, p.generation, count >>> 0, time, this.recSrc, r * RECORD_WORDS + SRC_WORD);
   }
 
   /** STAGE/COMPLETED for the packet's source, before a record may exist (single-step doors). */
-  private emitForPacket(p: Program, kind: number, stage: number, door: number): void {
+  private emitForPacket(p: Program, kind: number, stage: number, door: number, count = 0): void {
     if (kind === EV_STAGE) {
       if ((p.flags & FLAG_STAGE_EVENTS) === 0) return;
       this.counters[Stat.stages]++;
@@ -701,7 +702,7 @@ export class TsMatcher implements Matcher {
       }
       this.used++;
     }
-    this.writer.push(kind, 0, this.packet.family, stage, door, p.generation, 0, this.now, this.packetSrc32);
+    this.writer.push(kind, 0, this.packet.family, stage, door, p.generation, count >>> 0, this.now, this.packetSrc32);
   }
 
   // ---- matching one packet (§4) ----
@@ -801,8 +802,9 @@ export class TsMatcher implements Matcher {
         advanced = true;
         if (next === p.doorLength[d]) {
           this.counters[Stat.completed]++;
-          this.emit(p, EV_COMPLETED, 0, r, next, d, this.now);
-          if (derived) this.markUsed(p, d, this.recordWindow(p, d, r));
+          const window = derived ? this.recordWindow(p, d, r) : 0;
+          this.emit(p, EV_COMPLETED, 0, r, next, d, this.now, window);
+          if (derived) this.markUsed(p, d, window);
           stages[base + j] = 0;
           died = true;
         } else {
@@ -893,7 +895,7 @@ export class TsMatcher implements Matcher {
       if (p.doorLength[d] === 1) {
         this.emitForPacket(p, EV_STAGE, 1, d);
         this.counters[Stat.completed]++;
-        this.emitForPacket(p, EV_COMPLETED, 1, d);
+        this.emitForPacket(p, EV_COMPLETED, 1, d, w + offset - 1);
         this.markUsed(p, d, w + offset - 1);
         continue;
       }

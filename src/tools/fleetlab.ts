@@ -126,9 +126,9 @@ export class FleetLab {
     return out === 'open' ? 'open' : 'closed';
   }
 
-  /** Knocks on gateway i from `source`. */
-  knock(i: number, ports: string[], source: string = FLEET_NET.client, extra: string[] = []): void {
-    this.lab.exec('client', process.execPath, [knockClientPath(), '--source', source, ...extra, gatewayAddress(i), ...ports]);
+  /** Knocks on gateway i from `source`; returns what the client printed (with -v, the derived sequence). */
+  knock(i: number, ports: string[], source: string = FLEET_NET.client, extra: string[] = []): string {
+    return this.lab.exec('client', process.execPath, [knockClientPath(), '--source', source, ...extra, gatewayAddress(i), ...ports]);
   }
 
   writeConfig(name: string, text: string): string {
