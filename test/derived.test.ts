@@ -1,7 +1,7 @@
 // Derived doors end to end (issue 7, docs/MATCHER.md §10): `knockd-fast secret`, the client's options and
 // derivation, the used-table's FIFO bound on both matchers, and a live run in private namespaces where
 // the daemon opens a derived door for our client and refuses replays of its sequence.
-// The per-rule matcher cases (windows, skew, replays, scans, Bind_Source) are in test/matcher.suite.ts.
+// The per-rule matcher cases (windows, skew, replays, scans, Bind_Source) are in test/matcher-suite/derived.ts.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';

@@ -53,7 +53,7 @@ export function config(doors: DoorConfig[], options: Partial<OptionsConfig> = {}
   };
 }
 
-/** The conformance setup's capture addresses (the conformance table of test/matcher.suite.ts). */
+/** The conformance setup's capture addresses (the conformance suite, test/matcher-suite/). */
 export const LOCAL_ADDRESSES: Address[] = [parseAddress('192.0.2.2')!, parseAddress('fd00::2')!];
 
 /** Compiles for the conformance setup: stage events on, no event budget, unless opts say otherwise. */
