@@ -221,6 +221,7 @@ void Capture::open_interface(Interface& iface, std::vector<std::unique_ptr<Socke
       throw CaptureError(err, "mmap", name, describe("cannot map the capture ring", name, err));
     }
     sock->ring = static_cast<uint8_t*>(ring);
+    madvise(ring, sock->ring_bytes, MADV_DONTFORK);  // a hint, as for the matcher's state (matcher.cc)
     set_filter(sock->fd, reject, name);
     sockaddr_ll addr{};
     addr.sll_family = AF_PACKET;

@@ -62,7 +62,10 @@ size_t index_capacity(uint32_t max_tracked) {
 // A zero-filled array from anonymous mmap: the kernel commits its pages on first touch, so a large
 // MaxTracked costs memory only as sources arrive, while the allocation itself happens once, at load.
 // Transparent huge pages are requested because the index and the pool are read at random: with 4 KiB
-// pages nearly every lookup would also miss the TLB.
+// pages nearly every lookup would also miss the TLB. MADV_DONTFORK: a door's command is a fork + exec
+// of the daemon, whose child never reads this state; without it fork copies the page tables of a full
+// table and every page the capture thread then writes is copied once more (copy-on-write faults and
+// TLB shootdowns on the capture thread, seen in perf under a flood).
 template <typename T>
 class ZeroedArray {
  public:
@@ -77,7 +80,8 @@ class ZeroedArray {
     bytes_ = n * sizeof(T);
     void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) throw std::bad_alloc();
-    if (bytes_ >= kHugePage) madvise(p, bytes_, MADV_HUGEPAGE);  // a hint: failure only costs speed
+    if (bytes_ >= kHugePage) madvise(p, bytes_, MADV_HUGEPAGE);  // hints: failure only costs speed
+    madvise(p, bytes_, MADV_DONTFORK);
     data_ = static_cast<T*>(p);
     size_ = n;
   }

@@ -50,11 +50,11 @@ export interface InterfaceNotice {
 }
 
 export interface RingOptions {
-  /** TPACKET_V3 block size in bytes: a power of two, at least 4096 (default 64 KiB; native/core/capture.h says why) */
+  /** TPACKET_V3 block size in bytes: a power of two, at least 4096 (default 32 KiB; native/core/capture.h says why) */
   blockBytes?: number;
-  /** blocks per socket (default 256) */
+  /** blocks per socket (default 512) */
   blockCount?: number;
-  /** ms before a partly filled block is handed over: bounds the delay of a knock (default 2) */
+  /** ms before a partly filled block is handed over: bounds the delay of a knock (default 1) */
   retireMs?: number;
 }
 
@@ -160,12 +160,12 @@ export class CaptureEngine {
     this.threads = positiveInt(o.threads, 'threads', 1024, availableParallelism());
     const flushUs = positiveInt(o.flushUs, 'flushUs', 5000, 2000);
     const flushRecords = positiveInt(o.flushRecords, 'flushRecords', 65536, 256);
-    const blockBytes = positiveInt(o.ring?.blockBytes, 'ring.blockBytes', 1 << 30, 1 << 16);
+    const blockBytes = positiveInt(o.ring?.blockBytes, 'ring.blockBytes', 1 << 30, 1 << 15);
     if (blockBytes < 4096 || (blockBytes & (blockBytes - 1)) !== 0) {
       throw new OptionsError(`ring.blockBytes must be a power of two of at least 4096 (got ${blockBytes})`);
     }
-    const blockCount = positiveInt(o.ring?.blockCount, 'ring.blockCount', 4096, 256);
-    const retireMs = positiveInt(o.ring?.retireMs, 'ring.retireMs', 1000, 2);
+    const blockCount = positiveInt(o.ring?.blockCount, 'ring.blockCount', 4096, 512);
+    const retireMs = positiveInt(o.ring?.retireMs, 'ring.retireMs', 1000, 1); // capture.h: retire_ms
     const pollMs = o.addressPollMs ?? 2000;
     if (!Number.isInteger(pollMs) || pollMs < 0) throw new OptionsError(`addressPollMs must be a whole number of ms, 0 to disable (got ${pollMs})`);
     this.interfaces = [...o.interfaces];
