@@ -616,7 +616,7 @@ async function runPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: num
       }
     }, 250);
     let gen: LoadgenReport;
-    const perf = perfData ? spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-g', '-p', String(pid), '-o', perfData], { stdio: 'inherit' }) : null;
+    const perf = perfData ? spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-F', '4000', '-g', '-p', String(pid), '-o', perfData], { stdio: 'inherit' }) : null;
     try {
       gen = await runLoadgen(net, {
         knockers: st.knockers, noise: sc.noise, rate, durationS: sc.durationS ?? st.durationS, dupGapMs: sc.dupGapMs,
@@ -672,13 +672,65 @@ async function runPoint(net: LoadNet, sys: SystemDef, sc: ScenarioDef, rate: num
     }
     if (perfData && existsSync(perfData)) {
       // After the exit (nothing left to stall); Node's /tmp/perf-<pid>.map names the JS frames.
-      writeFileSync(perfData.replace(/\.data$/, '.txt'), execFileSync('perf',
-        ['report', '-i', perfData, '--no-children', '--sort', 'comm,dso,sym', '--stdio', '--percent-limit', '0.2', '-g', 'none'],
-        { encoding: 'utf8', maxBuffer: 1 << 26, stdio: ['ignore', 'pipe', 'ignore'] }));
-      console.error(`perf profile of ${sys.id} at the top flood point: ${perfData.replace(/\.data$/, '.txt')}`);
+      const perfText = (args: string[]) => execFileSync('perf', [...args, '-i', perfData],
+        { encoding: 'utf8', maxBuffer: 1 << 30, stdio: ['ignore', 'pipe', 'ignore'] });
+      const stages = perfStages(perfText(['script', '-F', 'comm,tid,time,ip,sym,dso']), base.packetsDelivered ?? 0);
+      writeFileSync(perfData.replace(/\.data$/, '.txt'), `${stages}\n${perfText(['report', '--no-children', '--sort', 'comm,dso,sym', '--stdio', '--percent-limit', '0.2', '-g', 'none'])}`);
+      console.error(`perf profile of ${sys.id} at the top flood point (${perfData.replace(/\.data$/, '.txt')}):\n${stages}`);
     }
   }
   return base;
+}
+
+/** Where a sample of the daemon went, by thread and call chain (leaf first). */
+function perfStage(comm: string, frames: string[]): string {
+  const chain = frames.join(' | '), leaf = frames[0] ?? '';
+  if (comm.startsWith('kf-capture')) {
+    if (chain.includes('exc_page_fault')) return 'capture thread: page faults (first touch of pool/index pages, copy-on-write)';
+    if (chain.includes('flush_tlb')) return 'capture thread: TLB shootdowns';
+    if (/walk_block|walk_ring|locate_network_frame/.test(leaf)) return 'capture thread: ring walk';
+    if (/knockd_fast\.node/.test(leaf) && !/Capture::|deliver/.test(leaf)) return 'capture thread: parse + match + eviction + event records (feed_batch)';
+    if (/deliver|napi|uv_async|malloc|_int_|free|operator new|memmove|memcpy/.test(chain)) return 'capture thread: batch hand-over (allocation, TSFN queue)';
+    if (/poll|schedule|do_syscall|eventfd|getsockopt/.test(chain)) return 'capture thread: poll, wake-ups, statistics';
+    return 'capture thread: other kernel (interrupts, softirq)';
+  }
+  if (comm === 'sh' || comm === 'true') return "commands: the door's command (sh -c ...)";
+  if (/fork|copy_page_range|dup_mm|copy_process/.test(chain)) return 'Node: fork for commands';
+  if (/JS:|\[JIT\]/.test(leaf)) return 'Node: JavaScript (controller, log lines, decoding)';
+  if (/ksys_write|libc_write|vfs_write|pipe_write/.test(chain)) return 'Node: write(2) of -v lines';
+  if (/Scavenge|MarkCompact|Heap::|Sweeper|Marking/.test(chain)) return 'Node: garbage collection';
+  if (/\(\/usr\/bin\/node\)|napi|uv_/.test(leaf)) return 'Node: V8 and Node runtime (builtins, JIT compiler, napi, TSFN)';
+  return 'Node: other (libc, kernel)';
+}
+
+/**
+ * `perf script` output (call chains) summed by stage; with the frames the daemon read, CPU per frame of
+ * each stage for the whole recording and for its second half (the flood fills MaxTracked in the first).
+ */
+export function perfStages(script: string, frames: number): string {
+  const samples: { time: number; stage: string }[] = [];
+  for (const block of script.split(/\n\s*\n/)) {
+    const lines = block.split('\n').filter((l) => l.trim() !== '');
+    const head = /^(\S.*?)\s+\d+\s+(?:\[\d+\]\s+)?([\d.]+):/.exec(lines[0] ?? '');
+    if (!head) continue;
+    const callChain = lines.slice(1).map((l) => l.trim().replace(/^\S+\s+/, ''));
+    samples.push({ time: Number(head[2]), stage: perfStage(head[1].trim(), callChain) });
+  }
+  if (samples.length === 0) return 'perf: no samples';
+  const t0 = samples[0].time, t1 = samples.at(-1)!.time;
+  const out: string[] = [];
+  for (const [title, from] of [['whole recording', t0], ['second half', (t0 + t1) / 2]] as const) {
+    const mine = samples.filter((x) => x.time >= from);
+    const counts = new Map<string, number>();
+    for (const x of mine) counts.set(x.stage, (counts.get(x.stage) ?? 0) + 1);
+    // cpu-clock at perf's default 4 kHz: a sample is 250 µs of CPU; frames read at an even rate
+    const nsPerFrame = frames > 0 ? (mine.length * 250_000) / (frames * ((t1 - from) / (t1 - t0))) : 0;
+    out.push(`${title}: ${mine.length} samples over ${(t1 - from).toFixed(1)} s, ${nsPerFrame.toFixed(0)} ns of CPU per frame read`);
+    for (const [stage, n] of [...counts].sort((a, b) => b[1] - a[1])) {
+      out.push(`  ${((100 * n) / mine.length).toFixed(1).padStart(5)} %  ${((nsPerFrame * n) / mine.length).toFixed(0).padStart(5)} ns/frame  ${stage}`);
+    }
+  }
+  return out.join('\n');
 }
 
 /** What went wrong at a point, with the end of the process's stderr. */
