@@ -237,6 +237,12 @@ export class Daemon {
     SIGINT: () => void this.shutdown(2),
   };
 
+  /**
+   * While a batch of events is handled, the -v lines it causes, written with one write(2) when it ends
+   * instead of one per line (under a flood the event budget lets 2,000 lines a second through).
+   */
+  private batchLines: string[] | undefined;
+
   constructor(
     private readonly args: DaemonArgs,
     config: KnockdConfig,
@@ -258,7 +264,7 @@ export class Daemon {
       syslog,
       verbose: args.verbose,
       format: this.settings.logFormat,
-      stdout: io.stdout,
+      stdout: (text) => (this.batchLines ? this.batchLines.push(text) : io.stdout(text)),
       stderr: io.stderr,
     });
     for (const w of config.warnings) this.log.log(`warning: ${w}`);
@@ -518,7 +524,14 @@ export class Daemon {
 
   private onEvents(batch: Uint8Array): void {
     if (this.args.debug) for (const ev of decodeEvents(batch)) this.io.stdout(`debug: event ${JSON.stringify(ev)}\n`);
-    this.controller.handleBatch(batch);
+    this.batchLines = [];
+    try {
+      this.controller.handleBatch(batch);
+    } finally {
+      const lines = this.batchLines;
+      this.batchLines = undefined;
+      if (lines.length > 0) this.io.stdout(lines.join(''));
+    }
   }
 
   /** -D: what the daemon decided at start-up and on reload, on stdout. */
