@@ -3,14 +3,16 @@
 // - packets/s of visible traffic captured with zero ring drops, and capture-process CPU per packet.
 // Runs itself again inside `ip netns exec`; the namespace is removed afterwards. Indicative only:
 // the sender shares the machine's cores. KNOCKD_BENCH_SHORT=1 shortens it for CI.
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { CaptureEngine, interfaceAddresses } from '../src/capture/engine.js';
 import { decodeEvents } from '../src/match/events.js';
 import { compileProgram } from '../src/config/program.js';
+import { Lab } from '../src/tools/netns.js';
 import { config, door } from '../test/helpers/doors.js';
+import { isRoot } from '../test/helpers/env.js';
 import { reportRow } from './report.js';
 
 const short = process.env.KNOCKD_BENCH_SHORT === '1';
@@ -111,14 +113,13 @@ async function inside(): Promise<void> {
 
 if (process.env[INSIDE]) {
   await inside();
-} else if (process.getuid?.() !== 0) {
+} else if (!isRoot) {
   console.log('capture bench: skipped (needs root for a network namespace and AF_PACKET)');
 } else {
-  const ns = `kf-capbench-${process.pid}`;
-  execFileSync('ip', ['netns', 'add', ns]);
+  const lab = new Lab('capbench');
   try {
-    execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-    const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', fileURLToPath(import.meta.url)], {
+    lab.ns('b');
+    const r = lab.run('b', process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url)], {
       env: { ...process.env, [INSIDE]: '1' },
       stdio: 'inherit',
       timeout: 300_000,
@@ -128,6 +129,6 @@ if (process.env[INSIDE]) {
       process.exitCode = 1;
     }
   } finally {
-    spawnSync('ip', ['netns', 'del', ns]);
+    lab.destroy();
   }
 }

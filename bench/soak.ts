@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cliPath, GatewayLab, NET } from '../src/tools/demo.js';
 import { packageRoot } from '../src/native.js';
+import { isRoot } from '../test/helpers/env.js';
 
 const MINUTES = Number(process.env.SOAK_MINUTES ?? 20);
 const PHASE_MS = 30_000;
@@ -18,7 +19,7 @@ const SAMPLE_MS = 10_000;
 const LEGIT_TIMEOUT_MS = 10_000;
 const TABLE = 'kf_soak';
 
-if (process.getuid?.() !== 0) {
+if (!isRoot) {
   console.error('bench:soak needs root (network namespaces, AF_PACKET, nftables)');
   process.exit(1);
 }

@@ -24,6 +24,7 @@ import { NativeMatcher } from '../src/match/native-matcher.js';
 import { packageRoot } from '../src/native.js';
 import { compile, config } from '../test/helpers/doors.js';
 import { knockFrame, rng } from '../test/helpers/packets.js';
+import { isRoot, T0 } from '../test/helpers/env.js';
 import { fwknopPayload, keyGen, spaDoor, writeKeyFile, type FwknopKeys } from '../test/helpers/spa.js';
 import {
   buildTools, CLK_TCK, createLoadNet, ensureAddon, nowUs, percentile, readCpuTicks, runLoadgen,
@@ -48,7 +49,7 @@ function forgedBatch(n: number, seed: number): FrameBatch {
         { src: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, dst: '192.0.2.2', dport: SPA_PORT, proto: 'udp' },
         { data: Uint8Array.from({ length: FORGED_LEN }, () => B64.charCodeAt(Math.floor(rand() * 64))) },
       ),
-      timeUs: 1_700_000_000_000_000 + i,
+      timeUs: T0 + i,
       linkType: LinkType.ETHERNET,
     })),
   );
@@ -255,5 +256,5 @@ async function inNamespaces(): Promise<void> {
   }
 }
 
-if (process.getuid?.() !== 0) console.log('spa bench: the capture path and fwknopd parts skipped (need root for namespaces)');
+if (!isRoot) console.log('spa bench: the capture path and fwknopd parts skipped (need root for namespaces)');
 else await inNamespaces();

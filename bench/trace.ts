@@ -1,9 +1,10 @@
 // Synthetic capture traces for the matcher benchmarks: Ethernet/IPv4/TCP frames from one template.
 import { LinkType, type FrameBatch } from '../src/match/matcher-api.js';
 import { knockFrame, TCP } from '../test/helpers/packets.js';
+import { T0 } from '../test/helpers/env.js';
 
+export { T0 };
 export const BATCH = 4096; // frames per feed() call, as a capture ring block delivers them
-export const T0 = 1_700_000_000_000_000;
 
 const SRC_OFFSET = 14 + 12; // Ethernet + IPv4 source address
 const DPORT_OFFSET = 14 + 20 + 2;

@@ -2,31 +2,27 @@
 // child process inside this test's own network namespace, sends real packets on that namespace's lo,
 // and reports what the engine saw. The namespace is deleted afterwards, also on failure.
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { Lab } from '../src/tools/netns.js';
 import { isRoot as root } from './helpers/env.js';
 
 const skip = root ? false : 'needs root: it creates a network namespace and opens AF_PACKET sockets';
-const ns = `kf-cap-${process.pid}`;
 const scenarioFile = fileURLToPath(new URL('./helpers/capture-scenario.ts', import.meta.url));
+let lab: Lab | undefined;
 
 before(() => {
   if (!root) return;
-  execFileSync('ip', ['netns', 'add', ns]);
-  execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+  lab = new Lab('cap');
+  lab.ns('c');
 });
 
-after(() => {
-  if (root) spawnSync('ip', ['netns', 'del', ns]);
-});
+after(() => lab?.destroy());
 
 /** Runs a scenario in the namespace (optionally under a command prefix) and returns its JSON report. */
 function scenario<T = Record<string, unknown>>(args: string[], prefix: string[] = []): T {
-  const r = spawnSync('ip', ['netns', 'exec', ns, ...prefix, process.execPath, '--import', 'tsx', scenarioFile, ...args], {
-    encoding: 'utf8',
-    timeout: 240_000,
-  });
+  const [cmd, ...rest] = [...prefix, process.execPath, '--import', 'tsx', scenarioFile, ...args];
+  const r = lab!.run('c', cmd, rest, { timeout: 240_000 });
   assert.equal(r.status, 0, `scenario ${args.join(' ')} exited with ${r.status ?? r.signal}:\n${r.stderr}`);
   const lines = r.stdout.trim().split('\n');
   return JSON.parse(lines[lines.length - 1]) as T;

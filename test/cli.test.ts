@@ -9,6 +9,7 @@ import { packageRoot } from '../src/native.js';
 import { Lab } from '../src/tools/netns.js';
 import { writePcap } from '../src/capture/pcap.js';
 import { knockFrame } from './helpers/packets.js';
+import { needsRoot, T0 } from './helpers/env.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kf-cli-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -29,12 +30,11 @@ async function cli(...argv: string[]): Promise<{ code: number; out: string; err:
 const C1 = conf('c1.conf', '[options]\n  logfile = /dev/null\n[A]\n  sequence = 7000,8000,9000\n  seq_timeout = 5\n  command = echo A %IP%\n');
 
 function capture(name: string, knocks: [src: string, port: number, t: number][]): string {
-  const base = 1_700_000_000_000_000;
   const path = join(dir, name);
   writeFileSync(
     path,
     writePcap(
-      knocks.map(([src, dport, t]) => ({ data: knockFrame({ src, dst: '192.0.2.2', dport }), timeUs: base + t * 1e6 })),
+      knocks.map(([src, dport, t]) => ({ data: knockFrame({ src, dst: '192.0.2.2', dport }), timeUs: T0 + t * 1e6 })),
       1,
     ),
   );
@@ -223,13 +223,13 @@ test('bin/knockd-fast.js: -V through the real entry point, exit code 0', () => {
 
 const nftPresent = spawnSync('nft', ['--version'], { encoding: 'utf8' }).status === 0;
 
-test('nft status|uninstall inside a private netns: shows and removes the knockd-fast table', { skip: (process.getuid?.() !== 0 && 'needs root to create a network namespace') || (!nftPresent && 'the nft tool is not installed') }, () => {
+test('nft status|uninstall inside a private netns: shows and removes the knockd-fast table', { skip: needsRoot('to create a network namespace') || (!nftPresent && 'the nft tool is not installed') }, () => {
   const lab = new Lab('clinft');
   try {
     lab.ns('n');
     const path = conf('nftcli.conf', '[options]\n  NftTable = kf_cli\n[ssh]\n  sequence = 7000\n  Open = 22/tcp\n');
     const run = (...args: string[]) =>
-      spawnSync('ip', ['netns', 'exec', lab.name('n'), process.execPath, join(packageRoot, 'bin', 'knockd-fast.js'), '-c', path, 'nft', ...args], { encoding: 'utf8', timeout: 30_000 });
+      lab.run('n', process.execPath, [join(packageRoot, 'bin', 'knockd-fast.js'), '-c', path, 'nft', ...args], { timeout: 30_000 });
     const before = run('status');
     assert.equal(before.status, 0, before.stderr);
     assert.equal(before.stdout, 'table inet kf_cli: not installed\n');
@@ -294,7 +294,7 @@ test('a closed pipe on stdout is not an error: --test | true keeps --test\'s exi
   }
 });
 
-const nobodySkip = process.getuid?.() !== 0 ? 'needs root (runs the daemon as nobody in a private netns)' : false;
+const nobodySkip = needsRoot('runs the daemon as nobody in a private netns');
 
 test('as a user without capabilities the cause comes first, and a failed start keeps the previous state file', { skip: nobodySkip }, () => {
   const open = mkdtempSync(join(tmpdir(), 'kf-cli-nobody-'));
@@ -313,7 +313,7 @@ test('as a user without capabilities the cause comes first, and a failed start k
       const path = join(open, 'k.conf');
       writeFileSync(path, config);
       chmodSync(path, 0o644);
-      return spawnSync('ip', ['netns', 'exec', lab.name('n'), 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, join(packageRoot, 'bin', 'knockd-fast.js'), '-c', path, '-i', 'lo'], { encoding: 'utf8', timeout: 30_000 });
+      return lab.run('n', 'setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, join(packageRoot, 'bin', 'knockd-fast.js'), '-c', path, '-i', 'lo'], { timeout: 30_000 });
     };
     // the missing capability is found before anything is opened or written (issue 14 findings 2 and 8): the
     // cause is the first line and no state file is touched

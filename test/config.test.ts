@@ -23,6 +23,7 @@ import { markOneTimeSequenceUsed, readNextOneTimeSequence } from '../src/config/
 import { DEFAULTS, TCP_FLAG, type KnockdConfig, type Step } from '../src/config/types.js';
 import { compileProgram, DOOR_HEADER_WORDS, Header, HEADER_WORDS, ADDRESS_WORDS, ProgramError, stepWord } from '../src/config/program.js';
 import { parseAddress } from '../src/address.js';
+import { isRoot } from './helpers/env.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kf-config-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -545,7 +546,7 @@ describe('one-time sequences', () => {
   });
 
   test('a read-only file is refused (as a user without CAP_DAC_OVERRIDE)', (t) => {
-    if (process.getuid?.() === 0) return t.skip('root can write a mode 0400 file');
+    if (isRoot) return t.skip('root can write a mode 0400 file');
     const f = file('7000\n', 0o400);
     fails(`[A]\none_time_sequences=${f}\n`, `${f}: Permission denied`, 2);
   });

@@ -10,6 +10,7 @@ import type { CommandActions, NftActions } from '../src/actions/types.js';
 import { DoorController } from '../src/control/controller.js';
 import type { KnockEvent } from '../src/match/events.js';
 import { readState, writeState } from '../src/control/state.js';
+import { T0 } from './helpers/env.js';
 
 function door(name: string, extra: Partial<DoorConfig> = {}): DoorConfig {
   return {
@@ -289,7 +290,7 @@ test('evictions are summarised, at most one line per second', async () => {
 
 test('evictions are summed per second of event time: an event of a later second writes the summary first', async () => {
   const { c, lines } = setup([door('A')]);
-  const at = (e: KnockEvent, s: number): KnockEvent => ({ ...e, timeUs: 1_700_000_000_000_000 + s * 1e6 });
+  const at = (e: KnockEvent, s: number): KnockEvent => ({ ...e, timeUs: T0 + s * 1e6 });
   c.handle([at(ev.evicted(), 0), at(ev.evicted(), 0.5), at(ev.stage(0, 1), 0.7), at(ev.evicted(), 1.2), at(ev.stage(0, 1), 3)]);
   assert.deepEqual(lines, [
     `${A}: A: Stage 1`,
@@ -312,7 +313,7 @@ test('decisions use the clock given the event time (--replay: the capture\'s clo
   const d = door('A', { cooldown: 10 });
   const seen: number[] = [];
   const { c, lines } = setup([d], { now: (t?: number) => (seen.push(t as number), (t as number) / 1000) });
-  const at = (s: number): KnockEvent => ({ ...ev.done(0), timeUs: 1_700_000_000_000_000 + s * 1e6 });
+  const at = (s: number): KnockEvent => ({ ...ev.done(0), timeUs: T0 + s * 1e6 });
   c.handle([at(0), at(9.5), at(10)]);
   assert.deepEqual(lines, [`${A}: A: OPEN SESAME`, `${A}: A: sequence completed during cooldown (1s left), not opening`, `${A}: A: OPEN SESAME`]);
   assert.equal(seen[1], 1_700_000_009_500_000);

@@ -15,7 +15,7 @@ import { packageRoot } from '../src/native.js';
 import { Lab } from '../src/tools/netns.js';
 import { readState, writeState } from '../src/control/state.js';
 import { knockFrame } from './helpers/packets.js';
-import { isRoot as root } from './helpers/env.js';
+import { isRoot as root, T0 } from './helpers/env.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kf-daemon-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -82,7 +82,7 @@ class MatcherCapture implements CaptureEngineLike {
   readonly matcher = new TsMatcher();
   loads = 0;
   closed = false;
-  private now = 1_700_000_000_000_000;
+  private now = T0;
   private readonly locals: Address[];
   constructor(private readonly req: CaptureOptions) {
     this.locals = req.addresses;
@@ -405,11 +405,7 @@ test('metrics: the Prometheus endpoint serves the counters (scraped inside a pri
       process.stdout.write('status404=' + missing.status + '\\n');
       await m.close();
     `;
-    const r = spawnSync('ip', ['netns', 'exec', lab.name('m'), process.execPath, '--import', 'tsx', '--input-type=module', '-e', script], {
-      encoding: 'utf8',
-      cwd: packageRoot,
-      timeout: 30_000,
-    });
+    const r = lab.run('m', process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: packageRoot, timeout: 30_000 });
     assert.equal(r.status, 0, r.stderr);
     const body = r.stdout;
     for (const line of [
@@ -452,7 +448,6 @@ test('knockd-fast -d in a private netns: pid file, live duplicate refused, kill 
   const lab = new Lab('daemon');
   try {
     lab.ns('d');
-    const ns = lab.name('d');
     const out = file('e2e.out');
     const log = file('e2e.log');
     const pid = file('e2e.pid');
@@ -463,11 +458,7 @@ test('knockd-fast -d in a private netns: pid file, live duplicate refused, kill 
     const cli = join(packageRoot, 'bin', 'knockd-fast.js');
     // a relative -c: the daemon resolves it before moving to /, so SIGHUP still finds the file
     const daemonize = () =>
-      spawnSync('ip', ['netns', 'exec', ns, process.execPath, cli, '-c', basename(conf), '-i', 'lo', '-d', '--state-file', state, '--threads', '1', '--metrics', '127.0.0.1:19102'], {
-        encoding: 'utf8',
-        timeout: 30_000,
-        cwd: dir,
-      });
+      lab.run('d', process.execPath, [cli, '-c', basename(conf), '-i', 'lo', '-d', '--state-file', state, '--threads', '1', '--metrics', '127.0.0.1:19102'], { timeout: 30_000, cwd: dir });
     const livePid = () => Number(readFileSync(pid, 'utf8'));
     const running = (p: number) => {
       try {

@@ -4,8 +4,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { NET, runDemo } from '../src/tools/demo.js';
+import { needsRoot } from './helpers/env.js';
 
-const skip = process.getuid?.() !== 0 ? 'needs root (network namespaces, nftables)' : false;
+const skip = needsRoot('network namespaces, nftables');
 
 test('the demo tells the whole story and every check holds', { skip, timeout: 180_000 }, async () => {
   const lines: string[] = [];

@@ -23,7 +23,7 @@ import { NativeMatcher } from '../src/match/native-matcher.js';
 import { derivedDoor, range, sequenceFor, TEST_KEY } from './helpers/derived.js';
 import { compile, config } from './helpers/doors.js';
 import { knockFrame } from './helpers/packets.js';
-import { isRoot as root } from './helpers/env.js';
+import { isRoot as root, T0 } from './helpers/env.js';
 
 
 describe('knockd-fast secret', () => {
@@ -107,8 +107,7 @@ describe('knock client: derived knocks', () => {
 describe('used-table: 65,536 entries, the oldest replaced first', () => {
   // Bind_Source = no and one step: every source knocks the same port; each opening uses an entry.
   const door = derivedDoor('N', { bindSource: false, sequenceLength: 1 });
-  const t0 = 1_700_000_000_000_000; // the start of a 10 s window
-  const [step] = sequenceFor(door, '198.51.100.1', windowOf(t0, 10));
+  const [step] = sequenceFor(door, '198.51.100.1', windowOf(T0, 10)); // T0 starts a 10 s window
   const source = (i: number) => `10.${(i >> 16) & 0xff}.${(i >> 8) & 0xff}.${i & 0xff}`;
   const knock = (i: number, t: number) => ({
     data: knockFrame({ src: source(i), dst: '192.0.2.2', dport: step.port, proto: step.proto }),
@@ -125,11 +124,11 @@ describe('used-table: 65,536 entries, the oldest replaced first', () => {
       const m: Matcher = make();
       m.load(compile(config([door])).words);
       const n = 65_537;
-      const frames = Array.from({ length: n }, (_, i) => knock(i, t0 + i));
+      const frames = Array.from({ length: n }, (_, i) => knock(i, T0 + i));
       assert.equal(opens(m, frames), n, 'every source opens once');
-      assert.equal(opens(m, [knock(0, t0 + n)]), 1, "source 0's entry, the oldest, was replaced (and its new one replaces source 1's)");
-      assert.equal(opens(m, [knock(n - 1, t0 + n + 1), knock(2, t0 + n + 2)]), 0, 'the youngest and the now oldest entries are still used');
-      assert.equal(opens(m, [knock(1, t0 + n + 3)]), 1, "source 1's entry was replaced");
+      assert.equal(opens(m, [knock(0, T0 + n)]), 1, "source 0's entry, the oldest, was replaced (and its new one replaces source 1's)");
+      assert.equal(opens(m, [knock(n - 1, T0 + n + 1), knock(2, T0 + n + 2)]), 0, 'the youngest and the now oldest entries are still used');
+      assert.equal(opens(m, [knock(1, T0 + n + 3)]), 1, "source 1's entry was replaced");
     });
   }
 });

@@ -1,7 +1,7 @@
 // knockd-fast doctor: every check passes where the deployment is sound and fails, with its fix, where it
 // is not (no nft on PATH, missing / down / address-less interface, no capabilities, a broken addon).
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 
 import { doctorChecks, formatCheck, type DoctorCheck } from '../src/tools/doctor.js';
 import { loadBinding } from '../src/native.js';
+import { Lab } from '../src/tools/netns.js';
 import { isRoot } from './helpers/env.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -92,23 +93,23 @@ describe('a broken addon build', { skip: addonSkip }, () => {
   });
 });
 
-/** Runs `knockd-fast doctor` (runDoctor) inside a namespace, optionally under a wrapper such as setpriv. */
-function doctorIn(ns: string, interfaces: string[], opts: { path?: string; wrapper?: string[] } = {}) {
+/** Runs `knockd-fast doctor` (runDoctor) inside the lab's namespace, optionally under a wrapper such as setpriv. */
+function doctorIn(lab: Lab, interfaces: string[], opts: { path?: string; wrapper?: string[] } = {}) {
   const script = `const { runDoctor } = await import(${JSON.stringify(join(ROOT, 'src', 'tools', 'doctor.ts'))}); process.exitCode = await runDoctor({ interfaces: ${JSON.stringify(interfaces)} });`;
-  const argv = [...(opts.wrapper ?? []), process.execPath, '--import', 'tsx', '--input-type=module', '-e', script];
+  const [cmd, ...args] = [...(opts.wrapper ?? []), process.execPath, '--import', 'tsx', '--input-type=module', '-e', script];
   const env = { ...process.env, PATH: opts.path ?? process.env.PATH };
-  const r = spawnSync('/usr/sbin/ip', ['netns', 'exec', ns, ...argv], { cwd: ROOT, env, encoding: 'utf8', timeout: 60_000 });
+  const r = lab.run('d', cmd, args, { cwd: ROOT, env });
   const lines = r.stdout.split('\n').filter(Boolean);
   const line = (prefix: string): string => lines.find((l) => l.slice(6).startsWith(prefix)) ?? assert.fail(`no '${prefix}' line in:\n${r.stdout}${r.stderr}`);
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, line };
 }
 
 describe('doctor in a namespace', { skip: netnsSkip || addonSkip }, () => {
-  const ns = `kf-doctor-${process.pid}`;
-  const ip = (...args: string[]) => execFileSync('/usr/sbin/ip', ['-n', ns, ...args]);
+  let lab: Lab;
   before(() => {
-    execFileSync('/usr/sbin/ip', ['netns', 'add', ns]);
-    ip('link', 'set', 'lo', 'up');
+    lab = new Lab('doctor');
+    lab.ns('d');
+    const ip = (...args: string[]) => lab.exec('d', 'ip', args);
     // kfup0: the gateway's interface (up, carrier, addressed). kfdown0: down, which leaves its peer kfnc0
     // up without carrier. kfbare0: up with carrier but no address at all.
     ip('link', 'add', 'kfup0', 'type', 'veth', 'peer', 'name', 'kfup1');
@@ -119,12 +120,10 @@ describe('doctor in a namespace', { skip: netnsSkip || addonSkip }, () => {
     for (const dev of ['kfup0', 'kfbare0']) ip('link', 'set', dev, 'addrgenmode', 'none');
     for (const dev of ['kfup0', 'kfup1', 'kfnc0', 'kfbare0', 'kfbare1']) ip('link', 'set', dev, 'up');
   });
-  after(() => {
-    spawnSync('/usr/sbin/ip', ['netns', 'del', ns]);
-  });
+  after(() => lab?.destroy());
 
   test('a sound deployment: every check passes and the exit code is 0', () => {
-    const r = doctorIn(ns, ['kfup0', 'lo']);
+    const r = doctorIn(lab, ['kfup0', 'lo']);
     assert.match(r.line('addon:'), /^pass  addon: loads/);
     assert.equal(r.line('capabilities:'), 'pass  capabilities: CAP_NET_RAW and CAP_NET_ADMIN are effective');
     assert.equal(r.line('interface kfup0:'), 'pass  interface kfup0: up, addresses 192.0.2.1');
@@ -138,13 +137,13 @@ describe('doctor in a namespace', { skip: netnsSkip || addonSkip }, () => {
   });
 
   test('PATH without nft: the nft line fails and the exit code is 1', () => {
-    const r = doctorIn(ns, ['kfup0'], { path: '/usr/bin:/bin' });
+    const r = doctorIn(lab, ['kfup0'], { path: '/usr/bin:/bin' });
     assert.equal(r.line('nft:'), 'FAIL  nft: not found on PATH (/usr/bin:/bin); fix: install nftables: `apt-get install -y nftables` (or add the directory of nft to PATH)');
     assert.equal(r.status, 1);
   });
 
   test('missing, down, carrier-less and address-less interfaces each fail with their fix', () => {
-    const r = doctorIn(ns, ['kfnone0', 'kfdown0', 'kfnc0', 'kfbare0']);
+    const r = doctorIn(lab, ['kfnone0', 'kfdown0', 'kfnc0', 'kfbare0']);
     assert.equal(r.line('interface kfnone0:'), 'FAIL  interface kfnone0: does not exist; fix: capture on an existing interface with -i or Interface= (here: kfbare0, kfbare1, kfdown0, kfnc0, kfup0, kfup1, lo)', r.stdout);
     assert.equal(r.line('interface kfdown0:'), 'FAIL  interface kfdown0: is down; fix: bring it up: `ip link set kfdown0 up`');
     assert.equal(r.line('interface kfnc0:'), 'FAIL  interface kfnc0: is up but has no carrier, so nothing arrives on it; fix: check the cable or the peer of kfnc0 (`ip link show kfnc0`)');
@@ -155,7 +154,7 @@ describe('doctor in a namespace', { skip: netnsSkip || addonSkip }, () => {
 
   test('without CAP_NET_RAW and CAP_NET_ADMIN: capabilities and nft fail', () => {
     const drop = ['setpriv', '--bounding-set=-net_raw,-net_admin', '--inh-caps=-net_raw,-net_admin'];
-    const r = doctorIn(ns, ['kfup0'], { wrapper: drop });
+    const r = doctorIn(lab, ['kfup0'], { wrapper: drop });
     assert.equal(
       r.line('capabilities:'),
       'FAIL  capabilities: missing CAP_NET_RAW and CAP_NET_ADMIN (capture needs CAP_NET_RAW, nftables CAP_NET_ADMIN); fix: run as root, or in the systemd unit set `AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN`',

@@ -113,7 +113,7 @@ test('every message quoted in README\'s Troubleshooting table is what a real run
     chmodSync(path, 0o644);
     return path;
   };
-  const inNs = (ns: string, argv: string[]) => spawnSync('ip', ['netns', 'exec', lab.name(ns), ...argv], { encoding: 'utf8', timeout: 30_000 });
+  const inNs = (ns: string, argv: string[]) => lab.run(ns, argv[0], argv.slice(1), { timeout: 30_000 });
   const state = `  StateFile = ${join(open, 'state.json')}\n`;
   try {
     lab.ns('eth');

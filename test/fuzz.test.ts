@@ -12,6 +12,7 @@ import type { CommandActions } from '../src/actions/types.js';
 import { DoorController } from '../src/control/controller.js';
 import { knockFrame } from './helpers/packets.js';
 import { door } from './helpers/doors.js';
+import { T0 } from './helpers/env.js';
 
 const runs = Number(process.env.FUZZ_RUNS ?? 300);
 const params = { numRuns: runs, seed: process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : 0x14 };
@@ -51,7 +52,7 @@ test('config parser: any text is a config or a ConfigError, never another except
 // ------------------------------------------------------------------ capture files
 
 const validPcap = writePcap(
-  [7000, 8000, 9000].map((dport, i) => ({ data: knockFrame({ src: '198.51.100.1', dst: '198.51.100.2', dport, proto: 'tcp' }), timeUs: 1_700_000_000_000_000 + i })),
+  [7000, 8000, 9000].map((dport, i) => ({ data: knockFrame({ src: '198.51.100.1', dst: '198.51.100.2', dport, proto: 'tcp' }), timeUs: T0 + i })),
   1,
 );
 

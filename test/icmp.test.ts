@@ -4,7 +4,7 @@
 // with --replay on both matchers gives the same lines; without permission for ping sockets the client
 // says how to grant it.
 import assert from 'node:assert/strict';
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -59,7 +59,7 @@ describe('live: ICMP echo knocks in a private namespace', { skip, timeout: 120_0
 
   /** Runs a command in the namespace; returns its exit status and output. */
   const run = (cmd: string, args: string[]) => {
-    const r = spawnSync('ip', ['netns', 'exec', lab.name('host'), cmd, ...args], { encoding: 'utf8', timeout: 20_000 });
+    const r = lab.run('host', cmd, args, { timeout: 20_000 });
     return { status: r.status, out: `${r.stdout}${r.stderr}` };
   };
   const ourKnock = (args: string[]) => run(process.execPath, [cliPath(), 'knock', ...args]);

@@ -1,7 +1,6 @@
 // The knock client: argument parsing and port resolution in-process; the packets on the wire in a
 // private network namespace captured with tcpdump on its loopback, compared with Debian's knock.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { knockUsage, parseKnockArgs, parseServices, resolvePortArg, type KnockCommand } from '../src/tools/knock.js';
+import { Lab } from '../src/tools/netns.js';
 import { isRoot } from './helpers/env.js';
 
 const BIN = fileURLToPath(new URL('../bin/knock-fast.js', import.meta.url));
@@ -216,28 +216,30 @@ interface RunResult {
 
 const SENTINEL = { dst: '127.0.0.9', port: 9 };
 
-/** A private namespace with loopback up; every command runs inside it. */
+/** A private namespace (a Lab's) with loopback up; every command runs inside it. */
 class KnockNamespace {
-  readonly name = `kf-knock-${process.pid}`;
+  private lab: Lab | undefined;
   dir = '';
 
   create(): void {
     this.dir = mkdtempSync(join(tmpdir(), 'kf-knock-'));
-    execFileSync('ip', ['netns', 'add', this.name]);
-    this.exec(['ip', 'link', 'set', 'lo', 'up']);
+    this.lab = new Lab('knock');
+    this.lab.ns('k');
   }
 
   destroy(): void {
-    spawnSync('ip', ['netns', 'del', this.name]);
+    this.lab?.destroy();
     if (this.dir) rmSync(this.dir, { recursive: true, force: true });
   }
 
   exec(argv: string[], input?: string): string {
-    return execFileSync('ip', ['netns', 'exec', this.name, ...argv], { encoding: 'utf8', input, timeout: 20_000 });
+    const r = this.lab!.run('k', argv[0], argv.slice(1), { input, timeout: 20_000 });
+    if (r.status !== 0) throw new Error(`${argv.join(' ')} exited with ${r.status ?? r.signal}: ${r.stderr}`);
+    return r.stdout;
   }
 
   run(argv: string[]): RunResult {
-    const r = spawnSync('ip', ['netns', 'exec', this.name, ...argv], { encoding: 'utf8', timeout: 30_000 });
+    const r = this.lab!.run('k', argv[0], argv.slice(1), { timeout: 30_000 });
     return { status: r.status, stdout: r.stdout, stderr: r.stderr };
   }
 
@@ -248,13 +250,13 @@ class KnockNamespace {
    */
   async capture(argv: string[]): Promise<{ result: RunResult; packets: WirePacket[] }> {
     const file = join(this.dir, `cap-${Date.now()}.pcap`);
-    const tcpdump = spawn('ip', ['netns', 'exec', this.name, 'tcpdump', '-i', 'lo', '-nn', '-U', '-w', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const tcpdump = this.lab!.spawn('k', 'tcpdump', ['-i', 'lo', '-nn', '-U', '-w', file], { stdio: ['ignore', 'ignore', 'pipe'] });
     const exited = new Promise<void>((resolve) => tcpdump.once('exit', () => resolve()));
     try {
       await new Promise<void>((resolve, reject) => {
         let stderr = '';
         const timer = setTimeout(() => reject(new Error(`tcpdump did not start: ${stderr}`)), 10_000);
-        tcpdump.stderr.on('data', (chunk: Buffer) => {
+        tcpdump.stderr!.on('data', (chunk: Buffer) => {
           stderr += chunk.toString();
           if (stderr.includes('listening on')) {
             clearTimeout(timer);

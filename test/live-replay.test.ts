@@ -5,13 +5,13 @@
 // defects (one knocker at a time, so D1 never discards an attempt; a later packet so that its lazy timeout
 // is logged), and its -v lines must be exactly ours.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cliPath, knockClientPath } from '../src/tools/demo.js';
+import { Lab } from '../src/tools/netns.js';
 import { collectLines, stop, waitFor } from './helpers/processes.js';
 import { isRoot as root } from './helpers/env.js';
 
@@ -19,27 +19,26 @@ const tcpdump = existsSync('/usr/bin/tcpdump') || existsSync('/usr/sbin/tcpdump'
 const skip = !root ? 'needs root (network namespace, AF_PACKET)' : !tcpdump ? 'needs tcpdump (apt-get install tcpdump)' : false;
 const KNOCKD = '/usr/sbin/knockd';
 
-const ns = `kf-live-${process.pid}`;
+let lab: Lab | undefined;
 let dir = '';
 const EVENT = /: (Stage \d+|OPEN SESAME|sequence timeout \(stage \d+\))$/;
 
 before(() => {
   if (skip) return;
   dir = mkdtempSync(join(tmpdir(), 'kf-live-'));
-  execFileSync('ip', ['netns', 'add', ns]);
-  execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+  lab = new Lab('live');
+  lab.ns('n');
 });
 
 after(() => {
-  if (skip) return;
-  spawnSync('ip', ['netns', 'del', ns]);
-  rmSync(dir, { recursive: true, force: true });
+  lab?.destroy();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-const inNs = (cmd: string, args: string[], opts = {}): ChildProcess => spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: 'pipe', ...opts });
+const inNs = (cmd: string, args: string[]) => lab!.spawn('n', cmd, args);
 
 function knock(source: string, ports: string[]): void {
-  execFileSync('ip', ['netns', 'exec', ns, process.execPath, knockClientPath(), '--source', source, '127.0.0.1', ...ports], { stdio: 'ignore' });
+  lab!.exec('n', process.execPath, [knockClientPath(), '--source', source, '127.0.0.1', ...ports]);
 }
 
 let live: string[] = [];
@@ -82,7 +81,7 @@ test('live -v lines equal --replay of the captured traffic', { skip, timeout: 12
     // admits them; derived doors differ on purpose: docs/MATCHER.md §10)
     for (const port of ['7200', '8200']) {
       // hping3 exits 1 when nothing answers, as nothing answers a RST
-      const sent = spawnSync('ip', ['netns', 'exec', ns, 'hping3', '-q', '-c', '1', '-R', '-A', '-p', port, '-a', '127.0.1.7', '127.0.0.1'], { encoding: 'utf8', timeout: 10_000 });
+      const sent = lab!.run('n', 'hping3', ['-q', '-c', '1', '-R', '-A', '-p', port, '-a', '127.0.1.7', '127.0.0.1'], { timeout: 10_000 });
       assert.match(sent.stdout + sent.stderr, /1 packets transmitted/, `hping3 sent the RST+ACK: ${sent.stderr}`);
     }
     knock('127.0.1.4', ['7000', '8000']); // stops after two: times out
@@ -104,11 +103,7 @@ test('live -v lines equal --replay of the captured traffic', { skip, timeout: 12
   assert.ok(!live.includes('127.0.1.3: tcpdoor: Stage 2'), live.join('\n'));
 
   for (const matcher of ['native', 'ts']) {
-    const r = spawnSync(
-      'ip',
-      ['netns', 'exec', ns, process.execPath, cliPath(), '-c', conf, '-i', 'lo', '--replay', capture, '-v', '--matcher', matcher],
-      { encoding: 'utf8', timeout: 60_000 },
-    );
+    const r = lab!.run('n', process.execPath, [cliPath(), '-c', conf, '-i', 'lo', '--replay', capture, '-v', '--matcher', matcher]);
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(r.stdout.split('\n').filter((l) => EVENT.test(l)), live, `--replay --matcher ${matcher} gives the live lines`);
   }

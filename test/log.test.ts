@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { eventText, knockdTimestamp, knockerLabel, Logger, syslogDatagram, truncateMessage, unixDatagramTransport } from '../src/report/log.js';
+import { T0 } from './helpers/env.js';
 
 const fixed = new Date(2024, 0, 5, 7, 3, 9); // local time 2024-01-05 07:03:09
 
@@ -88,7 +89,7 @@ test('JSON format: one object per line with time, message and fields, in file an
       stage: 1,
     });
     // an event's own time (µs) wins over the write time
-    log.log('x', { event: 'open', timeUs: 1_700_000_000_123_456 });
+    log.log('x', { event: 'open', timeUs: T0 + 123_456 });
     assert.equal(JSON.parse(out[1]).time, '2023-11-14T22:13:20.123456Z');
     assert.equal(JSON.parse(out[1]).timeUs, undefined);
   } finally {

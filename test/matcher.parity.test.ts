@@ -15,6 +15,7 @@ import { derivedDoor, derivedTrace, range } from './helpers/derived.js';
 import { KNOCK_TRACE_CONFIGS, compile, config, door } from './helpers/doors.js';
 import { knockFrame, randomTrace, rng, TCP } from './helpers/packets.js';
 import { keyGen, payloadPool, spaDoor, withSpaFrames } from './helpers/spa.js';
+import { T0 } from './helpers/env.js';
 
 const TRACES = Number(process.env.KNOCKD_PARITY_TRACES ?? 2000);
 const DERIVED_TRACES = Number(process.env.KNOCKD_PARITY_DERIVED_TRACES ?? 500);
@@ -171,7 +172,7 @@ function runCrowd(seed: number, maxTracked: number, shrinkTo: number): number {
   const address = (s: number): string => (s % 7 === 0 ? `2001:db8::${s.toString(16)}` : `10.${(s >> 16) & 255}.${(s >> 8) & 255}.${s & 255}`);
   const cfg = config([door('A', '7000,8000,9000', { seqTimeout: 1 }), door('B', '7000,8000', { seqTimeout: 3 }), door('C', '5000,6000', { seqTimeout: 2 })]);
   const frames: CapturedFrame[] = [];
-  let timeUs = 1_700_000_000_000_000;
+  let timeUs = T0;
   for (const ports of [
     [7000, 5000],
     [8000, 6000],

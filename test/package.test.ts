@@ -18,7 +18,7 @@ import { MANUAL } from '../src/cli.js';
 import { packageRoot } from '../src/native.js';
 import { Lab } from '../src/tools/netns.js';
 import { knockFrame, TCP } from './helpers/packets.js';
-import { isRoot as root } from './helpers/env.js';
+import { isRoot as root, T0 } from './helpers/env.js';
 
 const run = (cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env): string =>
   execFileSync(cmd, args, { cwd, encoding: 'utf8', env, stdio: ['ignore', 'pipe', 'pipe'], timeout: 600_000 });
@@ -145,10 +145,9 @@ test('installs offline, with no compiler on the PATH, into an empty directory an
   assert.match(tested, /table inet knockd_fast/);
 
   capture = join(work, 'knock.pcap');
-  const t0 = 1_700_000_000_000_000;
   const frames = [7000, 8000, 9000].map((dport, i) => ({
     data: knockFrame({ src: '198.51.100.1', dst: '192.0.2.2', dport, proto: 'tcp', flags: TCP.SYN }),
-    timeUs: t0 + i * 100_000,
+    timeUs: T0 + i * 100_000,
   }));
   writeFileSync(capture, writePcap(frames, 1));
   const replay = spawnSync(bin, ['-c', conf, '--replay', capture, '--local-address', '192.0.2.2', '-v', '--matcher', 'native'], {

@@ -12,6 +12,8 @@ import { NativeMatcher } from '../src/match/native-matcher.js';
 import { chooseLocalAddresses, replayBatches, ReplayError } from '../src/tools/replay.js';
 import { CONFIGS, config, door } from './helpers/doors.js';
 import { knockFrame, TCP } from './helpers/packets.js';
+import { T0 } from './helpers/env.js';
+import { nativeSkip } from './helpers/native.js';
 
 const A = '198.51.100.1';
 const B = '198.51.100.2';
@@ -20,22 +22,18 @@ const S = '2001:db8::5';
 /** `SRC proto/port FLAGS @t` rows as frames to the conformance setup's addresses. */
 type Pkt = [src: string, port: number, t: number, proto?: 'tcp' | 'udp', flags?: number, dst?: string];
 function frames(pkts: Pkt[]): CapturedFrame[] {
-  const base = 1_700_000_000_000_000; // an ordinary epoch time in µs
   return pkts.map(([src, dport, t, proto = 'tcp', flags = TCP.SYN, dst]) => ({
     data: knockFrame({ src, dst: dst ?? (src.includes(':') ? 'fd00::2' : '192.0.2.2'), dport, proto, flags }),
-    timeUs: base + Math.round(t * 1e6),
+    timeUs: T0 + Math.round(t * 1e6),
     linkType: 1,
   }));
 }
 
 const matchers: [string, () => Matcher][] = [['ts', () => new TsMatcher()]];
 // the native matcher joins when the addon is built (npm test builds it; a bare checkout may not have it)
-try {
-  new NativeMatcher();
-  matchers.push(['native', () => new NativeMatcher()]);
-} catch (err) {
-  test('replay with the native matcher', { skip: `addon not built: ${(err as Error).message.split('\n')[0]}` }, () => {});
-}
+const nativeSkipped = nativeSkip();
+if (nativeSkipped) test('replay with the native matcher', { skip: nativeSkipped }, () => {});
+else matchers.push(['native', () => new NativeMatcher()]);
 
 function run(cfg: KnockdConfig, pkts: Pkt[], make: () => Matcher, opts: { verbose?: boolean; json?: boolean } = { verbose: true }): string[] {
   let out = '';

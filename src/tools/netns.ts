@@ -3,7 +3,7 @@
 // also run on exit and on SIGINT/SIGTERM, so an interrupted run leaves nothing behind. Addresses come from
 // the documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32) and live only
 // inside these namespaces.
-import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess, type SpawnOptions, type SpawnSyncOptionsWithStringEncoding, type SpawnSyncReturns } from 'node:child_process';
 
 export class LabError extends Error {}
 
@@ -88,12 +88,13 @@ export class Lab {
 
   /** Exit status of a command inside a namespace (no throw). */
   status(short: string, cmd: string, args: string[]): number {
-    try {
-      execFileSync('ip', ['netns', 'exec', this.name(short), cmd, ...args], { stdio: 'ignore', timeout: 20_000 });
-      return 0;
-    } catch (err) {
-      return (err as { status?: number }).status ?? 1;
-    }
+    return this.run(short, cmd, args, { stdio: 'ignore', timeout: 20_000 }).status ?? 1;
+  }
+
+  /** Runs a command inside a namespace to its end (no throw): status, signal and output, as spawnSync
+   * gives them; at most a minute unless opts.timeout says otherwise. */
+  run(short: string, cmd: string, args: string[], opts: Partial<SpawnSyncOptionsWithStringEncoding> = {}): SpawnSyncReturns<string> {
+    return spawnSync('ip', ['netns', 'exec', this.name(short), cmd, ...args], { encoding: 'utf8', timeout: 60_000, ...opts });
   }
 
   /** Starts a long-running process inside a namespace; it is killed by destroy(). */

@@ -8,6 +8,7 @@ import { LinkType } from '../../src/match/matcher-api.js';
 import { portRanges } from '../../src/config/program.js';
 import { door, type DoorShape } from './doors.js';
 import { knockFrame, rng, TCP } from './packets.js';
+import { T0 } from './env.js';
 
 export const TEST_KEY = Uint8Array.from({ length: 32 }, (_, i) => (i * 7 + 1) & 0xff);
 export const OTHER_KEY = Uint8Array.from({ length: 32 }, (_, i) => (i * 11 + 3) & 0xff);
@@ -93,7 +94,7 @@ export function derivedTrace(opts: DerivedTraceOptions): CapturedFrame[] {
   const last = new Map<string, { dport: number; proto: StepProto; flags: number; dst: string }>();
   const links = [LinkType.ETHERNET, LinkType.ETHERNET, LinkType.LINUX_SLL, LinkType.RAW];
   const frames: CapturedFrame[] = [];
-  let now = (opts.startUs ?? 1_700_000_000_000_000) + Math.floor(rand() * 5_000_000);
+  let now = (opts.startUs ?? T0) + Math.floor(rand() * 5_000_000);
 
   while (frames.length < opts.packets) {
     const t = rand();

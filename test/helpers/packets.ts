@@ -5,6 +5,7 @@ import { parseAddress } from '../../src/address.js';
 import type { DoorConfig, StepProto } from '../../src/config/types.js';
 import type { CapturedFrame } from '../../src/match/frame.js';
 import { LinkType } from '../../src/match/matcher-api.js';
+import { T0 } from './env.js';
 
 export const TCP = { FIN: 1, SYN: 2, RST: 4, PSH: 8, ACK: 16, URG: 32 } as const;
 
@@ -259,7 +260,7 @@ export function randomTrace(opts: TraceOptions): CapturedFrame[] {
   }
   const allPorts = [...new Set(doors.flatMap((d) => d.sequence.map((s) => `${s.port}/${s.proto}`)))];
   const frames: CapturedFrame[] = [];
-  let now = opts.startUs ?? 1_700_000_000_000_000;
+  let now = opts.startUs ?? T0;
   let floodNo = 0;
   const links = [LinkType.ETHERNET, LinkType.ETHERNET, LinkType.ETHERNET, LinkType.LINUX_SLL, LinkType.LINUX_SLL2, LinkType.RAW];
 

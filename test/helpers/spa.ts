@@ -10,6 +10,7 @@ import type { CapturedFrame } from '../../src/match/frame.js';
 import { LinkType } from '../../src/match/matcher-api.js';
 import { decodeEncKey, decodeHmacKey } from '../../src/config/keys.js';
 import { knockFrame } from './packets.js';
+import { T0 } from './env.js';
 
 export interface FwknopKeys {
   keyBase64: string;
@@ -124,7 +125,7 @@ export function withSpaFrames(trace: CapturedFrame[], pool: Uint8Array[][], rand
     const dst = rand() < 0.1 ? (v6 ? 'fd00::99' : '192.0.2.99') : v6 ? 'fd00::2' : '192.0.2.2';
     const dport = rand() < 0.1 ? spaPort + 1 : spaPort;
     const at = Math.floor(rand() * (out.length + 1));
-    const timeUs = out[Math.min(at, out.length - 1)]?.timeUs ?? 1_700_000_000_000_000;
+    const timeUs = out[Math.min(at, out.length - 1)]?.timeUs ?? T0;
     out.splice(at, 0, { data: knockFrame({ src, dst, dport, proto: 'udp' }, { data }), timeUs, linkType: LinkType.ETHERNET });
   }
   return out;
