@@ -3,7 +3,6 @@
 // without a capability, guard tampering, knocks completed through SIGHUP reloads. Root only; every
 // namespace is removed afterwards, also on failure.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GatewayLab, NET, cliPath } from '../src/tools/demo.js';
@@ -34,11 +33,7 @@ describe('nftables doors of a running daemon', { skip, timeout: 300_000 }, () =>
 
   /** The daemon started in the gateway namespace through `capsh --drop=CAPS`; its exit status and stderr. */
   function startWithout(caps: string, conf: string, iface = lab.gatewayIf) {
-    const r = spawnSync(
-      'ip',
-      ['netns', 'exec', lab.lab.name('gw'), 'capsh', `--drop=${caps}`, '--', '-c', 'exec "$@"', 'sh', process.execPath, cliPath(), '-c', conf, '-i', iface],
-      { encoding: 'utf8', timeout: 60_000 },
-    );
+    const r = lab.lab.run('gw', 'capsh', [`--drop=${caps}`, '--', '-c', 'exec "$@"', 'sh', process.execPath, cliPath(), '-c', conf, '-i', iface]);
     return { status: r.status, stderr: r.stderr };
   }
 

@@ -155,7 +155,7 @@ describe('the same SPA packets through fwknopd and knockd-fast --replay', { skip
     try {
       lab.ns('d');
       const startS = Math.floor(Date.now() / 1000);
-      const fwRun = fwknopd(dir, 'firewall', pcap, cases.length, [], lab.name('d'));
+      const fwRun = fwknopd(dir, 'firewall', pcap, cases.length, [], lab);
       const endS = Math.ceil(Date.now() / 1000);
       const rules = new Map([...fwRun.matchAll(/^Added access rule to FWKNOP_INPUT for ([\d.]+) -> \S+ (\S+), expires at (\d+)$/gm)].map((m) => [m[1], Number(m[3])]));
       for (const c of cases) {
@@ -175,18 +175,18 @@ describe('the same SPA packets through fwknopd and knockd-fast --replay', { skip
 
 /**
  * Runs fwknopd on the pcap file in the foreground until it has seen `count` packets (-C), with its own
- * fwknopd.conf, run directory and digest file under `dir`; returns what it printed. With --pcap-file,
- * fwknopd turns packet aging off unless the config sets it (config_init.c), so the config sets it.
+ * fwknopd.conf, run directory and digest file under `dir` (in the lab's namespace "d" when a lab is
+ * given); returns what it printed. With --pcap-file, fwknopd turns packet aging off unless the config
+ * sets it (config_init.c), so the config sets it.
  */
-function fwknopd(dir: string, tag: string, pcap: string, count: number, extra: string[], netns?: string): string {
+function fwknopd(dir: string, tag: string, pcap: string, count: number, extra: string[], lab?: Lab): string {
   const run = join(dir, `run-${tag}`);
   mkdirSync(run, { mode: 0o700 });
   const conf = join(run, 'fwknopd.conf');
   writeFileSync(conf, 'ENABLE_SPA_PACKET_AGING Y;\nMAX_SPA_PACKET_AGE 120;\n', { mode: 0o600 });
   const args = ['-c', conf, '-a', join(dir, 'access.conf'), '-r', run, '-d', join(run, 'digest.cache'), '-p', join(run, 'fwknopd.pid')];
   args.push('-f', '-v', '-C', String(count), '--pcap-file', pcap, ...extra);
-  const [cmd, argv] = netns ? ['ip', ['netns', 'exec', netns, 'fwknopd', ...args]] : ['fwknopd', args];
-  const r = spawnSync(cmd, argv, { encoding: 'utf8', timeout: 60_000 });
+  const r = lab ? lab.run('d', 'fwknopd', args) : spawnSync('fwknopd', args, { encoding: 'utf8', timeout: 60_000 });
   const out = `${r.stdout}${r.stderr}`;
   assert.equal(r.status, 0, `fwknopd ${args.join(' ')} exited with ${r.status} ${r.signal ?? ''}\n${out}`);
   return out;
