@@ -12,6 +12,7 @@ import { DEFAULTS, TCP_FLAG, type DoorConfig, type KnockdConfig } from './config
 import { formatAddress } from './address.js';
 import { openCapture, runDaemon, type DaemonArgs } from './daemon.js';
 import { runDemo } from './tools/demo.js';
+import { runFleetDemo } from './tools/fleetdemo.js';
 import { runDoctor } from './tools/doctor.js';
 import { runKnockCli } from './tools/knock.js';
 import type { Matcher } from './match/matcher-api.js';
@@ -66,7 +67,7 @@ options:
   knockd-fast secret [--out FILE]    a new random key (hex) for a derived door's Secret_File
   knockd-fast knock [options] HOST PORT[:PROTO]...   the knock client (knockd-fast knock -h)
   knockd-fast doctor [-i IF[,IF...]] [-c FILE]  check capabilities, interface, nft, addon, capture ring (and FILE's fleet store)
-  knockd-fast demo                   narrated demonstration on a private namespace network (root)
+  knockd-fast demo [--fleet]         narrated demonstration on a private namespace network (root)
 `;
 
 /** `--help`: a manual page. */
@@ -84,7 +85,7 @@ SYNOPSIS
     knockd-fast secret [--out KEYFILE]
     knockd-fast knock [options] HOST PORT[:PROTO]...
     knockd-fast doctor [-i IF[,IF...]] [-c FILE]
-    knockd-fast demo
+    knockd-fast demo [--fleet]
     knockd-fast -V | -h
 
 DESCRIPTION
@@ -165,9 +166,11 @@ COMMANDS
         Check what a deployment needs: the addon loads, CAP_NET_RAW/CAP_NET_ADMIN, the interface
         exists, is up and has addresses, nft works, a capture ring opens, and with -c the store of
         FILE's Fleet= answers. One pass/FAIL line each, with the fix; exit 0 when all pass.
-    demo
+    demo [--fleet]
         As root: build a private client/gateway/server network in namespaces, run the daemon on the
         gateway and narrate a knock opening a guarded port, then remove everything (also on Ctrl-C).
+        --fleet: two gateways sharing one Redis (redis-server): a knock on A opens B, A crashes and
+        B still admits the client, A comes back and catches up (docs/FLEET.md).
     secret [--out FILE]
         Print a new random 256-bit key (hex) for a derived door's Secret_File, or with --out create
         FILE with mode 600 (an existing file is not overwritten).
@@ -481,7 +484,7 @@ async function runFleetStatus(options: CliOptions, io: CliIo): Promise<number> {
 /** The usage line of each subcommand parsed by parseSubcommand. */
 const SUBCOMMAND_USAGE: Record<string, string> = {
   doctor: 'usage: knockd-fast doctor [-i IF[,IF...]] [-c FILE]',
-  demo: 'usage: knockd-fast demo',
+  demo: 'usage: knockd-fast demo [--fleet]',
   secret: 'usage: knockd-fast secret [--out FILE]',
 };
 
@@ -547,9 +550,10 @@ export async function main(argv: string[], io: CliIo = defaultIo()): Promise<num
     return runDoctor({ interfaces, fleet, out: io.stdout });
   }
   if (argv[0] === 'demo') {
-    const demo = parseSubcommand('demo', argv.slice(1), io, (c) => c);
+    const demo = parseSubcommand('demo', argv.slice(1), io, (c) => c.option('--fleet'));
     if (typeof demo === 'number') return demo;
-    return runDemo({ out: (l) => io.stdout(`${l}\n`) });
+    const out = (l: string) => io.stdout(`${l}\n`);
+    return demo.fleet ? runFleetDemo({ out }) : runDemo({ out });
   }
   if (argv[0] === 'secret') {
     const secret = parseSubcommand('secret', argv.slice(1), io, (c) => c.option('--out <file>'));

@@ -275,7 +275,7 @@ test('secret: a key on stdout, or with --out a new file of mode 600 that a deriv
 });
 
 test('doctor and demo refuse unknown options with their usage (exit 1)', async () => {
-  for (const [name, usage] of [['doctor', 'usage: knockd-fast doctor [-i IF[,IF...]] [-c FILE]'], ['demo', 'usage: knockd-fast demo']]) {
+  for (const [name, usage] of [['doctor', 'usage: knockd-fast doctor [-i IF[,IF...]] [-c FILE]'], ['demo', 'usage: knockd-fast demo [--fleet]']]) {
     const r = await cli(name, '--bogus');
     assert.equal(r.code, 1, name);
     assert.equal(r.err, `knockd-fast ${name}: unknown option '--bogus'\n${usage}\n`);

@@ -117,6 +117,38 @@ describe('store addresses', () => {
     assert.equal(describeStore(parseStoreUrl('redis://kf:s3cret@h')), 'redis://kf@h:6379/0');
     for (const bad of ['http://h', 'redis://', 'unix://host/x', 'redis://h/99', 'nonsense']) assert.throws(() => parseStoreUrl(bad), Error, bad);
   });
+
+  test('redis+sentinel: the sentinels in order (default port 26379), the master, the database', () => {
+    const a = parseStoreUrl('redis+sentinel://kf:s3cret@10.0.0.1,10.0.0.2:26380,[2001:db8::7]:26381/edge/2');
+    assert.deepEqual(a, {
+      kind: 'sentinel',
+      sentinels: [
+        { host: '10.0.0.1', port: 26379 },
+        { host: '10.0.0.2', port: 26380 },
+        { host: '2001:db8::7', port: 26381 },
+      ],
+      master: 'edge',
+      tls: false,
+      database: 2,
+      username: 'kf',
+      password: 's3cret',
+    });
+    assert.equal(describeStore(a), 'redis+sentinel://kf@10.0.0.1:26379,10.0.0.2:26380,[2001:db8::7]:26381/edge/2');
+    assert.equal(redactStoreUrl('redis+sentinel://kf:s3cret@10.0.0.1,10.0.0.2/edge'), 'redis+sentinel://kf:***@10.0.0.1,10.0.0.2/edge');
+    assert.equal(parseStoreUrl('redis+sentinel://s1/edge').database, 0);
+    const error = (url: string) => {
+      try {
+        parseStoreUrl(url);
+      } catch (err) {
+        return (err as Error).message;
+      }
+      return 'no error';
+    };
+    assert.match(error('redis+sentinel://s1'), /names no master: add \/MASTER/);
+    assert.match(error('redis+sentinel:///edge'), /names no sentinel/);
+    assert.match(error('redis+sentinel://s1:99999/edge'), /sentinel "s1:99999" is not HOST\[:PORT\]/);
+    assert.match(error('redis+sentinel://kf:s3cret@s1/edge/16'), /^"redis\+sentinel:\/\/kf:\*\*\*@s1\/edge\/16": database "16"/);
+  });
 });
 
 describe('Fleet directives', () => {

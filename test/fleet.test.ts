@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FLEET_NET, FleetLab } from '../src/tools/fleetlab.js';
+import { FLEET_NET, FleetLab, sshDoor } from '../src/tools/fleetlab.js';
 import type { Daemon } from '../src/tools/demo.js';
 import { encodeMessage, newNonce, type FleetMessage } from '../src/fleet/message.js';
 import { main } from '../src/cli.js';
@@ -28,14 +28,7 @@ const WEB = `
     Open = 443/tcp
 `;
 
-const SSH = (openTimeout: number, extra = '') => `
-[ssh]
-    Sequence = 7000,8000,9000
-    Seq_Timeout = 5
-    TCPFlags = syn
-    Open = 22/tcp
-    Open_Timeout = ${openTimeout}
-${extra}`;
+const SSH = sshDoor;
 
 describe('a fleet of gateways sharing grants through Redis', { skip, timeout: 900_000 }, () => {
   let lab: FleetLab;

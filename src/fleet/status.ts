@@ -31,7 +31,8 @@ export async function roundTripMs(store: FleetStore): Promise<number> {
   return times.sort((a, b) => a - b)[2];
 }
 
-const ago = (ms: number): string => (ms < 120_000 ? `${Math.round(ms / 1000)}s` : ms < 7_200_000 ? `${Math.round(ms / 60_000)}m` : `${Math.round(ms / 3_600_000)}h`);
+// a heartbeat written after `now` was taken, or a member's clock slightly ahead, is "0s ago"
+const ago = (ms: number): string => (ms < 120_000 ? `${Math.max(0, Math.round(ms / 1000))}s` : ms < 7_200_000 ? `${Math.round(ms / 60_000)}m` : `${Math.round(ms / 3_600_000)}h`);
 
 /** What differs between a member's doors and this config's: empty when they are the same. */
 export function doorDifferences(mine: readonly DoorConfig[], theirs: Record<string, string>): string[] {

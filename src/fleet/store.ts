@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { createClient, type RedisClientType } from 'redis';
 import type { FleetConfig } from '../config/types.js';
-import { parseStoreUrl } from '../config/store-url.js';
+import { parseStoreUrl, type HostPort, type StoreAddress } from '../config/store-url.js';
 
 /** Reconnection backoff: 100 ms doubling up to 5 s, with jitter so a fleet does not reconnect in step. */
 export function backoffMs(attempt: number): number {
@@ -19,6 +19,8 @@ export function backoffMs(attempt: number): number {
 }
 
 const CONNECT_TIMEOUT_MS = 2000;
+
+type RedisSocketOptions = NonNullable<NonNullable<Parameters<typeof createClient>[0]>['socket']>;
 
 export interface StoreEvents {
   /** the command connection is (again) usable */
@@ -81,13 +83,20 @@ const DECIDE_SHA = createHash('sha1').update(DECIDE).digest('hex');
 export class FleetStore {
   readonly prefix: string;
   readonly channel: string;
-  private readonly commands: RedisClientType;
-  private readonly subscriber: RedisClientType;
+  private commands!: RedisClientType;
+  private subscriber!: RedisClientType;
+  private readonly address: StoreAddress;
+  private readonly password: string | undefined;
   private closed = false;
   private wasReady = false;
   /** the subscriber listens on the channel (first subscription made, or restored after a reconnect) */
   private listening = false;
   private subscribed = false;
+  /** Sentinel: the pair of clients in use (a lost primary's pair is dropped and a new one made) */
+  private pair = 0;
+  private resolving = false;
+  private resolveAttempt = 0;
+  private resolveTimer: NodeJS.Timeout | undefined;
 
   constructor(
     cfg: FleetConfig,
@@ -95,30 +104,46 @@ export class FleetStore {
   ) {
     this.prefix = `kf:{${cfg.name}}:`;
     this.channel = `${this.prefix}grants`;
-    const a = parseStoreUrl(cfg.url);
-    const socket =
+    this.address = parseStoreUrl(cfg.url);
+    this.password = cfg.password ?? this.address.password;
+    const a = this.address;
+    if (a.kind === 'sentinel') return; // the clients are made once a sentinel names the primary
+    this.open(
       a.kind === 'unix'
         ? { path: a.path!, connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy: backoffMs }
         : a.tls
           ? { host: a.host!, port: a.port!, tls: true as const, connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy: backoffMs }
-          : { host: a.host!, port: a.port!, connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy: backoffMs };
+          : { host: a.host!, port: a.port!, connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy: backoffMs },
+    );
+  }
+
+  /** Makes the command and subscriber clients for one server. */
+  private open(socket: RedisSocketOptions): void {
+    const pair = ++this.pair;
+    const mine = () => pair === this.pair && !this.closed;
+    this.listening = false;
+    this.subscribed = false;
     this.commands = createClient({
       socket,
-      username: a.username,
-      password: cfg.password ?? a.password,
-      database: a.database,
+      username: this.address.username,
+      password: this.password,
+      database: this.address.database,
       // commands fail at once while disconnected: the fleet queues what it must keep, bounded (link.ts)
       disableOfflineQueue: true,
     }) as RedisClientType;
     this.subscriber = this.commands.duplicate();
-    this.commands.on('error', (err: Error) => this.onDown(err));
+    // Sentinel: a failed connection is not retried in place (the primary may have moved): lost() asks again
+    const failed = (err: Error) => (this.address.kind === 'sentinel' ? this.lost(err) : this.onDown(err));
+    this.commands.on('error', (err: Error) => mine() && failed(err));
     this.subscriber.on('error', (err: Error) => {
+      if (!mine()) return;
       this.listening = false;
-      this.onDown(err);
+      failed(err);
     });
-    this.commands.on('ready', () => this.maybeReady());
+    this.commands.on('ready', () => mine() && this.maybeReady());
     // node-redis subscribes again while reconnecting, before 'ready'
     this.subscriber.on('ready', () => {
+      if (!mine()) return;
       this.listening = this.subscribed;
       this.maybeReady();
     });
@@ -127,18 +152,37 @@ export class FleetStore {
   /** Up once both connections are: a catch-up then runs while new grants already arrive on the channel,
    * so none falls between the two. */
   private maybeReady(): void {
-    if (this.wasReady || this.closed || !this.commands.isReady || !this.listening) return;
+    if (this.wasReady || this.closed || !this.commands?.isReady || !this.listening) return;
     this.wasReady = true;
+    this.resolveAttempt = 0;
     this.events.ready();
   }
 
   /** Starts connecting; resolves at once (the clients keep retrying in the background). */
   start(): void {
-    this.commands.connect().catch(() => undefined);
-    this.subscriber
+    if (this.address.kind === 'sentinel') {
+      void this.resolvePrimary();
+      return;
+    }
+    this.connect();
+  }
+
+  private connect(): void {
+    const pair = this.pair;
+    const { commands, subscriber } = this;
+    const checkRole = this.address.kind === 'sentinel';
+    commands
       .connect()
-      .then(() => this.subscriber.subscribe(this.channel, (raw) => this.events.message(raw)))
+      .then(async () => {
+        // a sentinel may still name a primary that was just demoted: its role says
+        if (checkRole && pair === this.pair && ((await commands.sendCommand(['ROLE'])) as string[])[0] !== 'master') this.lost(new Error('the server the sentinels named is not the primary (yet)'));
+      })
+      .catch(() => undefined);
+    subscriber
+      .connect()
+      .then(() => subscriber.subscribe(this.channel, (raw) => this.events.message(raw)))
       .then(() => {
+        if (pair !== this.pair) return;
         this.subscribed = true;
         this.listening = true;
         this.maybeReady();
@@ -146,8 +190,70 @@ export class FleetStore {
       .catch(() => undefined);
   }
 
+  /**
+   * Sentinel: asks each sentinel in turn for the master's current primary and connects to it; while none
+   * answers, tries again with backoffMs. Clients to a primary do not reconnect by themselves: a lost
+   * primary may have been replaced, so the sentinels are asked again (lost()).
+   */
+  private async resolvePrimary(): Promise<void> {
+    if (this.closed || this.resolving) return;
+    this.resolving = true;
+    const a = this.address;
+    const errors: string[] = [];
+    let primary: HostPort | undefined;
+    for (const s of a.sentinels!) {
+      const client = createClient({ socket: { host: s.host, port: s.port, connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy: false } });
+      client.on('error', () => undefined);
+      try {
+        await client.connect();
+        const reply = (await client.sendCommand(['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', a.master!])) as [string, string] | null;
+        if (reply) primary = { host: reply[0], port: Number(reply[1]) };
+        else errors.push(`sentinel ${s.host}:${s.port} does not know the master "${a.master}"`);
+      } catch (err) {
+        errors.push(`sentinel ${s.host}:${s.port}: ${(err as Error).message}`);
+      } finally {
+        if (client.isOpen) client.destroy();
+      }
+      if (primary) break;
+    }
+    this.resolving = false;
+    if (this.closed) return;
+    if (!primary) {
+      this.events.down(errors.join('; '));
+      this.resolveTimer = setTimeout(() => void this.resolvePrimary(), backoffMs(this.resolveAttempt++));
+      this.resolveTimer.unref();
+      return;
+    }
+    this.open({ host: primary.host, port: primary.port, connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy: false });
+    this.connect();
+  }
+
+  /** Sentinel: the primary's connection failed or it is not the primary; drop the pair and ask again. */
+  private lost(err: Error): void {
+    if (this.closed) return;
+    const { commands, subscriber } = this;
+    this.pair++; // the old pair's events are ignored from here on
+    this.listening = false;
+    for (const c of [commands, subscriber]) if (c.isOpen) c.destroy();
+    this.onDown(err);
+    if (this.resolveTimer || this.resolving) return;
+    this.resolveTimer = setTimeout(() => {
+      this.resolveTimer = undefined;
+      void this.resolvePrimary();
+    }, backoffMs(this.resolveAttempt++));
+    this.resolveTimer.unref();
+  }
+
+  /** One command; a demoted primary (READONLY) is lost as if it had gone (Sentinel). */
+  private send(args: string[]): Promise<unknown> {
+    return this.commands.sendCommand(args).catch((err: Error) => {
+      if (this.address.kind === 'sentinel' && /^READONLY/.test(err.message)) this.lost(err);
+      throw err;
+    });
+  }
+
   get ready(): boolean {
-    return this.commands.isReady;
+    return this.commands?.isReady ?? false;
   }
 
   private onDown(err: Error): void {
@@ -165,17 +271,17 @@ export class FleetStore {
 
   /** Writes a signed grant with its absolute expiry and publishes it (one round trip: both are pipelined). */
   async putGrant(key: string, raw: string, expiryMs: number): Promise<void> {
-    await Promise.all([this.commands.sendCommand(['SET', key, raw, 'PXAT', String(expiryMs)]), this.commands.sendCommand(['PUBLISH', this.channel, raw])]);
+    await Promise.all([this.send(['SET', key, raw, 'PXAT', String(expiryMs)]), this.send(['PUBLISH', this.channel, raw])]);
   }
 
   /** Writes a grant back only where it is missing (a store that lost its data); a newer grant is kept. */
   async restoreGrant(key: string, raw: string, expiryMs: number): Promise<void> {
-    await this.commands.sendCommand(['SET', key, raw, 'NX', 'PXAT', String(expiryMs)]);
+    await this.send(['SET', key, raw, 'NX', 'PXAT', String(expiryMs)]);
   }
 
   /** Publishes a signed message that is not a grant (a one-time line used). */
   async publish(raw: string): Promise<void> {
-    await this.commands.sendCommand(['PUBLISH', this.channel, raw]);
+    await this.send(['PUBLISH', this.channel, raw]);
   }
 
   async decide(q: DecideRequest): Promise<StoreDecision> {
@@ -187,10 +293,10 @@ export class FleetStore {
     const args = [q.member, once ? '1' : '0', String(q.cooldownMs), String(q.openMs), q.dedupe ? '1' : '0', ttl];
     let reply: unknown;
     try {
-      reply = await this.commands.sendCommand(['EVALSHA', DECIDE_SHA, String(keys.length), ...keys, ...args]);
+      reply = await this.send(['EVALSHA', DECIDE_SHA, String(keys.length), ...keys, ...args]);
     } catch (err) {
       if (!/NOSCRIPT/.test((err as Error).message)) throw err;
-      reply = await this.commands.sendCommand(['EVAL', DECIDE, String(keys.length), ...keys, ...args]);
+      reply = await this.send(['EVAL', DECIDE, String(keys.length), ...keys, ...args]);
     }
     const [outcome, detail] = reply as [string, string];
     if (outcome === 'cooldown') return { outcome, leftMs: Number(detail) };
@@ -204,7 +310,7 @@ export class FleetStore {
 
   /** Whether a one-time line was used by some member. */
   async lineUsedBy(door: string, digest: string): Promise<string | undefined> {
-    const v = await this.commands.sendCommand(['GET', this.lineKey(door, digest)]);
+    const v = await this.send(['GET', this.lineKey(door, digest)]);
     return typeof v === 'string' ? v : undefined;
   }
 
@@ -216,16 +322,16 @@ export class FleetStore {
   private async *valuePages(match: string, pageSize: number): AsyncGenerator<string[]> {
     let cursor = '0';
     do {
-      const [next, keys] = (await this.commands.sendCommand(['SCAN', cursor, 'MATCH', match, 'COUNT', String(pageSize)])) as [string, string[]];
+      const [next, keys] = (await this.send(['SCAN', cursor, 'MATCH', match, 'COUNT', String(pageSize)])) as [string, string[]];
       cursor = next;
       if (keys.length === 0) continue;
-      const values = (await this.commands.sendCommand(['MGET', ...keys])) as (string | null)[];
+      const values = (await this.send(['MGET', ...keys])) as (string | null)[];
       yield values.filter((v): v is string => typeof v === 'string');
     } while (cursor !== '0');
   }
 
   async heartbeat(member: string, record: string, ttlMs: number): Promise<void> {
-    await this.commands.sendCommand(['SET', `${this.prefix}m:${member}`, record, 'PX', String(ttlMs)]);
+    await this.send(['SET', `${this.prefix}m:${member}`, record, 'PX', String(ttlMs)]);
   }
 
   /** The heartbeat records of every member still alive. */
@@ -238,14 +344,16 @@ export class FleetStore {
   /** One round trip, in ms. */
   async ping(): Promise<number> {
     const t = performance.now();
-    await this.commands.sendCommand(['PING']);
+    await this.send(['PING']);
     return performance.now() - t;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.resolveTimer);
     for (const c of [this.subscriber, this.commands]) {
+      if (!c) continue; // Sentinel: no primary found yet
       try {
         if (c.isOpen) await c.close();
         else c.destroy();

@@ -71,6 +71,7 @@ export class GatewayLab {
   constructor(tag = 'demo') {
     this.lab = new Lab(tag);
     this.dir = mkdtempSync(join(tmpdir(), `knockd-fast-${tag}-`));
+    this.lab.atDestroy(() => rmSync(this.dir, { recursive: true, force: true }));
     try {
       for (const ns of ['client', 'gw', 'srv']) this.lab.ns(ns);
       const [, gwToClient] = this.lab.link({
@@ -165,7 +166,6 @@ export class GatewayLab {
 
   destroy(): void {
     this.lab.destroy();
-    rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
@@ -228,28 +228,58 @@ export interface DemoOptions {
   openTimeout?: number;
 }
 
+/** Whether a demo can run here: root, and each [command, Debian package] installed; says what is missing. */
+export function demoCanRun(out: (line: string) => void, command: string, needs: [string, string][]): boolean {
+  if (process.getuid?.() !== 0) {
+    out('The demo builds private network namespaces and nftables rules, which needs root.');
+    out(`Run it as root: sudo npx ${command}`);
+    return false;
+  }
+  for (const [cmd, pkg] of needs) {
+    try {
+      execFileSync(cmd, ['--version'], { stdio: 'ignore' });
+    } catch {
+      out(`The demo needs the ${cmd} command. Install it with: apt-get install ${pkg}`);
+      return false;
+    }
+  }
+  return true;
+}
+
+/** A demo's checks: each printed with why it matters; the summary line and the exit code at the end. */
+export class DemoChecks {
+  private readonly results: [string, boolean][] = [];
+
+  constructor(private readonly out: (line: string) => void) {}
+
+  readonly check = (what: string, ok: boolean, why: string): void => {
+    this.results.push([what, ok]);
+    this.out(`   ${ok ? 'ok  ' : 'FAIL'} ${what}${ok ? '' : '  <-- unexpected'}`);
+    this.out(`        why it matters: ${why}`);
+  };
+
+  /** The story could not go on: counted as a failed check. */
+  stopped(err: Error): void {
+    this.out(`The demo stopped with an error: ${err.message}`);
+    this.results.push(['demo ran to the end', false]);
+  }
+
+  /** Prints the summary; 0 when every check held, else 1. */
+  summary(): number {
+    const failed = this.results.filter(([, ok]) => !ok);
+    this.out('');
+    this.out(`Summary: ${this.results.length - failed.length} of ${this.results.length} checks held.${failed.length ? ` Failed: ${failed.map(([w]) => w).join('; ')}` : ''}`);
+    return failed.length ? 1 : 0;
+  }
+}
+
 /** Runs the narrated story; returns the exit code (0 when every check held). */
 export async function runDemo(opts: DemoOptions = {}): Promise<number> {
   const out = opts.out ?? ((l: string) => process.stdout.write(`${l}\n`));
   const openTimeout = opts.openTimeout ?? 6;
-  if (process.getuid?.() !== 0) {
-    out('The demo builds private network namespaces and nftables rules, which needs root.');
-    out('Run it as root: sudo npx knockd-fast demo');
-    return 1;
-  }
-  try {
-    execFileSync('nft', ['--version'], { stdio: 'ignore' });
-  } catch {
-    out('The demo needs the nft command (nftables) to open and close the door.');
-    out('Install it with: apt-get install nftables');
-    return 1;
-  }
-  const results: [string, boolean][] = [];
-  const check = (what: string, ok: boolean, why: string) => {
-    results.push([what, ok]);
-    out(`   ${ok ? 'ok  ' : 'FAIL'} ${what}${ok ? '' : '  <-- unexpected'}`);
-    out(`        why it matters: ${why}`);
-  };
+  if (!demoCanRun(out, 'knockd-fast demo', [['nft', 'nftables']])) return 1;
+  const checks = new DemoChecks(out);
+  const check = checks.check;
   let lab: GatewayLab | undefined;
   try {
     out('1. Building a private network: client --- gateway --- server (three network namespaces).');
@@ -324,14 +354,10 @@ export async function runDemo(opts: DemoOptions = {}): Promise<number> {
     for (const l of lab.nft(['list', 'table', 'inet', 'knockd_fast_demo']).trimEnd().split('\n')) out(`   | ${l}`);
     await daemon.stop();
   } catch (err) {
-    out(`The demo stopped with an error: ${(err as Error).message}`);
-    results.push(['demo ran to the end', false]);
+    checks.stopped(err as Error);
   } finally {
     out('9. Removing the namespaces, their veth pairs and the daemon.');
     lab?.destroy();
   }
-  const failed = results.filter(([, ok]) => !ok);
-  out('');
-  out(`Summary: ${results.length - failed.length} of ${results.length} checks held.${failed.length ? ` Failed: ${failed.map(([w]) => w).join('; ')}` : ''}`);
-  return failed.length ? 1 : 0;
+  return checks.summary();
 }

@@ -17,6 +17,16 @@ export const FLEET_NET = {
   client2: '203.0.113.11',
 } as const;
 
+/** The door the fleet tests, the benchmark's members and `demo --fleet` guard port 22 with. */
+export const sshDoor = (openTimeout: number, extra = ''): string => `
+[ssh]
+    Sequence = 7000,8000,9000
+    Seq_Timeout = 5
+    TCPFlags = syn
+    Open = 22/tcp
+    Open_Timeout = ${openTimeout}
+${extra}`;
+
 /** Gateway i (0-based): its address on the link to the client. */
 export function gatewayAddress(i: number): string {
   return `198.51.100.${1 + i * 4}`;
@@ -28,7 +38,11 @@ export class RedisServer {
   private child: ChildProcess | undefined;
   private client: ReturnType<typeof createClient> | undefined;
 
-  constructor(readonly dir: string) {
+  /** `spawn`: how to start it (a lab's, so that a Ctrl-C kills it with the lab); a plain child otherwise */
+  constructor(
+    readonly dir: string,
+    private readonly spawnServer: (cmd: string, args: string[]) => ChildProcess = (cmd, args) => spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }),
+  ) {
     this.socket = join(dir, 'redis.sock');
   }
 
@@ -37,9 +51,7 @@ export class RedisServer {
   }
 
   async start(): Promise<void> {
-    const child = spawn('redis-server', ['--port', '0', '--unixsocket', this.socket, '--unixsocketperm', '700', '--save', '', '--appendonly', 'no', '--dir', this.dir], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = this.spawnServer('redis-server', ['--port', '0', '--unixsocket', this.socket, '--unixsocketperm', '700', '--save', '', '--appendonly', 'no', '--dir', this.dir]);
     child.on('error', () => undefined);
     this.child = child;
     const started = firstLine(child, /ready to accept connections/i, 10_000);
@@ -74,6 +86,94 @@ export class RedisServer {
   }
 }
 
+/** The store's address on the store namespace's loopback, reached by every gateway over its own link. */
+export const SENTINEL_STORE_ADDRESS = '192.0.2.100';
+export const SENTINEL_MASTER = 'kf';
+const SENTINEL_PORTS = [26379, 26380, 26381];
+
+/**
+ * A highly available store for the Sentinel tests: in its own namespace (node-redis reaches sentinels and
+ * the servers they name over TCP only, so on a namespace address, never the host's network), a primary on
+ * 6379, a replica on 6380 and three sentinels (quorum 2) that promote the replica one second after the
+ * primary stops answering.
+ */
+export class SentinelStore {
+  private readonly servers = new Map<number, ChildProcess>();
+
+  constructor(
+    private readonly lab: Lab,
+    private readonly dir: string,
+  ) {}
+
+  get url(): string {
+    return `redis+sentinel://${SENTINEL_PORTS.map((p) => `${SENTINEL_STORE_ADDRESS}:${p}`).join(',')}/${SENTINEL_MASTER}`;
+  }
+
+  async start(): Promise<void> {
+    // protected mode admits only 127.0.0.1; this namespace's address is reachable from the lab's gateways only
+    const common = ['--bind', SENTINEL_STORE_ADDRESS, '--protected-mode', 'no', '--save', '', '--appendonly', 'no', '--dir', this.dir];
+    await this.spawn(6379, ['--port', '6379', ...common]);
+    await this.spawn(6380, ['--port', '6380', ...common, '--replicaof', SENTINEL_STORE_ADDRESS, '6379', '--replica-announce-ip', SENTINEL_STORE_ADDRESS]);
+    for (const port of SENTINEL_PORTS) {
+      const conf = join(this.dir, `sentinel-${port}.conf`);
+      writeFileSync(
+        conf,
+        [
+          `port ${port}`,
+          `bind ${SENTINEL_STORE_ADDRESS}`,
+          'protected-mode no',
+          `dir ${this.dir}`,
+          `sentinel announce-ip ${SENTINEL_STORE_ADDRESS}`,
+          `sentinel monitor ${SENTINEL_MASTER} ${SENTINEL_STORE_ADDRESS} 6379 2`,
+          `sentinel down-after-milliseconds ${SENTINEL_MASTER} 1000`,
+          `sentinel failover-timeout ${SENTINEL_MASTER} 10000`,
+          '',
+        ].join('\n'),
+      );
+      await this.spawn(port, [conf, '--sentinel']);
+    }
+  }
+
+  private async spawn(port: number, args: string[]): Promise<void> {
+    const child = this.lab.spawn('store', 'redis-server', args);
+    child.on('error', () => undefined);
+    this.servers.set(port, child);
+    await Promise.race([
+      firstLine(child, /ready to accept connections|Sentinel ID is/i, 10_000),
+      new Promise<never>((_, reject) => child.once('exit', (code) => reject(new LabError(`redis-server on port ${port} exited (status ${code})`)))),
+    ]);
+  }
+
+  /** One command to the server or sentinel on `port`, through redis-cli in the store's namespace. */
+  cli(port: number, args: string[]): string {
+    return this.lab.exec('store', 'redis-cli', ['-h', SENTINEL_STORE_ADDRESS, '-p', String(port), ...args]);
+  }
+
+  /** The port of the primary the sentinels name now. */
+  primaryPort(): number {
+    return Number(this.cli(SENTINEL_PORTS[0], ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', SENTINEL_MASTER]).trim().split('\n')[1]);
+  }
+
+  /** Whether every sentinel sees the replica and the two other sentinels (a failover can then be agreed). */
+  settled(): boolean {
+    return SENTINEL_PORTS.every((p) => {
+      const fields = this.cli(p, ['SENTINEL', 'MASTER', SENTINEL_MASTER]).trim().split('\n');
+      const field = (name: string) => Number(fields[fields.indexOf(name) + 1]);
+      return field('num-slaves') >= 1 && field('num-other-sentinels') >= 2;
+    });
+  }
+
+  /** Kills the server on `port` (SIGKILL: a crash). */
+  async kill(port: number): Promise<void> {
+    const child = this.servers.get(port);
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      child.kill('SIGKILL');
+    });
+  }
+}
+
 export class FleetLab {
   readonly lab: Lab;
   readonly dir: string;
@@ -86,7 +186,9 @@ export class FleetLab {
   constructor(tag: string, gateways: number) {
     this.lab = new Lab(tag);
     this.dir = mkdtempSync(join(tmpdir(), `knockd-fast-${tag}-`));
-    this.redis = new RedisServer(this.dir);
+    this.lab.atDestroy(() => rmSync(this.dir, { recursive: true, force: true }));
+    // in the client's namespace (a unix socket reaches across namespaces): killed with the lab, on Ctrl-C too
+    this.redis = new RedisServer(this.dir, (cmd, args) => this.lab.spawn('client', cmd, args));
     this.keyFile = join(this.dir, 'fleet.key');
     writeFileSync(this.keyFile, `${'5a'.repeat(32)}\n`);
     chmodSync(this.keyFile, 0o600);
@@ -131,18 +233,37 @@ export class FleetLab {
     return this.lab.exec('client', process.execPath, [knockClientPath(), '--source', source, ...extra, gatewayAddress(i), ...ports]);
   }
 
+  /**
+   * A store namespace linked to every gateway, with SENTINEL_STORE_ADDRESS on its loopback, and a Sentinel
+   * store started in it (the Sentinel tests). Removed with the lab.
+   */
+  async startSentinelStore(): Promise<SentinelStore> {
+    this.lab.ns('store');
+    this.lab.exec('store', 'ip', ['addr', 'add', `${SENTINEL_STORE_ADDRESS}/32`, 'dev', 'lo']);
+    for (let i = 0; i < this.gatewayIfs.length; i++) {
+      const storeSide = `192.0.2.${1 + i * 4}`;
+      const gwSide = `192.0.2.${2 + i * 4}`;
+      this.lab.link({ a: 'store', b: `gw${i}`, aAddrs: [`${storeSide}/30`], bAddrs: [`${gwSide}/30`] }, `to-gw${i}`, 'to-store');
+      this.lab.exec(`gw${i}`, 'ip', ['route', 'add', `${SENTINEL_STORE_ADDRESS}/32`, 'via', storeSide]);
+    }
+    const store = new SentinelStore(this.lab, this.dir);
+    await store.start();
+    return store;
+  }
+
   writeConfig(name: string, text: string): string {
     const path = join(this.dir, name);
     writeFileSync(path, text);
     return path;
   }
 
-  /** [options] of member i: its own log, state file and table; the shared store and key. */
-  options(i: number, extra = ''): string {
+  /** [options] of member i: its own log, state file and table; the shared store (the lab's Redis unless
+   * another URL is given) and key. */
+  options(i: number, extra = '', storeUrl = this.redis.url): string {
     return `[options]
     LogFile = ${this.dir}/gw${i}.log
     StateFile = ${this.dir}/gw${i}.state
-    Fleet = ${this.redis.url}
+    Fleet = ${storeUrl}
     Fleet_Name = test
     Fleet_Member = gw${i}
     Fleet_Key_File = ${this.keyFile}
@@ -188,8 +309,7 @@ ${extra}`;
   }
 
   async destroy(): Promise<void> {
-    this.lab.destroy();
     await this.redis.kill();
-    rmSync(this.dir, { recursive: true, force: true });
+    this.lab.destroy();
   }
 }

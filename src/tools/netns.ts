@@ -33,6 +33,8 @@ export class Lab {
   private readonly prefix: string;
   private readonly namespaces: string[] = [];
   private readonly children = new Set<ChildProcess>();
+  /** its owner's own cleanup (temporary directories), run by destroy(), on Ctrl-C too */
+  private readonly cleanups: (() => void)[] = [];
   private destroyed = false;
   private readonly onSignal = (sig: NodeJS.Signals) => {
     this.destroy();
@@ -105,6 +107,11 @@ export class Lab {
     return child;
   }
 
+  /** Runs `fn` when the lab is destroyed (also on SIGINT/SIGTERM and exit); it must be synchronous. */
+  atDestroy(fn: () => void): void {
+    this.cleanups.push(fn);
+  }
+
   /** Kills every child and deletes every namespace (their veths go with them). Idempotent. */
   destroy(): void {
     if (this.destroyed) return;
@@ -132,6 +139,13 @@ export class Lab {
         execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
       } catch {
         /* already removed */
+      }
+    }
+    for (const fn of this.cleanups.splice(0)) {
+      try {
+        fn();
+      } catch {
+        /* best effort: the namespaces are gone already */
       }
     }
     process.removeListener('SIGINT', this.onSignal);
