@@ -122,6 +122,17 @@ for (const [kind, make] of matchers) {
     assert.deepEqual(run(CONFIGS.C1(), [[A, 7000, 0]], make), [s(A, 1), `${A}: A: sequence timeout (stage 1)`]);
   });
 
+  test(`replay (${kind}): timeouts come out as the daemon's 100 ms ticks give them, one due door at a time`, () => {
+    // doors sharing a first step, 2 s and 3 s timeouts: the daemon reports both sources' 2 s timeouts
+    // before either 3 s one (a later packet or the last tick must not expire a source's doors together)
+    const cfg = config([door('A', '7000,8000', { seqTimeout: 2 }), door('B', '7000,8000,9000', { seqTimeout: 3 })]);
+    const timeout = (src: string, d: string) => `${src}: ${d}: sequence timeout (stage 1)`;
+    const expected = [timeout(A, 'A'), timeout(B, 'A'), timeout(A, 'B'), timeout(B, 'B')];
+    const knocks: Pkt[] = [[A, 7000, 0], [B, 7000, 0.5]];
+    assert.deepEqual(run(cfg, knocks, make, {}), expected, 'after the last frame');
+    assert.deepEqual(run(cfg, [...knocks, [A, 1234, 10]], make, {}), expected, 'before a later packet');
+  });
+
   test(`replay (${kind}): concurrent knockers are independent (deviation 1, row 15)`, () => {
     const pkts: Pkt[] = [[A, 7000, 0], [B, 7000, 0.1], [A, 8000, 0.2], [B, 8000, 0.3], [A, 9000, 0.4], [B, 9000, 0.5]];
     assert.deepEqual(run(CONFIGS.C1(), pkts, make), [s(A, 1), s(B, 1), s(A, 2), s(B, 2), s(A, 3), open(A), s(B, 3), open(B)]);

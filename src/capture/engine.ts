@@ -82,7 +82,8 @@ export interface CaptureOptions {
   readAddresses?: (interfaces: readonly string[], ignoreIpv6: boolean) => Address[];
 }
 
-const TICK_MS = 100;
+/** The matcher's idle tick (timeouts between packets); --replay ticks on the capture's clock alike. */
+export const TICK_MS = 100;
 const IFNAME = /^[^\s/:]{1,15}$/;
 
 class OptionsError extends KnockdError {

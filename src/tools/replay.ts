@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { parseAddress, type Address } from '../address.js';
 import type { KnockdConfig } from '../config/types.js';
 import { decodeEvents } from '../match/events.js';
+import { TICK_MS } from '../capture/engine.js';
 import { DoorController, rotateOneTimeFile } from '../control/controller.js';
 import { Logger } from '../report/log.js';
 import type { FrameBatch, Matcher, MatcherStats } from '../match/matcher-api.js';
@@ -140,19 +141,44 @@ export function replayBatches(batches: Iterable<FrameBatch>, opts: ReplayOptions
     };
     load();
     let lastUs: number | undefined;
+    // The daemon's matcher also hears a tick every TICK_MS: attempts time out between packets, one due
+    // door at a time, not all at once at the next packet. Replay ticks alike on the capture's clock while
+    // attempts are tracked.
+    const tickUs = TICK_MS * 1000;
+    let nextTickUs = Infinity;
+    const tickUpTo = (timeUs: number) => {
+      while (timeUs >= nextTickUs) {
+        if (matcher.stats().tracked === 0) nextTickUs += Math.floor((timeUs - nextTickUs) / tickUs) * tickUs;
+        else handle(matcher.tick(nextTickUs));
+        nextTickUs += tickUs;
+      }
+    };
     for (const batch of batches) {
       const n = batch.timestampsUs.length;
-      if (n === 0) continue;
-      // a one-time door's next sequence applies from the frame after the completion, as in the daemon
-      if (oneTime.length > 0) for (let i = 0; i < n; i++) handle(matcher.feed(frameOf(batch, i)));
-      else handle(matcher.feed(batch));
-      lastUs = Math.max(lastUs ?? -Infinity, batch.timestampsUs[n - 1]);
+      let from = 0;
+      for (let i = 0; i < n; i++) {
+        const t = batch.timestampsUs[i];
+        if (lastUs === undefined) nextTickUs = t + tickUs;
+        lastUs = Math.max(lastUs ?? -Infinity, t);
+        // a one-time door's next sequence applies from the frame after the completion, as in the daemon
+        if (t >= nextTickUs || oneTime.length > 0) {
+          if (i > from) handle(matcher.feed(framesOf(batch, from, i)));
+          from = i;
+          tickUpTo(lastUs);
+          if (oneTime.length > 0) {
+            handle(matcher.feed(framesOf(batch, i, i + 1)));
+            from = i + 1;
+          }
+        }
+      }
+      if (n > from) handle(matcher.feed(framesOf(batch, from, n)));
     }
     let endUs: number | undefined;
     if (lastUs !== undefined) {
       const longest = Math.max(0, ...config.doors.map((d) => d.seqTimeout));
       // one more second than the longest timeout covers the wheel's bucket granularity (MATCHER.md §2.1)
       endUs = lastUs + (longest + 1) * 1e6;
+      tickUpTo(endUs);
       handle(matcher.tick(endUs));
     }
     controller.flushSummaries();
@@ -162,13 +188,13 @@ export function replayBatches(batches: Iterable<FrameBatch>, opts: ReplayOptions
   }
 }
 
-/** Frame i of a batch as a batch of its own (views, no copy). */
-function frameOf(batch: FrameBatch, i: number): FrameBatch {
+/** Frames [from, to) of a batch as a batch of their own (views, no copy). */
+function framesOf(batch: FrameBatch, from: number, to: number): FrameBatch {
   return {
     data: batch.data,
-    offsets: batch.offsets.subarray(i, i + 2),
-    timestampsUs: batch.timestampsUs.subarray(i, i + 1),
-    linkTypes: batch.linkTypes.subarray(i, i + 1),
+    offsets: batch.offsets.subarray(from, to + 1),
+    timestampsUs: batch.timestampsUs.subarray(from, to),
+    linkTypes: batch.linkTypes.subarray(from, to),
   };
 }
 
