@@ -179,7 +179,11 @@ for (const liveMatcher of ['native', 'ts'] as const) {
 
 // ---- seeded random traces, sent live by tcpreplay ----
 
-const SEED = Number(process.env.KNOCKD_LIVE_SEED ?? randomInt(1, 2 ** 31));
+// A fixed seed by default, so that a CI run tests what the last one tested (this one made --replay's timeout
+// order differ from the daemon's before replay ticked like it); KNOCKD_LIVE_SEED=random explores, a number
+// reproduces.
+const SEED_ENV = process.env.KNOCKD_LIVE_SEED || '228439287';
+const SEED = SEED_ENV === 'random' ? randomInt(1, 2 ** 31) : Number(SEED_ENV);
 /** A round of a live trace lasts at most this long, in µs. */
 const ROUND_SPAN_US = 500_000;
 /** Every timeout decision of a live trace is at least this far from its deadline, in µs: more than the
