@@ -6,20 +6,11 @@ import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GatewayLab, NET, type Daemon } from '../src/tools/demo.js';
+import { sshDoor } from '../src/tools/fleetlab.js';
 import { gatewayConfig } from './helpers/gateway.js';
 import { isRoot as root } from './helpers/env.js';
 
 const skip = root ? false : 'needs root (network namespaces, AF_PACKET, nftables)';
-
-
-const SSH_DOOR = (openTimeout: number) => `
-[ssh]
-    Sequence = 7000,8000,9000
-    Seq_Timeout = 5
-    TCPFlags = syn
-    Open = 22/tcp
-    Open_Timeout = ${openTimeout}
-`;
 
 describe('end to end across namespaces', { skip, timeout: 240_000 }, () => {
   let lab: GatewayLab;
@@ -30,7 +21,7 @@ describe('end to end across namespaces', { skip, timeout: 240_000 }, () => {
   after(() => lab?.destroy());
 
   test('closed, knock, open for that client only, closed after Open_Timeout while the session lives (IPv4 and IPv6)', async () => {
-    const daemon = await lab.startDaemon(gatewayConfig(lab, 'story.conf', SSH_DOOR(4), 'kf_story'));
+    const daemon = await lab.startDaemon(gatewayConfig(lab, 'story.conf', sshDoor(4), 'kf_story'));
     try {
       assert.equal(lab.probe(NET.gateway), 'closed', 'closed before knocking');
       assert.equal(lab.probe(NET.gateway6), 'closed', 'closed over IPv6 before knocking');
@@ -62,7 +53,7 @@ describe('end to end across namespaces', { skip, timeout: 240_000 }, () => {
   });
 
   test('a knock from one address opens for that address only, and vice versa', async () => {
-    const daemon = await lab.startDaemon(gatewayConfig(lab, 'two.conf', SSH_DOOR(30), 'kf_two'));
+    const daemon = await lab.startDaemon(gatewayConfig(lab, 'two.conf', sshDoor(30), 'kf_two'));
     try {
       lab.knock(['--source', NET.client2, NET.gateway, '7000', '8000', '9000']);
       await daemon.waitFor(/198\.51\.100\.11: ssh: OPEN SESAME/);
@@ -152,7 +143,7 @@ describe('end to end across namespaces', { skip, timeout: 240_000 }, () => {
   });
 
   test("Debian's knock client opens the door exactly like ours", { skip: existsSync('/usr/bin/knock') ? false : 'apt-get install knockd for /usr/bin/knock' }, async () => {
-    const daemon = await lab.startDaemon(gatewayConfig(lab, 'debian.conf', SSH_DOOR(30), 'kf_debian'));
+    const daemon = await lab.startDaemon(gatewayConfig(lab, 'debian.conf', sshDoor(30), 'kf_debian'));
     try {
       assert.equal(lab.probe(NET.gateway), 'closed');
       lab.knock([NET.gateway, '7000', '8000', '9000'], ['/usr/bin/knock']);
@@ -168,7 +159,7 @@ describe('end to end across namespaces', { skip, timeout: 240_000 }, () => {
   });
 
   test('restarting the daemon while a door is open keeps it open until its timeout', async () => {
-    const conf = gatewayConfig(lab, 'restart.conf', SSH_DOOR(6), 'kf_restart');
+    const conf = gatewayConfig(lab, 'restart.conf', sshDoor(6), 'kf_restart');
     let daemon: Daemon = await lab.startDaemon(conf);
     try {
       lab.knock([NET.gateway, '7000', '8000', '9000']);
