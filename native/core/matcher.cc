@@ -1,5 +1,5 @@
 // Per-source sequence matching, exactly as docs/MATCHER.md describes (section numbers below refer to it).
-// All state lives in fixed arrays allocated at load: a pool of 56-byte records, an index of pool slots
+// All state lives in fixed arrays allocated at load: a pool of 40-byte records, an index of pool slots
 // (at most 75% full; linear probing, backward-shift deletion), a timer wheel and the two age lists
 // (stage-1 and progressed, §4.1), all intrusive doubly linked lists through the records. Nothing here allocates per packet except the
 // caller's event vector, which the caller reserves.
@@ -19,28 +19,72 @@ namespace knockd {
 namespace {
 
 constexpr uint32_t kNone = 0xffffffffu;
-constexpr uint16_t kNoBucket = 0xffff;
 constexpr int64_t kBucketUs = 16384;  // G
 constexpr uint32_t kWheelSize = 4096;  // W
 constexpr int64_t kSecondUs = 1000000;
-constexpr uint8_t kInStage1 = 1;  // Record::flags: on the stage-1 list, else on the progressed list
+// A wheel list's ends name their bucket: the head's wheel_prev and the tail's wheel_next hold
+// kBucketMarker + bucket, so a record needs no bucket field to leave its list. Links below
+// kBucketMarker are slots.
+constexpr uint32_t kBucketMarker = 0xffffe000u;
+bool is_slot(uint32_t link) { return link < kBucketMarker; }
+
+// Compact records (MATCHER.md §9) hold links in 24 bits (the values from kBucketMarker up, kNone
+// included, are stored as their low 24 bits and sign-extended back) and t_first as its low 32 bits,
+// recovered from the matcher's time: every live record is younger than its longest timeout plus one
+// bucket. Programs beyond either bound get a side array with the high bits (WideRecord).
+constexpr uint32_t kLinkBits = 24, kLinkMask = (1u << kLinkBits) - 1, kLinkTop = kBucketMarker & kLinkMask;
+constexpr uint32_t kCompactMaxTracked = kLinkTop;  // slots 0 .. kLinkTop − 1
+constexpr int64_t kCompactMaxTimeoutUs = (int64_t(1) << 32) - 4 * kBucketUs;
 
 int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
 
+// The fields live in three 64-bit words, each read and written whole (a narrow store followed by a
+// wide load of the same bytes would wait for the store to reach the cache). Links and t_first go
+// through Matcher::State, which knows the matcher's time and the side array.
 struct Record {
   uint8_t src[16];
-  int64_t t_first;
-  uint32_t wheel_next, wheel_prev;  // wheel_next doubles as the free-list link
-  uint32_t age_next, age_prev;  // links of the age list the record is on (§4.1)
-  uint16_t cohort;
-  uint16_t bucket;  // wheel bucket the record is linked in, kNoBucket while detached
-  uint8_t family;
-  uint8_t group;
-  uint8_t flags;
-  uint8_t window_offset;      // derived door: its window − the window of t_first + 1 (MATCHER.md §10)
-  uint8_t stage[kMaxCohort];  // per cohort member, 0 = dead
+  uint64_t a;  // t_first's low 32 bits | age_next << 32 | flags << 56
+  uint64_t b;  // age_prev | wheel_next << 24 | cohort << 48
+  uint64_t c;  // wheel_prev | stage of member j (5 bits: live stages are 1..31, 0 = dead) << (24 + 5j)
+
+  static constexpr uint64_t kFamily6 = 1, kInStage1 = 2, kDetached = 4;  // flags; then window_offset << 3
+  void set_flag(uint64_t flag, bool on) { a = on ? a | flag << 56 : a & ~(flag << 56); }
+  uint8_t family() const { return a >> 56 & kFamily6 ? 6 : 4; }
+  bool in_stage1() const { return a >> 56 & kInStage1; }
+  // Not linked in a wheel bucket (while its bucket is being processed, or before its first link).
+  bool detached() const { return a >> 56 & kDetached; }
+  // Derived door: its window − the window of t_first + 1 (MATCHER.md §10).
+  uint8_t window_offset() const { return uint8_t(a >> 59 & 3); }
+  uint16_t cohort() const { return uint16_t(b >> 48); }
+  void set_cohort(uint16_t cohort) { b = (b & ~(uint64_t(0xffff) << 48)) | uint64_t(cohort) << 48; }
+  uint8_t stage(unsigned j) const { return uint8_t(c >> (24 + 5 * j) & 31); }
+  void set_stage(unsigned j, uint8_t s) { c = (c & ~(uint64_t(31) << (24 + 5 * j))) | uint64_t(s) << (24 + 5 * j); }
+  void set_stages(uint64_t stages) { c = (c & kLinkMask) | stages << 24; }
 };
-static_assert(sizeof(Record) == 56, "a tracked source costs 56 bytes of record (MATCHER.md §9)");
+static_assert(sizeof(Record) == 40, "a tracked source costs 40 bytes of record (MATCHER.md §9)");
+static_assert(kMaxCohort * 5 + 24 <= 64 && kMaxSteps <= 32, "live stages fit in 5 bits");
+
+// The high bits of a record whose program needs them: MaxTracked above kCompactMaxTracked, or a
+// seq_timeout too long for a 32-bit t_first.
+struct WideRecord {
+  uint32_t t_high;
+  uint8_t link_high[4];
+};
+
+enum Link { kAgeNext, kAgePrev, kWheelNext, kWheelPrev };
+
+template <Link k>
+uint64_t& link_word(Record& r) {
+  if constexpr (k == kAgeNext) return r.a;
+  else if constexpr (k == kWheelPrev) return r.c;
+  else return r.b;
+}
+template <Link k>
+const uint64_t& link_word(const Record& r) {
+  return link_word<k>(const_cast<Record&>(r));
+}
+template <Link k>
+constexpr unsigned kLinkShift = k == kAgeNext ? 32 : k == kWheelNext ? 24 : 0;
 
 uint64_t key_hash(uint8_t family, const uint8_t* src, uint8_t group) {
   uint64_t a, b;
@@ -180,6 +224,9 @@ class UsedWindows {
 
 struct Matcher::State {
   ZeroedArray<Record> pool;
+  // Allocated only when the program does not fit compact records (see kCompactMaxTracked).
+  ZeroedArray<WideRecord> wide_part;
+  bool wide = false;
   // Index entries, 0 = empty: the pool slot + 1 in the low slot_bits, and in the bits maxTracked leaves
   // spare a tag — the entry's distance from its home position (saturating at disp_max) and above it a
   // few more bits of its key's hash — so probing and backward-shift deletion skip or place entries
@@ -201,18 +248,36 @@ struct Matcher::State {
     uint32_t head = kNone, tail = kNone, size = 0;
   };
   AgeList stage1, progressed;
+  // The group of each cohort of the program the records are keyed for (a record's group is its cohort's).
+  std::vector<uint8_t> cohort_group;
 
   // Time and budget (§2): kept across loads.
   bool time_set = false;
   int64_t now = 0;
+  // What compact records' t_first is recovered from: no earlier than any record's t_first, and less than
+  // 2^32 µs after every live one's. `now` once the wheel has caught up with it; while the wheel advances,
+  // the time before (records due are still in the wheel, older than their timeout).
+  int64_t time_ref = 0;
   int64_t wheel_pos = 0;
   int64_t window = 0;
   uint32_t used = 0, suppressed = 0;
   // Derived doors' used windows (§10), kept across loads; allocated at the first derived completion.
   std::unique_ptr<UsedWindows> used_windows;
 
-  void allocate(uint32_t max_tracked) {
+  // Whether the program's records need the side array: a slot or a t_first that compact records cannot hold.
+  static bool needs_wide(const Program& program) {
+    if (program.max_tracked > kCompactMaxTracked) return true;
+    for (const Door& d : program.doors) {
+      if (d.timeout_us > kCompactMaxTimeoutUs) return true;
+    }
+    return false;
+  }
+
+  void allocate(const Program& program) {
+    const uint32_t max_tracked = program.max_tracked;
     pool.reset(max_tracked);
+    wide = needs_wide(program);
+    wide_part.reset(wide ? max_tracked : 0);
     index.reset(index_capacity(max_tracked));
     capacity = index.size();
     slot_bits = 0;
@@ -229,13 +294,40 @@ struct Matcher::State {
     high_water = 0;
     count = 0;
     stage1 = progressed = AgeList{};
+    cohort_group.resize(program.cohorts.size());
+    for (size_t i = 0; i < program.cohorts.size(); i++) cohort_group[i] = uint8_t(program.cohorts[i].group);
   }
 
-  // The links of one list (age or wheel) in a record about to be written. Each pair is 8-byte
-  // aligned, so in one cache line, but the two pairs fall in different lines for one record in eight.
-  // always_inline: see MatchCall::prefetch_record.
-  [[gnu::always_inline]] void prefetch_links(uint32_t slot, bool age) const {
-    if (slot != kNone) __builtin_prefetch(age ? &pool[slot].age_next : &pool[slot].wheel_next, 1);
+  template <Link k>
+  uint32_t link(uint32_t slot) const {
+    const uint32_t low = uint32_t(link_word<k>(pool[slot]) >> kLinkShift<k>) & kLinkMask;
+    if (wide) return low | uint32_t(wide_part[slot].link_high[k]) << kLinkBits;
+    return low >= kLinkTop ? low | ~kLinkMask : low;
+  }
+  template <Link k>
+  void set_link(uint32_t slot, uint32_t value) {
+    uint64_t& word = link_word<k>(pool[slot]);
+    word = (word & ~(uint64_t(kLinkMask) << kLinkShift<k>)) | uint64_t(value & kLinkMask) << kLinkShift<k>;
+    if (wide) wide_part[slot].link_high[k] = uint8_t(value >> kLinkBits);
+  }
+
+  int64_t t_first(uint32_t slot) const {
+    const uint32_t low = uint32_t(pool[slot].a);
+    if (wide) return int64_t(uint64_t(wide_part[slot].t_high) << 32 | low);
+    return time_ref - int64_t(uint32_t(uint32_t(time_ref) - low));
+  }
+  void set_t_first(uint32_t slot, int64_t t) {
+    Record& r = pool[slot];
+    r.a = (r.a & ~uint64_t(0xffffffff)) | uint32_t(uint64_t(t));
+    if (wide) wide_part[slot].t_high = uint32_t(uint64_t(t) >> 32);
+  }
+
+  uint8_t group_of(const Record& r) const { return cohort_group[r.cohort()]; }
+
+  // The links of one list (age or wheel) in a record about to be written: its middle word holds one link
+  // of each, the others are its neighbours. always_inline: see MatchCall::prefetch_record.
+  [[gnu::always_inline]] void prefetch_links(uint32_t slot) const {
+    if (is_slot(slot)) __builtin_prefetch(&pool[slot].b, 1);
   }
 
   // §4.1: the record a start evicts from a full table. The stage-1 list gives its oldest while it holds
@@ -245,12 +337,12 @@ struct Matcher::State {
   }
 
   size_t bytes() const {
-    return pool.size() * sizeof(Record) + index.size() * sizeof(uint32_t) +
+    return pool.size() * sizeof(Record) + wide_part.size() * sizeof(WideRecord) + index.size() * sizeof(uint32_t) +
            (wheel_head.capacity() + wheel_tail.capacity()) * sizeof(uint32_t);
   }
 
-  static bool same_key(const Record& r, uint8_t family, const uint8_t* src, uint8_t group) {
-    return r.family == family && r.group == group && std::memcmp(r.src, src, 16) == 0;
+  bool same_key(const Record& r, uint8_t family, const uint8_t* src, uint8_t group) const {
+    return r.family() == family && group_of(r) == group && std::memcmp(r.src, src, 16) == 0;
   }
 
   uint32_t entry_slot(uint32_t entry) const { return (entry & slot_mask) - 1; }
@@ -265,7 +357,7 @@ struct Matcher::State {
   uint32_t make_entry(uint32_t slot, size_t disp, uint64_t hash) const {
     return with_disp(uint32_t((slot + 1) | uint64_t(fingerprint(hash)) << fp_shift), disp);
   }
-  static uint64_t record_hash(const Record& r) { return key_hash(r.family, r.src, r.group); }
+  uint64_t record_hash(const Record& r) const { return key_hash(r.family(), r.src, group_of(r)); }
   // Position from the hash's high bits (multiply-shift onto [0, capacity)); the tag uses its low bits.
   size_t home_of(uint64_t hash) const { return size_t((unsigned __int128)hash * capacity >> 64); }
   size_t next(size_t i) const { return i + 1 == capacity ? 0 : i + 1; }
@@ -313,47 +405,47 @@ struct Matcher::State {
     index[i] = 0;
   }
 
-  void wheel_link(uint32_t slot, uint16_t bucket) {
-    Record& r = pool[slot];
-    r.bucket = bucket;
-    r.wheel_next = kNone;
-    r.wheel_prev = wheel_tail[bucket];
-    if (r.wheel_prev == kNone) wheel_head[bucket] = slot;
-    else pool[r.wheel_prev].wheel_next = slot;
+  // Append a record at the tail of a bucket's list.
+  void wheel_link(uint32_t slot, uint32_t bucket) {
+    pool[slot].set_flag(Record::kDetached, false);
+    const uint32_t tail = wheel_tail[bucket];
+    set_link<kWheelNext>(slot, kBucketMarker + bucket);
+    set_link<kWheelPrev>(slot, tail == kNone ? kBucketMarker + bucket : tail);
+    if (tail == kNone) wheel_head[bucket] = slot;
+    else set_link<kWheelNext>(tail, slot);
     wheel_tail[bucket] = slot;
   }
 
   void wheel_unlink(uint32_t slot) {
-    Record& r = pool[slot];
-    if (r.bucket == kNoBucket) return;
-    if (r.wheel_prev == kNone) wheel_head[r.bucket] = r.wheel_next;
-    else pool[r.wheel_prev].wheel_next = r.wheel_next;
-    if (r.wheel_next == kNone) wheel_tail[r.bucket] = r.wheel_prev;
-    else pool[r.wheel_next].wheel_prev = r.wheel_prev;
-    r.bucket = kNoBucket;
+    if (pool[slot].detached()) return;
+    const uint32_t prev = link<kWheelPrev>(slot), next = link<kWheelNext>(slot);
+    if (is_slot(prev)) set_link<kWheelNext>(prev, next);
+    else wheel_head[prev - kBucketMarker] = is_slot(next) ? next : kNone;
+    if (is_slot(next)) set_link<kWheelPrev>(next, prev);
+    else wheel_tail[next - kBucketMarker] = is_slot(prev) ? prev : kNone;
+    pool[slot].set_flag(Record::kDetached, true);
   }
 
   // Append a record that is on no age list to the tail of one.
   void age_append(uint32_t slot, bool to_stage1) {
-    Record& r = pool[slot];
     AgeList& list = to_stage1 ? stage1 : progressed;
-    r.flags = to_stage1 ? uint8_t(r.flags | kInStage1) : uint8_t(r.flags & ~kInStage1);
-    r.age_next = kNone;
-    r.age_prev = list.tail;
+    pool[slot].set_flag(Record::kInStage1, to_stage1);
+    set_link<kAgeNext>(slot, kNone);
+    set_link<kAgePrev>(slot, list.tail);
     if (list.tail == kNone) list.head = slot;
-    else pool[list.tail].age_next = slot;
+    else set_link<kAgeNext>(list.tail, slot);
     list.tail = slot;
     list.size++;
   }
 
   // Take a tracked record off its age list.
   void age_unlink(uint32_t slot) {
-    Record& r = pool[slot];
-    AgeList& list = r.flags & kInStage1 ? stage1 : progressed;
-    if (r.age_prev == kNone) list.head = r.age_next;
-    else pool[r.age_prev].age_next = r.age_next;
-    if (r.age_next == kNone) list.tail = r.age_prev;
-    else pool[r.age_next].age_prev = r.age_prev;
+    AgeList& list = pool[slot].in_stage1() ? stage1 : progressed;
+    const uint32_t prev = link<kAgePrev>(slot), next = link<kAgeNext>(slot);
+    if (prev == kNone) list.head = next;
+    else set_link<kAgeNext>(prev, next);
+    if (next == kNone) list.tail = prev;
+    else set_link<kAgePrev>(next, prev);
     list.size--;
   }
 
@@ -364,10 +456,10 @@ struct Matcher::State {
   }
 
   // A free record's node view: word 0 the next node, word 1 how many slots it holds, words 2.. the slots
-  // (bytes 0-39 of the record: source, t_first and the list links; `bucket` stays kNoBucket).
+  // (the whole record: nothing of a free record is read; load() finds the free slots on this stack).
   static constexpr uint32_t kFreeChunk = 8;
   static constexpr size_t kNodeNext = 0, kNodeCount = 1, kNodeSlots = 2;
-  static_assert((kNodeSlots + kFreeChunk) * 4 <= offsetof(Record, cohort), "the node view fits before cohort/bucket");
+  static_assert((kNodeSlots + kFreeChunk) * 4 <= sizeof(Record), "the node view fits in a record");
 
   uint32_t node_word(uint32_t slot, size_t k) const {
     uint32_t v;
@@ -437,6 +529,14 @@ struct Matcher::State {
     free_top = slot;
   }
 
+  // Marks the slots below high_water that are on the free stack.
+  void mark_free(std::vector<uint8_t>& is_free) const {
+    for (uint32_t node = free_top; node != kNone; node = node_word(node, kNodeNext)) {
+      is_free[node] = 1;
+      for (uint32_t k = 0; k < node_word(node, kNodeCount); k++) is_free[node_word(node, kNodeSlots + k)] = 1;
+    }
+  }
+
   // `hash`: record_hash of the record.
   void free_record(uint32_t slot, uint64_t hash) {
     wheel_unlink(slot);
@@ -458,7 +558,7 @@ class MatchCall {
   void set_time(int64_t t) {
     if (!st_.time_set) {
       st_.time_set = true;
-      st_.now = t;
+      st_.now = st_.time_ref = t;
       st_.window = floor_div(t, kSecondUs);
       st_.wheel_pos = floor_div(t, kBucketUs);
       return;
@@ -477,6 +577,7 @@ class MatchCall {
       st_.suppressed = 0;
     }
     advance_wheel();
+    st_.time_ref = st_.now;
   }
 
   // What matching a parsed packet needs before it reads any state, worked out once per packet (feed_batch:
@@ -512,7 +613,7 @@ class MatchCall {
     if (home == kNoHome) return;
     const uint32_t entry = st_.index[home];
     if (entry == 0) return;
-    // 56-byte records straddle cache lines: ask for both ends.
+    // 40-byte records may straddle cache lines: ask for both ends.
     const char* r = reinterpret_cast<const char*>(&st_.pool[st_.entry_slot(entry)]);
     __builtin_prefetch(r);
     __builtin_prefetch(r + sizeof(Record) - 1);
@@ -525,20 +626,21 @@ class MatchCall {
     if (home == kNoHome) return;
     const uint32_t entry = st_.index[home];
     if (entry == 0) return;
-    const Record& r = st_.pool[st_.entry_slot(entry)];
-    st_.prefetch_links(r.age_prev, true);
-    st_.prefetch_links(r.age_next, true);
-    if (r.cohort >= prog_.cohorts.size()) return;
-    const Cohort& c = prog_.cohorts[r.cohort];
+    const uint32_t slot = st_.entry_slot(entry);
+    const Record& r = st_.pool[slot];
+    st_.prefetch_links(st_.link<kAgePrev>(slot));
+    st_.prefetch_links(st_.link<kAgeNext>(slot));
+    if (r.cohort() >= prog_.cohorts.size()) return;
+    const Cohort& c = prog_.cohorts[r.cohort()];
     bool stays = true;
     for (uint8_t j = 0; j < c.size && stays; j++) {
       const Door& d = prog_.doors[c.doors[j]];
-      const uint8_t s = r.stage[j];
+      const uint8_t s = r.stage(j);
       stays = s == 0 || (!d.is_derived() && s + 1u < d.length && d.steps[s] == step);
     }
     if (!stays) {
-      st_.prefetch_links(r.wheel_prev, false);
-      st_.prefetch_links(r.wheel_next, false);
+      st_.prefetch_links(st_.link<kWheelPrev>(slot));
+      st_.prefetch_links(st_.link<kWheelNext>(slot));
     }
   }
 
@@ -638,7 +740,7 @@ class MatchCall {
       return;
     }
     st_.used++;
-    push(kind, reason, r.family, stage, door, r.src, time);
+    push(kind, reason, r.family(), stage, door, r.src, time);
   }
 
   void stage_event(const Record& r, uint8_t stage, uint16_t door) {
@@ -650,7 +752,7 @@ class MatchCall {
   // `window`: a derived door's used window (its low 32 bits go in count, §7: the fleet decides it once); 0 otherwise.
   void completed_event(const Record& r, uint8_t stage, uint16_t door, int64_t window) {
     stats_[kStatCompleted]++;
-    push(kEventCompleted, 0, r.family, stage, door, r.src, st_.now).count = uint32_t(uint64_t(window));
+    push(kEventCompleted, 0, r.family(), stage, door, r.src, st_.now).count = uint32_t(uint64_t(window));
   }
 
   void failed_event(FailReason reason, const Record& r, uint8_t stage, uint16_t door, int64_t time) {
@@ -673,41 +775,42 @@ class MatchCall {
     return n;
   }
 
-  int64_t deadline(const Record& r) const {
-    const Cohort& c = prog_.cohorts[r.cohort];
+  int64_t deadline(uint32_t slot) const {
+    const Record& r = st_.pool[slot];
+    const Cohort& c = prog_.cohorts[r.cohort()];
     int64_t min_timeout = INT64_MAX;
     for (uint8_t j = 0; j < c.size; j++) {
-      if (r.stage[j]) min_timeout = std::min(min_timeout, prog_.doors[c.doors[j]].timeout_us);
+      if (r.stage(j)) min_timeout = std::min(min_timeout, prog_.doors[c.doors[j]].timeout_us);
     }
-    return r.t_first + min_timeout;
+    return st_.t_first(slot) + min_timeout;
   }
 
-  uint16_t bucket_for(int64_t deadline_us) const {
+  uint32_t bucket_for(int64_t deadline_us) const {
     int64_t b = std::max(floor_div(deadline_us, kBucketUs), st_.wheel_pos);
-    return uint16_t(b & (kWheelSize - 1));
+    return uint32_t(b & (kWheelSize - 1));
   }
 
   // Re-file a record whose deadline changed at the tail of its new bucket.
   void move(uint32_t slot) {
     st_.wheel_unlink(slot);
-    st_.wheel_link(slot, bucket_for(deadline(st_.pool[slot])));
+    st_.wheel_link(slot, bucket_for(deadline(slot)));
   }
 
   // §2.1 expire(r); `hash`: its record_hash. Returns whether the record still exists.
   bool expire(uint32_t slot, uint64_t hash) {
     Record& r = st_.pool[slot];
-    const int64_t before = deadline(r);
+    const int64_t before = deadline(slot);
     if (before > st_.now) return true;
-    const Cohort& c = prog_.cohorts[r.cohort];
-    // Liveness is tracked here rather than read back from the stage bytes just written: a wide read of
-    // them would wait for those byte stores to reach the cache (no store forwarding).
+    const int64_t t_first = st_.t_first(slot);
+    const Cohort& c = prog_.cohorts[r.cohort()];
     bool live = false;
     for (uint8_t j = 0; j < c.size; j++) {
       const Door& d = prog_.doors[c.doors[j]];
-      if (!r.stage[j]) continue;
-      if (r.t_first + d.timeout_us <= st_.now) {
-        failed_event(kFailTimeout, r, r.stage[j], c.doors[j], r.t_first + d.timeout_us);
-        r.stage[j] = 0;
+      const uint8_t s = r.stage(j);
+      if (!s) continue;
+      if (t_first + d.timeout_us <= st_.now) {
+        failed_event(kFailTimeout, r, s, c.doors[j], t_first + d.timeout_us);
+        r.set_stage(j, 0);
       } else {
         live = true;
       }
@@ -723,12 +826,12 @@ class MatchCall {
   void process_bucket(uint32_t b) {
     uint32_t slot = st_.wheel_head[b];
     st_.wheel_head[b] = st_.wheel_tail[b] = kNone;
-    while (slot != kNone) {
+    while (is_slot(slot)) {  // the tail's next link is the bucket's marker
       Record& r = st_.pool[slot];
-      uint32_t next = r.wheel_next;
-      r.bucket = kNoBucket;
-      int64_t d = deadline(r);
-      if (d <= st_.now) expire(slot, Matcher::State::record_hash(r));
+      const uint32_t next = st_.link<kWheelNext>(slot);
+      r.set_flag(Record::kDetached, true);
+      const int64_t d = deadline(slot);
+      if (d <= st_.now) expire(slot, st_.record_hash(r));
       else st_.wheel_link(slot, bucket_for(d));
       slot = next;
     }
@@ -750,35 +853,36 @@ class MatchCall {
   // §4 step 5 for one candidate record.
   void advance(uint32_t slot, uint64_t hash, const Packet& p, uint32_t step) {
     Record& r = st_.pool[slot];
-    const int64_t before = deadline(r);
-    const Cohort& c = prog_.cohorts[r.cohort];
-    bool advanced = false, live = false;  // live: as in expire
+    const int64_t before = deadline(slot);
+    const Cohort& c = prog_.cohorts[r.cohort()];
+    // Liveness is tracked here rather than read back from the stages just written.
+    bool advanced = false, live = false;
     for (uint8_t j = 0; j < c.size; j++) {
-      const uint8_t s = r.stage[j];
+      const uint8_t s = r.stage(j);
       if (!s) continue;
       const uint16_t door = c.doors[j];
       const Door& d = prog_.doors[door];
       const bool derived = d.is_derived();
       if (p.proto == kProtoTcp && !d.flags_ok(p.proto, p.tcp_flags)) {
         live = true;
-      } else if ((derived ? record_step(r, d, s) : d.steps[s]) == step) {
+      } else if ((derived ? record_step(slot, d, s) : d.steps[s]) == step) {
         const uint8_t next = uint8_t(s + 1);
         stage_event(r, next, door);
         if (next == d.length) {
-          const int64_t window = derived ? record_window(r, d) : 0;
+          const int64_t window = derived ? record_window(slot, d) : 0;
           completed_event(r, next, door, window);
-          if (derived) mark_used(d, window, r.family, r.src);
-          r.stage[j] = 0;
+          if (derived) mark_used(d, window, r.family(), r.src);
+          r.set_stage(j, 0);
         } else {
-          r.stage[j] = next;
+          r.set_stage(j, next);
           live = true;
         }
         advanced = true;
-      } else if ((d.options & kOptAllowDuplicates) && (derived ? record_step(r, d, s - 1) : d.steps[s - 1]) == step) {
+      } else if ((d.options & kOptAllowDuplicates) && (derived ? record_step(slot, d, s - 1) : d.steps[s - 1]) == step) {
         live = true;
       } else {
         failed_event(kFailWrongPort, r, s, door, st_.now);
-        r.stage[j] = 0;
+        r.set_stage(j, 0);
       }
     }
     if (!live) {
@@ -786,21 +890,22 @@ class MatchCall {
       return;
     }
     if (advanced) st_.age_progress(slot);
-    if (deadline(r) != before) move(slot);
+    if (deadline(slot) != before) move(slot);
   }
 
   // §4.1: make room for one record in a full table.
   void evict() {
     const uint32_t slot = st_.victim();
     Record& r = st_.pool[slot];
-    const bool progressed = !(r.flags & kInStage1);
-    const Cohort& c = prog_.cohorts[r.cohort];
+    const bool progressed = !r.in_stage1();
+    const Cohort& c = prog_.cohorts[r.cohort()];
     for (uint8_t j = 0; j < c.size; j++) {
-      if (!r.stage[j]) continue;
+      const uint8_t s = r.stage(j);
+      if (!s) continue;
       stats_[kStatEvictedProgressed] += progressed;
-      failed_event(kFailEvicted, r, r.stage[j], c.doors[j], st_.now);
+      failed_event(kFailEvicted, r, s, c.doors[j], st_.now);
     }
-    st_.free_record(slot, Matcher::State::record_hash(r));
+    st_.free_record(slot, st_.record_hash(r));
     prefetch_next_victim();
   }
 
@@ -809,9 +914,9 @@ class MatchCall {
   [[gnu::always_inline]] void prefetch_next_victim() const {
     const uint32_t victim = st_.victim();
     if (victim == kNone) return;
-    const Record& next = st_.pool[victim];
-    __builtin_prefetch(&st_.index[st_.home_of(Matcher::State::record_hash(next))]);
-    if (next.age_next != kNone) __builtin_prefetch(&st_.pool[next.age_next]);
+    __builtin_prefetch(&st_.index[st_.home_of(st_.record_hash(st_.pool[victim]))]);
+    const uint32_t after = st_.link<kAgeNext>(victim);
+    if (after != kNone) __builtin_prefetch(&st_.pool[after]);
   }
 
   // §4 step 6 for the fixed doors of one accepting group; returns whether a record now exists for the key.
@@ -832,7 +937,7 @@ class MatchCall {
     Record scratch;
     const uint32_t slot = needs_record ? st_.take_slot() : kNone;
     Record& r = needs_record ? st_.pool[slot] : scratch;
-    init_record(r, p, group, uint16_t(c - prog_.cohorts.data()), 0);
+    init_record(r, p, uint16_t(c - prog_.cohorts.data()), 0);
     for (uint8_t j = 0; j < c->size; j++) {
       if (!(starters >> j & 1)) continue;
       const uint16_t door = c->doors[j];
@@ -841,7 +946,7 @@ class MatchCall {
         completed_event(r, 1, door, 0);
       } else if (needs_record) {
         stage_event(r, 1, door);
-        r.stage[j] = 1;
+        r.set_stage(j, 1);
       }
     }
     if (!needs_record) return false;
@@ -849,26 +954,22 @@ class MatchCall {
     return true;
   }
 
-  // Every field of a record about to be written, members dead, list links unset. Field by field, in place:
-  // a record built elsewhere and copied whole would be read back in wide loads that span its narrow
-  // field stores, and such loads wait for the stores to reach the cache.
-  void init_record(Record& r, const Packet& p, uint32_t group, uint16_t cohort, uint8_t window_offset) const {
+  // Every field of a record about to be written except t_first (commit sets it): members dead, detached,
+  // list links unset. In place, word by word.
+  static void init_record(Record& r, const Packet& p, uint16_t cohort, uint8_t window_offset) {
     std::memcpy(r.src, p.src, 16);
-    r.t_first = st_.now;
-    r.cohort = cohort;
-    r.bucket = kNoBucket;
-    r.family = p.family;
-    r.group = uint8_t(group);
-    r.flags = 0;
-    r.window_offset = window_offset;
-    std::memset(r.stage, 0, sizeof r.stage);
+    r.a = (Record::kDetached | (p.family == 6 ? Record::kFamily6 : 0) | uint64_t(window_offset) << 3) << 56;
+    r.b = uint64_t(cohort) << 48;
+    r.c = 0;
   }
 
-  // A new record (taken slot, initialised, with live members) enters the index, the stage-1 list and the wheel.
+  // A new record (taken slot, initialised, with live members) enters the index, the stage-1 list and the
+  // wheel, started now.
   void commit(uint32_t slot, uint64_t hash) {
+    st_.set_t_first(slot, st_.now);
     st_.index_insert(slot, hash);
     st_.age_append(slot, true);
-    st_.wheel_link(slot, bucket_for(deadline(st_.pool[slot])));
+    st_.wheel_link(slot, bucket_for(deadline(slot)));
   }
 
   // ---- derived doors (§10) ----
@@ -899,7 +1000,7 @@ class MatchCall {
       if (offset == 3) continue;
       if (d.length == 1) {
         Record scratch;
-        init_record(scratch, p, group, uint16_t(d.cohort), offset);
+        init_record(scratch, p, uint16_t(d.cohort), offset);
         stage_event(scratch, 1, door);
         completed_event(scratch, 1, door, w + offset - 1);
         mark_used(d, w + offset - 1, p.family, p.src);
@@ -909,20 +1010,21 @@ class MatchCall {
       if (st_.count == st_.pool.size()) evict();
       const uint32_t slot = st_.take_slot();
       Record& r = st_.pool[slot];
-      init_record(r, p, group, uint16_t(d.cohort), offset);
+      init_record(r, p, uint16_t(d.cohort), offset);
       stage_event(r, 1, door);
-      r.stage[0] = 1;
+      r.set_stage(0, 1);
       commit(slot, hash);
       tracked = true;
     }
   }
 
-  int64_t record_window(const Record& r, const Door& d) const {
-    return floor_div(r.t_first, d.derived.time_step_us) + r.window_offset - 1;
+  int64_t record_window(uint32_t slot, const Door& d) const {
+    return floor_div(st_.t_first(slot), d.derived.time_step_us) + st_.pool[slot].window_offset() - 1;
   }
 
-  uint32_t record_step(const Record& r, const Door& d, unsigned i) const {
-    return d.derived_step(record_window(r, d), r.family, r.src, i);
+  uint32_t record_step(uint32_t slot, const Door& d, unsigned i) const {
+    const Record& r = st_.pool[slot];
+    return d.derived_step(record_window(slot, d), r.family(), r.src, i);
   }
 
   void mark_used(const Door& d, int64_t window, uint8_t family, const uint8_t* src) {
@@ -1027,7 +1129,7 @@ void Matcher::tick(int64_t now_us, std::vector<EventRecord>& out) {
 void Matcher::load(std::shared_ptr<const Program> program) {
   const Program& next = *program;
   auto fresh = std::make_unique<State>();
-  fresh->allocate(next.max_tracked);
+  fresh->allocate(next);
   if (!program_) {
     state_ = std::move(fresh);
     program_ = std::move(program);
@@ -1040,31 +1142,33 @@ void Matcher::load(std::shared_ptr<const Program> program) {
 
   // Pass 1, pool order: rewrite each record in place for the new program and re-index it under its new
   // key; the first record to claim a key keeps it.
-  std::vector<uint8_t> survives(old.high_water, 0);
+  std::vector<uint8_t> survives(old.high_water, 0), is_free(old.high_water, 0);
+  old.mark_free(is_free);
   size_t n_survivors = 0;
   old.index.zero();
+  old.cohort_group = fresh->cohort_group;  // records are re-keyed for the new program
   for (uint32_t slot = 0; slot < old.high_water; slot++) {
+    if (is_free[slot]) continue;
     Record& r = old.pool[slot];
-    if (r.bucket == kNoBucket) continue;  // a free slot: every tracked record is in a wheel bucket
-    const Cohort& c = prev.cohorts[r.cohort];
-    uint8_t stages[kMaxCohort] = {};
+    const Cohort& c = prev.cohorts[r.cohort()];
+    uint64_t stages = 0;
     uint32_t cohort = kNone;
     bool one_cohort = true;
     for (uint8_t j = 0; j < c.size; j++) {
-      if (!r.stage[j]) continue;
+      const uint8_t s = r.stage(j);
+      if (!s) continue;
       auto it = door_of_fingerprint.find(prev.doors[c.doors[j]].fingerprint);
       if (it == door_of_fingerprint.end()) continue;
       const Door& d = next.doors[it->second];
       one_cohort &= cohort == kNone || cohort == d.cohort;
       cohort = d.cohort;
-      stages[d.member] = r.stage[j];
+      stages |= uint64_t(s) << (5 * d.member);
     }
     if (cohort == kNone || !one_cohort) continue;
-    r.cohort = uint16_t(cohort);
-    r.group = uint8_t(next.cohorts[cohort].group);
-    std::memcpy(r.stage, stages, sizeof stages);
-    const uint64_t hash = Matcher::State::record_hash(r);
-    if (old.find(r.family, r.src, r.group, hash) != kNone) continue;
+    r.set_cohort(uint16_t(cohort));
+    r.set_stages(stages);
+    const uint64_t hash = old.record_hash(r);
+    if (old.find(r.family(), r.src, old.group_of(r), hash) != kNone) continue;
     old.index_insert(slot, hash);
     survives[slot] = 1;
     n_survivors++;
@@ -1072,7 +1176,7 @@ void Matcher::load(std::shared_ptr<const Program> program) {
 
   // Shrinking: the oldest stage-1 records go first, then the oldest (by first knock) of any kind; equal
   // first knocks are ordered by key (family, source, group), which does not depend on allocation history.
-  for (uint32_t slot = old.stage1.head; slot != kNone && n_survivors > next.max_tracked; slot = old.pool[slot].age_next) {
+  for (uint32_t slot = old.stage1.head; slot != kNone && n_survivors > next.max_tracked; slot = old.link<kAgeNext>(slot)) {
     if (survives[slot]) survives[slot] = 0, n_survivors--;
   }
   if (n_survivors > next.max_tracked) {
@@ -1082,10 +1186,10 @@ void Matcher::load(std::shared_ptr<const Program> program) {
     }
     std::sort(by_age.begin(), by_age.end(), [&](uint32_t a, uint32_t b) {
       const Record &x = old.pool[a], &y = old.pool[b];
-      if (x.t_first != y.t_first) return x.t_first < y.t_first;
-      if (x.family != y.family) return x.family < y.family;
+      if (old.t_first(a) != old.t_first(b)) return old.t_first(a) < old.t_first(b);
+      if (x.family() != y.family()) return x.family() < y.family();
       if (int c = std::memcmp(x.src, y.src, 16)) return c < 0;
-      return x.group < y.group;
+      return old.group_of(x) < old.group_of(y);
     });
     for (size_t i = 0; n_survivors > next.max_tracked; i++) survives[by_age[i]] = 0, n_survivors--;
   }
@@ -1096,21 +1200,23 @@ void Matcher::load(std::shared_ptr<const Program> program) {
     if (!survives[slot]) continue;
     uint32_t to = fresh->take_slot();
     moved_to[slot] = to;
-    fresh->pool[to] = old.pool[slot];
-    fresh->index_insert(to, Matcher::State::record_hash(fresh->pool[to]));
+    fresh->pool[to] = old.pool[slot];  // its links are set below
+    fresh->set_t_first(to, old.t_first(slot));
+    fresh->index_insert(to, fresh->record_hash(fresh->pool[to]));
   }
   for (uint32_t b = 0; b < kWheelSize; b++) {
-    for (uint32_t slot = old.wheel_head[b]; slot != kNone; slot = old.pool[slot].wheel_next) {
-      if (moved_to[slot] != kNone) fresh->wheel_link(moved_to[slot], uint16_t(b));
+    for (uint32_t slot = old.wheel_head[b]; is_slot(slot); slot = old.link<kWheelNext>(slot)) {
+      if (moved_to[slot] != kNone) fresh->wheel_link(moved_to[slot], b);
     }
   }
   for (const bool stage1 : {true, false}) {
-    for (uint32_t slot = (stage1 ? old.stage1 : old.progressed).head; slot != kNone; slot = old.pool[slot].age_next) {
+    for (uint32_t slot = (stage1 ? old.stage1 : old.progressed).head; slot != kNone; slot = old.link<kAgeNext>(slot)) {
       if (moved_to[slot] != kNone) fresh->age_append(moved_to[slot], stage1);
     }
   }
   fresh->time_set = old.time_set;
   fresh->now = old.now;
+  fresh->time_ref = old.time_ref;
   fresh->wheel_pos = old.wheel_pos;
   fresh->window = old.window;
   fresh->used = old.used;
