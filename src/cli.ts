@@ -4,25 +4,17 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { describeStore, parseStoreUrl } from './config/store-url.js';
-import { fleetStatus } from './fleet/status.js';
 import { checkNftScript, nftInstallScript, nftStatus, nftUninstall, formatNftStatus, planNft } from './actions/nft.js';
 import { captureInterfaces, ConfigError, parseConfig } from './config/parse.js';
 import { strerror } from './config/lexical.js';
 import { DEFAULTS, TCP_FLAG, type DoorConfig, type KnockdConfig } from './config/types.js';
 import { formatAddress } from './address.js';
 import { openCapture, runDaemon, type DaemonArgs } from './daemon.js';
-import { runDemo } from './tools/demo.js';
-import { runFleetDemo } from './tools/fleetdemo.js';
-import { runDoctor } from './tools/doctor.js';
-import { runKnockCli } from './tools/knock.js';
 import type { Matcher } from './match/matcher-api.js';
 import { TsMatcher } from './match/matcher.js';
-import { NativeMatcher } from './match/native-matcher.js';
 import { VERSION } from './native.js';
 export { VERSION };
-import { CaptureFileError, readCaptureFile } from './capture/pcap.js';
 import { compileProgram, ProgramError } from './config/program.js';
-import { chooseLocalAddresses, describeStats, replayBatches, ReplayError } from './tools/replay.js';
 
 /** knockd's flags (as the daemon takes them) plus the one-shot modes. */
 export interface CliOptions extends DaemonArgs {
@@ -411,8 +403,9 @@ async function runTest(options: CliOptions, io: CliIo): Promise<number> {
   return 0;
 }
 
-function replayMatcher(kind: 'native' | 'ts', io: CliIo): Matcher {
+async function replayMatcher(kind: 'native' | 'ts', io: CliIo): Promise<Matcher> {
   if (kind === 'ts') return new TsMatcher();
+  const { NativeMatcher } = await import('./match/native-matcher.js');
   try {
     return new NativeMatcher();
   } catch (err) {
@@ -421,15 +414,19 @@ function replayMatcher(kind: 'native' | 'ts', io: CliIo): Matcher {
   }
 }
 
-function runReplay(options: CliOptions, config: KnockdConfig, io: CliIo): number {
+async function runReplay(options: CliOptions, config: KnockdConfig, io: CliIo): Promise<number> {
   const capture = options.replay as string;
+  const [{ CaptureFileError, readCaptureFile }, { chooseLocalAddresses, describeStats, replayBatches, ReplayError }] = await Promise.all([
+    import('./capture/pcap.js'),
+    import('./tools/replay.js'),
+  ]);
   try {
     const interfaces = options.interface ? options.interface.split(',') : (config.options.interfaces ?? []);
     const local = chooseLocalAddresses(interfaces, options.localAddress ?? [], options.onlyIpV4);
     if (options.debug) io.stderr(`replay: local addresses from ${local.source}\n`);
     const summary = replayBatches(readCaptureFile(capture), {
       config,
-      matcher: replayMatcher(options.matcher ?? 'native', io),
+      matcher: await replayMatcher(options.matcher ?? 'native', io),
       local,
       ignoreIpv6: options.onlyIpV4,
       verbose: options.verbose,
@@ -473,6 +470,7 @@ async function runFleetStatus(options: CliOptions, io: CliIo): Promise<number> {
     return 1;
   }
   try {
+    const { fleetStatus } = await import('./fleet/status.js');
     io.stdout(await fleetStatus(fleet, config.doors));
     return 0;
   } catch (err) {
@@ -536,7 +534,9 @@ function writeSecret(path: string | undefined, io: CliIo): number {
 /** The whole CLI: returns the exit code (a running daemon never returns). */
 export async function main(argv: string[], io: CliIo = defaultIo()): Promise<number> {
   // subcommands with their own option grammar: knock (knock 0.8's), doctor, demo and secret
-  if (argv[0] === 'knock') return runKnockCli(argv.slice(1), 'knockd-fast knock');
+  // each loads its code only when run: a daemon that never runs them keeps their modules (the redis client
+  // among them) out of its memory (docs/PERFORMANCE.md "What users run: memory as installed")
+  if (argv[0] === 'knock') return (await import('./tools/knock.js')).runKnockCli(argv.slice(1), 'knockd-fast knock');
   if (argv[0] === 'doctor') {
     const doctor = parseSubcommand('doctor', argv.slice(1), io, (c) => c.option('-i, --interface <int>').option('-c, --config <file>'));
     if (typeof doctor === 'number') return doctor;
@@ -547,13 +547,14 @@ export async function main(argv: string[], io: CliIo = defaultIo()): Promise<num
       if (!config) return 1;
       fleet = config.options.fleet;
     }
+    const { runDoctor } = await import('./tools/doctor.js');
     return runDoctor({ interfaces, fleet, out: io.stdout });
   }
   if (argv[0] === 'demo') {
     const demo = parseSubcommand('demo', argv.slice(1), io, (c) => c.option('--fleet'));
     if (typeof demo === 'number') return demo;
     const out = (l: string) => io.stdout(`${l}\n`);
-    return demo.fleet ? runFleetDemo({ out }) : runDemo({ out });
+    return demo.fleet ? (await import('./tools/fleetdemo.js')).runFleetDemo({ out }) : (await import('./tools/demo.js')).runDemo({ out });
   }
   if (argv[0] === 'secret') {
     const secret = parseSubcommand('secret', argv.slice(1), io, (c) => c.option('--out <file>'));

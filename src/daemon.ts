@@ -15,11 +15,11 @@ import { DoorController, rotateOneTimeFile } from './control/controller.js';
 import { decodeEvents } from './match/events.js';
 import { formatAddress, type Address } from './address.js';
 import { Logger, SYSLOG_SOCKET, unixDatagramTransport, type LogFormat, type SyslogTransport } from './report/log.js';
-import { Metrics, type EngineCounters } from './report/metrics.js';
+import type { EngineCounters, Metrics } from './report/metrics.js';
 import { CaptureEngine, interfaceAddresses, type CaptureOptions } from './capture/engine.js';
 import { compileProgram, type CompiledProgram } from './config/program.js';
 import { DEFAULT_STATE_FILE, loadState } from './control/state.js';
-import { FleetLinkImpl } from './fleet/link.js';
+import type { FleetLinkImpl } from './fleet/link.js';
 import { VERSION } from './cli.js';
 import { ReplayCache, SPA_REPLAY_FILE_NAME } from './spa/replay-cache.js';
 import { SpaGate } from './spa/gate.js';
@@ -268,7 +268,10 @@ export class Daemon {
       stderr: io.stderr,
     });
     for (const w of config.warnings) this.log.log(`warning: ${w}`);
-    this.commands = new CommandBackend({ log: (m) => this.log.log(m) });
+    // a configuration without commands (nft doors) never needs the commands' worker; a reload that adds one
+    // starts it at the first command
+    const hasCommands = config.doors.some((d) => [d.startCommand, d.startCommand6, d.stopCommand, d.stopCommand6].some((c) => c));
+    this.commands = new CommandBackend({ log: (m) => this.log.log(m), prestart: hasCommands });
     this.controller = new DoorController({
       log: (m, f) => this.log.log(m, f),
       commands: this.commands,
@@ -326,7 +329,7 @@ export class Daemon {
     }
     this.controller.attach({ nft: this.nft });
     // the fleet connects in the background: with the store down the daemon starts local-only and retries
-    if (this.config.options.fleet) this.startFleet(this.config);
+    if (this.config.options.fleet) await this.startFleet(this.config);
     this.openSpa(this.config);
     this.debug(`log file ${s.logFile ?? '(none)'}, state file ${s.stateFile}, ${s.threads} capture thread(s), ${this.args.matcher ?? 'native'} matcher`);
     const readAddresses = this.hooks.readAddresses ?? interfaceAddresses;
@@ -347,6 +350,9 @@ export class Daemon {
       onInterface: (notice) => this.log.log(notice.message, { event: `interface_${notice.event}`, interface: notice.interface }),
     });
     if (s.metrics) {
+      // prom-client and the redis client (fleet) load only when configured: each adds MiBs of resident
+      // memory (docs/PERFORMANCE.md "What users run: memory as installed")
+      const { Metrics } = await import('./report/metrics.js');
       this.metrics = new Metrics(() => {
         const c = this.commands.stats();
         return { ...this.engine?.stats(), commandRuns: c.runs, commandFailures: c.failures, commandDrops: c.dropped };
@@ -454,7 +460,8 @@ export class Daemon {
     (this.hooks.exit ?? process.exit)(code);
   }
 
-  private startFleet(config: KnockdConfig): void {
+  private async startFleet(config: KnockdConfig): Promise<void> {
+    const { FleetLinkImpl } = await import('./fleet/link.js');
     this.fleet = new FleetLinkImpl({
       config: config.options.fleet!,
       doors: config.doors,
@@ -480,7 +487,7 @@ export class Daemon {
       await this.fleet.close();
       this.fleet = undefined;
     }
-    if (f) this.startFleet(next);
+    if (f) await this.startFleet(next);
   }
 
   /** The first SPA door brings the replay cache (read from its file: a corrupt file stops the start). */

@@ -248,3 +248,13 @@ test('the stop of a start dropped while waiting does not run; the others do', as
   assert.deepEqual(lines(out), ['START 198.51.100.1', 'STOP 198.51.100.1', 'START 198.51.100.3', 'STOP 198.51.100.3']);
   b.close();
 });
+
+test('without prestart the worker starts at the first command, which runs', async () => {
+  const out = outFile();
+  // a shell of its own, so no other test's backend has started this spawner
+  const b = new CommandBackend({ log: () => undefined, now: () => 1_000_000, output: 'ignore', shell: '/usr/bin/sh', prestart: false });
+  const d = door('A', '7000', { startCommand: `echo START %IP% >> ${out}` });
+  b.start({ door: d, source: '198.51.100.1', family: 4 });
+  await b.idle();
+  assert.deepEqual(lines(out), ['START 198.51.100.1']);
+});
