@@ -62,7 +62,13 @@ function setup(doors: DoorConfig[], extra: Partial<ConstructorParameters<typeof 
   const lines: string[] = [];
   const cmd = recordingCommands(() => clock);
   const grants: string[] = [];
-  const nft: NftActions = { grant: (g) => void grants.push(`${g.door.name} ${g.source}`), flush: async () => {} };
+  const nft: NftActions = {
+    grant: (g) => void grants.push(`${g.door.name} ${g.source}`),
+    async grantAll(all) {
+      for (const g of all) this.grant(g);
+    },
+    flush: async () => {},
+  };
   const c = new DoorController({ log: (m) => lines.push(m), commands: cmd.actions, nft, now: () => clock, ...extra });
   c.setProgram({ words: new Uint32Array(0), doors, generation: 1 });
   return { c, lines, calls: cmd.calls, grants, advance: (ms: number) => (clock += ms), now: () => clock };

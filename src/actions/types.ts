@@ -13,6 +13,8 @@ export interface Grant {
   family: 4 | 6;
   /** how long the door stays open; default the door's Open_Timeout (a fleet grant gets the time it has left) */
   timeoutMs?: number;
+  /** the source in 16-byte form, when the caller parsed it already (a fleet grant: src/fleet/message.ts) */
+  address?: Uint8Array;
 }
 
 /** A stop command waiting for its cmd_timeout; persisted in the state file across restarts. */
@@ -40,6 +42,8 @@ export interface CommandActions {
 export interface NftActions {
   /** may resolve once the element is installed */
   grant(grant: Grant): unknown;
+  /** many grants at once (a fleet catch-up page); resolves once every element is installed or refused */
+  grantAll(grants: readonly Grant[]): Promise<unknown>;
   /** applies whatever is still batched */
   flush(): Promise<void>;
 }

@@ -15,7 +15,7 @@ import type { Metrics } from '../report/metrics.js';
 import type { CompiledProgram } from '../config/program.js';
 import { loadState, moveStateAside, StateFileError, StateWriter } from './state.js';
 import { doorWindowMs, lineDigest } from '../fleet/message.js';
-import type { FleetLink } from '../fleet/link.js';
+import type { FleetLink, RemoteGrant } from '../fleet/link.js';
 import { SpaGate, spaLine } from '../spa/gate.js';
 import type { SpaDecision } from '../spa/decide.js';
 
@@ -327,17 +327,25 @@ export class DoorController {
     this.pruneWindows(now);
   }
 
-  /** Another member's grant (src/fleet/link.ts): the nft element with the time left, and with
-   * Fleet_Commands = all this member's own start command (once: not while its stop is pending). */
-  async applyRemoteGrant(door: DoorConfig, source: string, family: 4 | 6, remainingMs: number, runCommands: boolean, from: string): Promise<void> {
-    const grant: Grant = { door, source, family, timeoutMs: Math.min(remainingMs, door.openTimeout * 1000) };
-    this.line(source, (who) => `${who}: ${door.name}: opened by fleet member ${from} (${Math.ceil(remainingMs / 1000)}s left)`, { event: 'fleet_open', door: door.name, member: from });
-    this.opts.metrics?.grants.inc({ door: door.name, outcome: 'fleet' });
-    if (runCommands && door.startCommand && !this.pendingStops().some((s) => s.door === door.name && s.source === source)) {
-      const stop = this.opts.commands?.start(grant);
-      if (stop) this.schedule(stop);
+  /** Other members' grants (src/fleet/link.ts), a batch at once: the nft elements with the time each has
+   * left, and with Fleet_Commands = all this member's own start command (once: not while its stop is
+   * pending). Resolves once every element is in (one promise for the batch, not one per grant). */
+  applyRemoteGrants(grants: readonly RemoteGrant[]): Promise<unknown> {
+    const elements: Grant[] = [];
+    const perDoor = new Map<string, number>();
+    for (const g of grants) {
+      const { door, source, remainingMs, from } = g;
+      const grant: Grant = { door, source, family: g.family, address: g.address, timeoutMs: Math.min(remainingMs, door.openTimeout * 1000) };
+      if (g.logged) this.line(source, (who) => `${who}: ${door.name}: opened by fleet member ${from} (${Math.ceil(remainingMs / 1000)}s left)`, { event: 'fleet_open', door: door.name, member: from });
+      perDoor.set(door.name, (perDoor.get(door.name) ?? 0) + 1);
+      if (g.runCommands && door.startCommand && !this.pendingStops().some((s) => s.door === door.name && s.source === source)) {
+        const stop = this.opts.commands?.start(grant);
+        if (stop) this.schedule(stop);
+      }
+      if (hasNftAction(door)) elements.push(grant);
     }
-    if (hasNftAction(door)) await this.opts.nft?.grant(grant);
+    for (const [door, n] of perDoor) this.opts.metrics?.grants.inc({ door, outcome: 'fleet' }, n);
+    return elements.length > 0 && this.opts.nft ? this.opts.nft.grantAll(elements) : Promise.resolve();
   }
 
   /** A one-time door's current line here (it moves on as lines are used, here or on other members). */

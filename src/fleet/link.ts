@@ -10,7 +10,7 @@ import type { Grant } from '../actions/types.js';
 import type { DoorConfig, FleetConfig, Step } from '../config/types.js';
 import type { LogFields } from '../report/log.js';
 import type { Metrics } from '../report/metrics.js';
-import { CLOCK_SKEW_MS, checkGrant, decodeMessage, doorWindowMs, encodeMessage, lineDigest, MessageRefused, newNonce, REFUSAL_REASONS, type FleetMessage, type RefusalReason } from './message.js';
+import { CLOCK_SKEW_MS, checkGrant, type CheckedGrant, decodeMessage, doorWindowMs, encodeMessage, lineDigest, MessageRefused, newNonce, REFUSAL_REASONS, type FleetMessage, type RefusalReason } from './message.js';
 import { FleetStore, type SingleUse } from './store.js';
 import { describeStore, parseStoreUrl } from '../config/store-url.js';
 import { windowOf } from '../match/derive.js';
@@ -53,15 +53,32 @@ export const MINE_LIMIT = 100_000;
 /** a catch-up reads at most this many grants and stops after this long (then says so) */
 export const CATCH_UP_LIMIT = 1_000_000;
 export const CATCH_UP_TIME_MS = 30_000;
+/** a catch-up logs its first this many grants one by one, then only counts them in its summary line */
+export const CATCH_UP_LINES = 20;
 const HEARTBEAT_MS = 5000;
 const HEARTBEAT_TTL_MS = 3 * HEARTBEAT_MS;
 /** refused messages: one summary line per reason per this period */
 const REFUSAL_LOG_MS = 10_000;
 
+/** Another member's grant, verified and checked, as the controller installs it. */
+export interface RemoteGrant {
+  door: DoorConfig;
+  source: string;
+  family: 4 | 6;
+  /** the source parsed once by checkGrant (16 bytes), handed to the nft writer as is */
+  address: Uint8Array;
+  remainingMs: number;
+  /** Fleet_Commands = all: run this member's start command */
+  runCommands: boolean;
+  from: string;
+  /** write its `opened by fleet member` line (a catch-up writes it for its first CATCH_UP_LINES grants only) */
+  logged: boolean;
+}
+
 /** What the link needs from the controller: remote grants and one-time lines used elsewhere. */
 export interface FleetTarget {
-  /** installs a grant of another member with the time it has left; resolves once the element is in */
-  applyRemoteGrant(door: DoorConfig, source: string, family: 4 | 6, remainingMs: number, runCommands: boolean, from: string): Promise<void>;
+  /** installs other members' grants with the time each has left; resolves once every element is in */
+  applyRemoteGrants(grants: readonly RemoteGrant[]): Promise<unknown>;
   /** another member used this one-time line: advance past it if it is this door's current one */
   applyLineUsed(door: DoorConfig, digest: string, from: string): void;
   /** a one-time door's current line on this member */
@@ -150,6 +167,8 @@ export class FleetLinkImpl implements FleetLink {
   private readonly refusalsUnlogged = new Map<RefusalReason, { count: number; example: string }>();
   private readonly startedMs: number;
   private closed = false;
+  /** grants published by other members that arrived in this turn: installed together (onPublished) */
+  private arrived: RemoteGrant[] = [];
 
   constructor(private readonly opts: FleetLinkOptions) {
     this.cfg = opts.config;
@@ -160,7 +179,7 @@ export class FleetLinkImpl implements FleetLink {
     this.store = new FleetStore(this.cfg, {
       ready: () => this.onReady(),
       down: (m) => this.onDown(m),
-      message: (raw) => this.onMessage(raw, 'published'),
+      message: (raw) => this.onPublished(raw),
     });
   }
 
@@ -355,14 +374,20 @@ export class FleetLinkImpl implements FleetLink {
   private async runCatchUp(why: string): Promise<void> {
     const t = performance.now();
     let grants = 0;
+    let installed = 0;
     let complete = true;
+    // one promise per page, not per grant: a page's grants are verified and handed to nft together
     const applying: Promise<void>[] = [];
     try {
       for await (const page of this.store.grantPages()) {
+        const batch: RemoteGrant[] = [];
         for (const raw of page) {
-          const p = this.onMessage(raw, 'catch-up');
-          if (p) applying.push(p);
+          const g = this.accept(raw, 'catch-up', this.now());
+          if (!g) continue;
+          g.logged = installed++ < CATCH_UP_LINES;
+          batch.push(g);
         }
+        if (batch.length > 0) applying.push(this.apply(batch));
         grants += page.length;
         if (grants >= CATCH_UP_LIMIT || performance.now() - t > CATCH_UP_TIME_MS) {
           complete = false;
@@ -379,7 +404,12 @@ export class FleetLinkImpl implements FleetLink {
     this.stats.lastCatchUp = { grants, ms, complete };
     this.opts.metrics?.fleetCatchUpGrants.set(grants);
     this.opts.metrics?.fleetCatchUpSeconds.set(ms / 1000);
-    this.opts.log(`fleet: catch-up (${why}): ${grants} open grant(s) read in ${Math.round(ms)} ms${complete ? '' : ' (incomplete: limit reached or store lost)'}`, { event: 'fleet_catch_up', count: grants });
+    const lines = installed > CATCH_UP_LINES ? ` (the first ${CATCH_UP_LINES} logged one by one)` : '';
+    this.opts.log(`fleet: catch-up (${why}): ${grants} open grant(s) read in ${Math.round(ms)} ms, ${installed} installed${lines}${complete ? '' : ' (incomplete: limit reached or store lost)'}`, {
+      event: 'fleet_catch_up',
+      count: grants,
+      installed,
+    });
   }
 
   /** One-time doors: a line another member used while this one was away is skipped. */
@@ -398,21 +428,40 @@ export class FleetLinkImpl implements FleetLink {
     }
   }
 
-  /** A message from the channel or the catch-up: verified, checked, applied once. Never throws. */
-  private onMessage(raw: string, via: 'published' | 'catch-up'): Promise<void> | undefined {
-    const now = this.now();
+  /** A message on the channel: a grant is installed with the others that arrived in the same turn (node-redis
+   * delivers a socket read's messages in one go), so a burst costs one promise and one nft batch. */
+  private onPublished(raw: string): void {
+    const g = this.accept(raw, 'published', this.now());
+    if (!g) return;
+    if (this.arrived.push(g) > 1) return;
+    queueMicrotask(() => {
+      const batch = this.arrived;
+      this.arrived = [];
+      void this.apply(batch);
+    });
+  }
+
+  /** A message from the channel or the catch-up, verified and checked (parsed once): a grant to install,
+   * or undefined (refused and counted, applied already, this member's own, or a one-time line used, which
+   * is applied here). Never throws. */
+  private accept(raw: string, via: 'published' | 'catch-up', now: number): RemoteGrant | undefined {
     let m: FleetMessage;
-    let door: DoorConfig;
+    let checked: CheckedGrant;
     try {
       m = decodeMessage(this.cfg.key, this.cfg.name, raw);
       // our own grants are installed already, unless this member restarted since (then the catch-up has them)
-      if (m.member === this.cfg.member && (via === 'published' || this.mine.has(this.store.grantKey(m.door, m.family, m.subject)) || this.queue.has(this.store.grantKey(m.door, m.family, m.subject)))) return undefined;
-      door = checkGrant(m, this.doors, now);
+      if (m.member === this.cfg.member) {
+        if (via === 'published') return undefined;
+        const key = this.store.grantKey(m.door, m.family, m.subject);
+        if (this.mine.has(key) || this.queue.has(key)) return undefined;
+      }
+      checked = checkGrant(m, this.doors, now);
     } catch (err) {
       if (err instanceof MessageRefused) this.refuse(err.reason, err.message);
       else this.refuse('unparsable', (err as Error).message);
       return undefined;
     }
+    const { door, address } = checked;
     if (m.type === 'used') {
       this.opts.target.applyLineUsed(door, m.subject, m.member);
       return undefined;
@@ -420,11 +469,27 @@ export class FleetLinkImpl implements FleetLink {
     if (this.seen.has(m.nonce)) return undefined;
     this.seen.set(m.nonce, m.expiryMs);
     this.pruneSeen(now);
-    const runCommands = this.cfg.commands === 'all' && m.member !== this.cfg.member;
+    return {
+      door,
+      source: m.subject,
+      family: m.family as 4 | 6,
+      address: address!,
+      remainingMs: m.expiryMs - now,
+      runCommands: this.cfg.commands === 'all' && m.member !== this.cfg.member,
+      from: m.member,
+      logged: true,
+    };
+  }
+
+  /** Installs a batch; counts it and observes each grant's time from receipt to installed. */
+  private apply(batch: RemoteGrant[]): Promise<void> {
     const t = performance.now();
-    return this.opts.target.applyRemoteGrant(door, m.subject, m.family as 4 | 6, m.expiryMs - now, runCommands, m.member).then(() => {
-      this.stats.applied++;
-      this.opts.metrics?.fleetApplySeconds.observe((performance.now() - t) / 1000);
+    return this.opts.target.applyRemoteGrants(batch).then(() => {
+      this.stats.applied += batch.length;
+      const histogram = this.opts.metrics?.fleetApplySeconds;
+      if (!histogram) return;
+      const seconds = (performance.now() - t) / 1000;
+      for (let i = 0; i < batch.length; i++) histogram.observe(seconds);
     });
   }
 

@@ -80,6 +80,20 @@ return {outcome, ''}
 `;
 const DECIDE_SHA = createHash('sha1').update(DECIDE).digest('hex');
 
+// A page of values: SCAN for keys matching ARGV[2] from cursor ARGV[1] (COUNT ARGV[3]), then their values,
+// in one call: the keys are not sent to the client and back. Replies {next cursor, value, …}; a key gone
+// between the two is a nil value. MGET takes at most 1,000 keys at a time (SCAN's COUNT is only a hint).
+const PAGE = `
+local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local keys, out = r[2], {r[1]}
+for i = 1, #keys, 1000 do
+  local v = redis.call('MGET', unpack(keys, i, math.min(i + 999, #keys)))
+  for j = 1, #v do out[#out + 1] = v[j] end
+end
+return out
+`;
+const PAGE_SHA = createHash('sha1').update(PAGE).digest('hex');
+
 export class FleetStore {
   readonly prefix: string;
   readonly channel: string;
@@ -291,17 +305,20 @@ export class FleetStore {
     if (q.cooldownMs > 0 || q.dedupe) keys.push(`${this.prefix}w:${q.door}|${q.source}`);
     const ttl = once && 'ttlMs' in once ? String(Math.max(1, Math.ceil(once.ttlMs))) : '0';
     const args = [q.member, once ? '1' : '0', String(q.cooldownMs), String(q.openMs), q.dedupe ? '1' : '0', ttl];
-    let reply: unknown;
-    try {
-      reply = await this.send(['EVALSHA', DECIDE_SHA, String(keys.length), ...keys, ...args]);
-    } catch (err) {
-      if (!/NOSCRIPT/.test((err as Error).message)) throw err;
-      reply = await this.send(['EVAL', DECIDE, String(keys.length), ...keys, ...args]);
-    }
-    const [outcome, detail] = reply as [string, string];
+    const [outcome, detail] = (await this.script(DECIDE, DECIDE_SHA, keys, args)) as [string, string];
     if (outcome === 'cooldown') return { outcome, leftMs: Number(detail) };
     if (outcome === 'used') return { outcome, by: detail };
     return { outcome: outcome === 'extended' ? 'extended' : 'granted' };
+  }
+
+  /** A script by its digest, sent in full the first time the server does not know it (NOSCRIPT). */
+  private async script(source: string, sha: string, keys: string[], args: string[]): Promise<unknown> {
+    try {
+      return await this.send(['EVALSHA', sha, String(keys.length), ...keys, ...args]);
+    } catch (err) {
+      if (!/NOSCRIPT/.test((err as Error).message)) throw err;
+      return await this.send(['EVAL', source, String(keys.length), ...keys, ...args]);
+    }
   }
 
   private lineKey(door: string, digest: string): string {
@@ -314,7 +331,8 @@ export class FleetStore {
     return typeof v === 'string' ? v : undefined;
   }
 
-  /** Every stored grant message, a page at a time (SCAN + MGET: the store is never blocked for long). */
+  /** Every stored grant message, a page at a time (one script call per page: SCAN + MGET, so the store is
+   * never blocked for long). */
   async *grantPages(pageSize = 1000): AsyncGenerator<string[]> {
     yield* this.valuePages(`${this.prefix}g:*`, pageSize);
   }
@@ -322,11 +340,11 @@ export class FleetStore {
   private async *valuePages(match: string, pageSize: number): AsyncGenerator<string[]> {
     let cursor = '0';
     do {
-      const [next, keys] = (await this.send(['SCAN', cursor, 'MATCH', match, 'COUNT', String(pageSize)])) as [string, string[]];
-      cursor = next;
-      if (keys.length === 0) continue;
-      const values = (await this.send(['MGET', ...keys])) as (string | null)[];
-      yield values.filter((v): v is string => typeof v === 'string');
+      const reply = (await this.script(PAGE, PAGE_SHA, [], [cursor, match, String(pageSize)])) as [string, ...(string | null)[]];
+      cursor = reply[0];
+      const values: string[] = [];
+      for (let i = 1; i < reply.length; i++) if (typeof reply[i] === 'string') values.push(reply[i] as string);
+      if (values.length > 0) yield values;
     } while (cursor !== '0');
   }
 

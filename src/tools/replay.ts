@@ -106,7 +106,13 @@ export function replayBatches(batches: Iterable<FrameBatch>, opts: ReplayOptions
         start: (g) => void actions.push({ action: 'start_command', door: g.door.name, source: g.source, timeUs }),
         stop: () => undefined,
       },
-      nft: { grant: (g) => void actions.push({ action: 'nft_grant', door: g.door.name, source: g.source, timeUs }), flush: async () => undefined },
+      nft: {
+        grant: (g) => void actions.push({ action: 'nft_grant', door: g.door.name, source: g.source, timeUs }),
+        async grantAll(grants) {
+          for (const g of grants) this.grant(g);
+        },
+        flush: async () => undefined,
+      },
       now: (eventTimeUs = timeUs) => {
         timeUs = eventTimeUs;
         return eventTimeUs / 1000;

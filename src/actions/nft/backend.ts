@@ -8,6 +8,7 @@
 // DoorConfig from any config generation the backend was given, or by its name; it is found in the running
 // config by a stable key (its set names), so a knock completed under the previous config during a SIGHUP
 // still gets its element. Every grant that adds no element logs why.
+import { parseAddress } from '../../address.js';
 import type { DoorConfig, NftSetRef } from '../../config/types.js';
 import type { Grant, LogFn } from '../types.js';
 import { GuardWatch } from './guard.js';
@@ -43,6 +44,8 @@ export interface NftBackendOptions extends NftTableOptions {
 interface PendingElement {
   set: DoorSet;
   address: string;
+  /** 16 bytes (src/address.ts) */
+  bytes: Uint8Array;
   grantedAt: number;
   timeoutMs: number;
   /** a batch holding it failed before */
@@ -298,21 +301,39 @@ export class NftBackend {
   /** Opens the door for the source for the grant's timeoutMs, by default the door's Open_Timeout (refreshing
    * an open one); see openDoor. */
   grant(g: Grant): Promise<boolean> {
-    return this.openDoor(g.door, g.family, g.source, (g.timeoutMs ?? g.door.openTimeout * 1000) / 1000);
+    return new Promise((resolve) => this.add(g.door, g.family, g.source, g.address, g.timeoutMs ?? g.door.openTimeout * 1000, resolve));
+  }
+
+  /** Many grants (a fleet catch-up page, the grants of one turn): one promise for all, resolved once every
+   * element is installed or refused (each refusal logged as by openDoor). */
+  grantAll(grants: readonly Grant[]): Promise<void> {
+    return new Promise((resolve) => {
+      let left = grants.length + 1;
+      const done = () => {
+        if (--left === 0) resolve();
+      };
+      for (const g of grants) this.add(g.door, g.family, g.source, g.address, g.timeoutMs ?? g.door.openTimeout * 1000, done);
+      done();
+    });
   }
 
   /**
    * Adds `address` to the door's set for `timeoutSeconds` (an element already there gets the new timeout).
    * `door` is a DoorConfig of any config given to the backend, or a door name of the running config.
    * Resolves true once the element is in the kernel, false (with a log line saying why) if it is not: no
-   * such door, a door without Open/NftSet, an operator set of the other family, the window over before
-   * nftables accepted it, the backend closed. Never rejects.
+   * such door, a door without Open/NftSet, an operator set of the other family, not an address, the window
+   * over before nftables accepted it, the backend closed. Never rejects.
    */
   openDoor(door: DoorConfig | string, family: 4 | 6, address: string, timeoutSeconds: number): Promise<boolean> {
+    return new Promise((resolve) => this.add(door, family, address, undefined, timeoutSeconds * 1000, resolve));
+  }
+
+  /** openDoor's work; `done` is called once, with whether the element went in. `bytes`: the address parsed. */
+  private add(door: DoorConfig | string, family: 4 | 6, address: string, bytes: Uint8Array | undefined, timeoutMs: number, done: (installed: boolean) => void): void {
     const name = typeof door === 'string' ? door : door.name;
     const not = (why: string) => {
       this.opts.log(`${name}: no nftables element for ${address}: ${why}`);
-      return Promise.resolve(false);
+      done(false);
     };
     if (this.closed) return not('the nftables backend is shut down');
     const sets = this.setsOf(door);
@@ -322,23 +343,24 @@ export class NftBackend {
     if (!set.owned && this.external.get(setKey(set.ref))?.family !== family) {
       const r = set.ref;
       this.opts.log(`${name}: NftSet ${r.family} ${r.table} ${r.set} holds IPv${family === 4 ? 6 : 4} addresses; not adding ${address}`);
-      return Promise.resolve(false);
+      return done(false);
     }
-    if (!(timeoutSeconds > 0)) return not(`the timeout ${timeoutSeconds} s is not positive`);
-    return new Promise((resolve) => {
-      const key = `${setKey(set.ref)} ${address}`;
-      const existing = this.pending.get(key);
-      const element: PendingElement = {
-        set,
-        address,
-        grantedAt: this.now(),
-        timeoutMs: Math.round(timeoutSeconds * 1000),
-        retried: false,
-        done: existing ? [...existing.done, resolve] : [resolve],
-      };
-      this.pending.set(key, element);
-      this.schedule(this.opts.coalesceMs ?? this.writer?.coalesceMs ?? 0);
+    if (!(timeoutMs > 0)) return not(`the timeout ${timeoutMs / 1000} s is not positive`);
+    const parsed = bytes ?? parseAddress(address)?.bytes;
+    if (!parsed) return not('not an IP address');
+    const key = `${setKey(set.ref)} ${address}`;
+    const existing = this.pending.get(key);
+    if (existing) existing.done.push(done);
+    this.pending.set(key, {
+      set,
+      address,
+      bytes: parsed,
+      grantedAt: this.now(),
+      timeoutMs: Math.round(timeoutMs),
+      retried: false,
+      done: existing ? existing.done : [done],
     });
+    this.schedule(this.opts.coalesceMs ?? this.writer?.coalesceMs ?? 0);
   }
 
   private schedule(delayMs: number): void {
@@ -383,8 +405,9 @@ export class NftBackend {
       oldest = Math.min(oldest, e.grantedAt);
       const key = `${setKey(e.set.ref)} ${e.set.family}`;
       let group = bySet.get(key);
-      if (!group) bySet.set(key, (group = { ref: e.set.ref, family: e.set.family, addresses: [], timeoutsMs: [] }));
+      if (!group) bySet.set(key, (group = { ref: e.set.ref, family: e.set.family, addresses: [], bytes: [], timeoutsMs: [] }));
       group.addresses.push(e.address);
+      group.bytes.push(e.bytes);
       group.timeoutsMs.push(remaining);
     }
     if (live.length === 0) return;

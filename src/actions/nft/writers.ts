@@ -1,6 +1,5 @@
 // nftables doors, the element writers: how one batch of grants reaches the kernel. Netlink from the addon
 // (native/core/nft_elements.h) by default; one long-lived `nft -i` when the addon cannot load.
-import { parseAddress } from '../../address.js';
 import type { NftSetRef } from '../../config/types.js';
 import { loadBinding, type NftElementsHandle } from '../../native.js';
 import type { LogFn } from '../types.js';
@@ -11,6 +10,8 @@ export interface SetBatch {
   ref: NftSetRef;
   family: 4 | 6;
   addresses: string[];
+  /** the same addresses, 16 bytes each (src/address.ts) */
+  bytes: Uint8Array[];
   timeoutsMs: number[];
 }
 
@@ -40,11 +41,11 @@ class NetlinkWriter implements ElementWriter {
   constructor(private readonly handle: NftElementsHandle) {}
 
   async write(sets: SetBatch[]): Promise<WriteFailure | undefined> {
-    const native = sets.map(({ ref, family, addresses, timeoutsMs }) => {
+    const native = sets.map(({ ref, family, bytes, timeoutsMs }) => {
       const width = family === 4 ? 4 : 16;
-      const bytes = new Uint8Array(width * addresses.length);
-      addresses.forEach((a, i) => bytes.set(parseAddress(a)!.bytes.subarray(0, width), i * width));
-      return { family: ref.family, table: ref.table, set: ref.set, addresses: bytes, timeoutsMs: Float64Array.from(timeoutsMs) };
+      const packed = new Uint8Array(width * bytes.length);
+      for (let i = 0; i < bytes.length; i++) packed.set(width === 16 ? bytes[i] : bytes[i].subarray(0, width), i * width);
+      return { family: ref.family, table: ref.table, set: ref.set, addresses: packed, timeoutsMs: Float64Array.from(timeoutsMs) };
     });
     try {
       this.handle.refresh(native);
