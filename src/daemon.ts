@@ -242,6 +242,8 @@ export class Daemon {
    * instead of one per line (under a flood the event budget lets 2,000 lines a second through).
    */
   private batchLines: string[] | undefined;
+  /** the kernel timestamps (µs) of the knocks that opened a door in that batch, observed once its lines are out */
+  private batchOpens: number[] = [];
 
   constructor(
     private readonly args: DaemonArgs,
@@ -279,6 +281,7 @@ export class Daemon {
       lookup: args.lookup,
       rotateOneTime: (door) => rotateOneTimeFile(door, door.oneTimeSequences as string, (m) => this.log.log(m)),
       onDoorsChanged: () => this.swapProgram(),
+      onOpen: (timeUs) => (this.batchLines ? this.batchOpens.push(timeUs) : this.observeOpen(timeUs)),
     });
     this.commands.onDropped = (stop) => this.controller.forgetStop(stop);
   }
@@ -538,7 +541,14 @@ export class Daemon {
       const lines = this.batchLines;
       this.batchLines = undefined;
       if (lines.length > 0) this.io.stdout(lines.join(''));
+      for (const timeUs of this.batchOpens) this.observeOpen(timeUs);
+      this.batchOpens.length = 0;
     }
+  }
+
+  /** knockd_knock_to_open_seconds: the daemon's own part of a knocker's wait, from the kernel's timestamp. */
+  private observeOpen(timeUs: number): void {
+    this.metrics?.knockToOpenSeconds.observe(Math.max(0, Date.now() - timeUs / 1000) / 1000);
   }
 
   /** -D: what the daemon decided at start-up and on reload, on stdout. */

@@ -89,6 +89,10 @@ describe('nftables doors of a running daemon', { skip, timeout: 300_000 }, () =>
       await daemon.waitFor(/knockdoor: OPEN SESAME/);
       await sleep(200);
       assert.equal(lab.probe(NET.gateway), 'open', 'grants work on the restored table');
+      const opened = lab.lab.exec('gw', process.execPath, ['-e', "fetch('http://127.0.0.1:19107/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"]);
+      assert.match(opened, /^knockd_knock_to_open_seconds_count 1$/m, 'the open is timed from its last knock');
+      const waited = Number(/^knockd_knock_to_open_seconds_sum (\S+)$/m.exec(opened)?.[1]);
+      assert.ok(waited >= 0 && waited < 10, `knock -> OPEN took ${waited} s by the metric (kernel timestamp in µs, wall clock in ms)`);
     } finally {
       await daemon.stop();
       lab.nft(['delete', 'table', 'inet', 'kf_tamper']);

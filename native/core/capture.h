@@ -37,7 +37,11 @@ struct CaptureOptions {
   uint32_t retire_ms = 1;
   bool forward_frames = false;  // --matcher ts: batches carry the filtered frames, no native matching
   uint32_t flush_records = 256;  // a batch is flushed at this many records (events or frames) ...
-  uint32_t flush_us = 2000;      // ... or once its first record is this old
+  // ... or once its first record is this old (a batch holding a new completion goes at once). Engine
+  // default (src/capture/engine.ts): 100 ms of stages, failures and timeouts on the native matcher, so a
+  // flood at a few hundred pps is a few hand-overs a second rather than one per frame; 2 ms of frames for
+  // the TS matcher, whose completions are in them.
+  uint32_t flush_us = 2000;
   uint32_t tick_ms = 100;        // idle tick: matcher timeouts, ring statistics, interface checks
   uint32_t interface_check_ms = 1000;
 };

@@ -74,7 +74,12 @@ export interface CaptureOptions {
   ring?: RingOptions;
   /** event records (or frames) per batch before it is sent to JS (default 256) */
   flushRecords?: number;
-  /** µs a batch may wait for more records, at most 5000 (default 2000) */
+  /**
+   * µs a batch without a completion may wait for more records, at most 1,000,000. Default: native 100,000
+   * (stages, failures and timeouts only: a completion goes at once, and fewer hand-overs are what keep a
+   * daemon held to a few % of a core within it at low flood rates); ts 2,000 (the batch carries the frames
+   * the TS matcher completes knocks from, so it bounds their latency).
+   */
   flushUs?: number;
   /** how often local addresses are re-read, ms (default 2000; 0 = never) */
   addressPollMs?: number;
@@ -159,7 +164,7 @@ export class CaptureEngine {
     if (!Array.isArray(o.addresses)) throw new OptionsError('addresses must list the local addresses the program was compiled for');
     if (typeof o.onEvents !== 'function') throw new OptionsError('onEvents must be a function receiving event batches');
     this.threads = positiveInt(o.threads, 'threads', 1024, availableParallelism());
-    const flushUs = positiveInt(o.flushUs, 'flushUs', 5000, 2000);
+    const flushUs = positiveInt(o.flushUs, 'flushUs', 1_000_000, matcher === 'ts' ? 2000 : 100_000);
     const flushRecords = positiveInt(o.flushRecords, 'flushRecords', 65536, 256);
     const blockBytes = positiveInt(o.ring?.blockBytes, 'ring.blockBytes', 1 << 30, 1 << 15);
     if (blockBytes < 4096 || (blockBytes & (blockBytes - 1)) !== 0) {

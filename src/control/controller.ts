@@ -66,6 +66,8 @@ export interface ControllerOptions {
   wrongPortRecords?: boolean;
   /** decides SPA events (its replay cache persists across restarts); SPA events are dropped without it */
   spa?: SpaGate;
+  /** a door opened (granted or extended) for a knock whose last packet the kernel stamped at timeUs */
+  onOpen?: (timeUs: number) => void;
 }
 
 interface OpenWindow {
@@ -310,6 +312,7 @@ export class DoorController {
   private open(door: DoorConfig, source: string, family: 4 | 6, outcome: 'granted' | 'extended', timeUs: number, now = this.now(timeUs)): void {
     const fields = { timeUs, door: door.name };
     this.line(source, (who) => eventText.open(who, door.name), { event: 'open', ...fields });
+    this.opts.onOpen?.(timeUs);
     const grant: Grant = { door, source, family };
     const openFor = Math.max(hasNftAction(door) ? door.openTimeout : 0, door.cmdTimeout) * 1000;
     if (outcome === 'extended') {

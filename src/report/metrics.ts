@@ -43,6 +43,7 @@ export class Metrics {
   readonly registry = new Registry();
   readonly grants: Counter<'door' | 'outcome'>;
   readonly nftBatchSeconds: Histogram;
+  readonly knockToOpenSeconds: Histogram;
   readonly fleetConnected: Gauge;
   readonly fleetPublishSeconds: Histogram;
   readonly fleetApplySeconds: Histogram;
@@ -109,6 +110,12 @@ export class Metrics {
       registers: reg,
     });
     // fleet (docs/FLEET.md); present, at zero, without a Fleet too, so dashboards need no special case
+    this.knockToOpenSeconds = new Histogram({
+      name: 'knockd_knock_to_open_seconds',
+      help: "Time from the kernel's timestamp of a sequence's last knock to its OPEN SESAME line written (wall clock, 1 ms resolution)",
+      buckets: [0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: reg,
+    });
     const fleetBuckets = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
     this.fleetConnected = new Gauge({ name: 'knockd_fleet_connected', help: '1 while the fleet store answers, 0 otherwise', registers: reg });
     this.fleetPublishSeconds = new Histogram({ name: 'knockd_fleet_publish_seconds', help: 'Time to write and publish a grant to the fleet store', buckets: fleetBuckets, registers: reg });
