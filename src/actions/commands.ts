@@ -10,14 +10,16 @@
 //   oldest waiting start is dropped: a knock that just arrived has a user waiting on it, and once a flood
 //   stops a legitimate knock runs at once instead of after (or instead of) the flood's backlog;
 // - a start beyond the door's or the total limit of doors open awaiting their stop is dropped.
-// Children are forked from a worker thread: fork() blocks its caller until the child has exec'd (tens of
-// ms on a loaded host), and the children's SIGCHLDs then go to the worker's event loop, so neither can delay
-// the main loop's capture batches, nft grants, log lines or SIGTERM/SIGHUP.
+// Children are forked by one small long-lived shell (the runner, below), not by the daemon: fork() of the
+// daemon blocks its caller until the child has exec'd (tens of ms on a loaded host) and costs ms of CPU,
+// so it happens once, and the children's SIGCHLDs go to the runner, not to the daemon's main loop.
 // A dropped start runs no stop (the controller is told to forget it: onDropped); drops are counted (stats, metrics) and summed up in one log line per second.
 // The stop timers belong to the DoorController (it persists them in the state file); it calls stop() when
 // one is due, and this backend makes sure a stop never runs before its own start has finished.
-import { constants } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import type { Socket } from 'node:net';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
 import type { DoorConfig } from '../config/types.js';
 import type { CommandActions, Grant, LogFn, PendingStop } from './types.js';
 
@@ -70,9 +72,8 @@ export interface CommandBackendOptions {
   now?: () => number;
   /** the children's stdout/stderr: knockd's children inherit the daemon's. Default 'inherit'. */
   output?: 'inherit' | 'ignore';
-  /** start the worker that forks the children now, so the first command does not wait for it (~50 ms).
-   * Default true; false when no door has a command: the worker is a V8 isolate of about 9 MiB resident,
-   * started at the first command instead. */
+  /** start the runner that forks the children now (the one fork of the daemon), so the first command does
+   * not wait for it. Default true; false when no door has a command: it is then started at the first command. */
   prestart?: boolean;
 }
 
@@ -406,29 +407,23 @@ export class CommandBackend implements CommandActions {
 
 type Outcome = { failed: undefined } | { failed: 'fork' } | { failed: 'status'; status: number };
 
-// The worker's whole program. `sh -c command` in its own session, as knockd's setsid() (a signal to the
-// daemon's group spares it); stdout/stderr are the process's fds 1 and 2 ('inherit') or /dev/null.
-const SPAWNER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const { spawn } = require('node:child_process');
-const out = workerData.output === 'inherit' ? [1, 2] : ['ignore', 'ignore'];
-parentPort.on('message', ({ id, command }) => {
-  let child;
-  try {
-    child = spawn(workerData.shell, ['-c', command], { stdio: ['ignore', ...out], detached: true });
-  } catch {
-    parentPort.postMessage({ id, error: true });
-    return;
-  }
-  let sent = false;
-  child.on('error', () => { if (!sent) { sent = true; parentPort.postMessage({ id, error: true }); } });
-  child.on('close', (code, signal) => { if (!sent) { sent = true; parentPort.postMessage({ id, code, signal }); } });
-});
-`;
+// The runner: one small `sh` (the configured shell, started at the first command in its own session, as
+// knockd's setsid(): a signal to the daemon's group spares the commands) reads "id" and "command" lines on
+// its stdin, runs each as `shell -c command` in the background, and writes "id status" to fd 3 when it ends
+// (status as system(3) + WEXITSTATUS through sh: a signal shows as 128 + its number). A command so costs a
+// fork of a small shell, not of the daemon: forking the daemon copied the page tables of ~100 MB of
+// mappings and made the pages it wrote next fault again (about 10 ms of CPU per command, with the worker
+// thread that forked them; under a CPU budget of 5 % of a core, half of it at 2.4 opens a second). `jobs`
+// reaps and forgets the commands that ended, so the runner keeps no zombies or job entries. Commands come
+// from single config lines with %IP% expanded, so a line holds one whole command.
+const RUNNER = `while IFS= read -r id && IFS= read -r command; do
+  jobs >/dev/null
+  { "$0" -c "$command" </dev/null 3>&-; echo "$id $?" >&3; } &
+done`;
 
 const spawners = new Map<string, Spawner>();
 
-/** One spawner per shell and output for the whole process (a worker costs a few MB and ~50 ms to start). */
+/** One runner per shell and output for the whole process. */
 function spawnerFor(shell: string, output: 'inherit' | 'ignore'): Spawner {
   const key = `${output} ${shell}`;
   let spawner = spawners.get(key);
@@ -436,41 +431,57 @@ function spawnerFor(shell: string, output: 'inherit' | 'ignore'): Spawner {
   return spawner;
 }
 
-/** The worker thread that forks the children; it keeps the process alive only while a command runs. */
+/** The runner process; it keeps the daemon's event loop alive only while a command runs. */
 class Spawner {
-  private readonly worker: Worker;
+  private readonly runner: ChildProcess;
+  private readonly results: Readable;
   private readonly pending = new Map<number, (o: Outcome) => void>();
   private nextId = 0;
 
   constructor(shell: string, output: 'inherit' | 'ignore') {
-    this.worker = new Worker(SPAWNER_SOURCE, { eval: true, workerData: { shell, output }, stdout: false, stderr: false });
-    this.worker.on('message', (m: { id: number; error?: boolean; code?: number | null; signal?: NodeJS.Signals | null }) => {
-      const done = this.pending.get(m.id);
+    const out = output === 'inherit' ? [1, 2] : ['ignore', 'ignore'];
+    // forked once, from the main thread: one short stall at the first command instead of one per command
+    this.runner = spawn(shell, ['-c', RUNNER, shell], { stdio: ['pipe', ...out, 'pipe'] as StdioOptions, detached: true });
+    this.results = this.runner.stdio[3] as Readable;
+    createInterface({ input: this.results }).on('line', (line) => {
+      const [id, status] = line.split(' ').map(Number);
+      const done = this.pending.get(id);
       if (!done) return;
-      this.pending.delete(m.id);
-      if (this.pending.size === 0) this.worker.unref();
-      if (m.error) return done({ failed: 'fork' });
-      // like system(3) + WEXITSTATUS through sh: a signal shows as 128 + its number
-      const status = m.code ?? 128 + (m.signal ? constants.signals[m.signal] : 0);
+      this.pending.delete(id);
+      if (this.pending.size === 0) this.unref();
       done(status === 0 ? { failed: undefined } : { failed: 'status', status });
     });
-    this.worker.on('error', () => {
-      // the worker itself failed (out of memory): what it held counts as not run; the next run starts a new one
+    const fail = () => {
+      // the shell could not start, or the runner died: what it held counts as not run; the next run starts a new one
       this.broken = true;
       for (const done of this.pending.values()) done({ failed: 'fork' });
       this.pending.clear();
-    });
-    this.worker.unref(); // after the listeners: adding a 'message' listener refs the worker again
+    };
+    this.runner.on('error', fail);
+    this.runner.on('exit', fail);
+    this.runner.stdin!.on('error', fail);
+    this.unref();
   }
 
-  /** the worker died; a new Spawner is needed */
+  /** the runner died; a new Spawner is needed */
   broken = false;
 
   run(command: string, done: (o: Outcome) => void): void {
     const id = this.nextId++;
     this.pending.set(id, done);
-    if (this.pending.size === 1) this.worker.ref();
-    this.worker.postMessage({ id, command });
+    if (this.pending.size === 1) this.ref();
+    this.runner.stdin!.write(`${id}\n${command}\n`);
+  }
+
+  private ref(): void {
+    this.runner.ref();
+    (this.results as Socket).ref();
+  }
+
+  private unref(): void {
+    this.runner.unref();
+    (this.results as Socket).unref();
+    (this.runner.stdin as Socket).unref();
   }
 }
 
