@@ -133,3 +133,10 @@ test('without CAP_NET_RAW the error says so and how to grant it', { skip }, () =
   assert.match(r.message, /setcap cap_net_raw,cap_net_admin\+ep/);
   assert.match(r.message, /AmbientCapabilities/);
 });
+
+test('the default rings share 16 MiB per interface over the threads; an explicit blockBytes is per thread', { skip }, () => {
+  const r = scenario<{ mapped: Record<string, number>; afterClose: number }>(['rings']);
+  const MiB = 1 << 20;
+  assert.deepEqual(r.mapped, { '1': 16 * MiB, '2': 16 * MiB, '8': 16 * MiB, '8 blockBytes 32768': 8 * 16 * MiB });
+  assert.equal(r.afterClose, 0, 'close unmaps every ring');
+});

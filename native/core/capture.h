@@ -29,7 +29,7 @@ struct CaptureOptions {
   // low rate each block retires after retire_ms holding a few frames, so the ring absorbs a stall of
   // block_count × retire_ms (512 × 1 ms ≈ 0.5 s; 16 blocks of 1 MiB absorbed 32 ms and dropped knocks of a
   // daemon held to 5 % of a core at 1,000 pps, whose stalls last 95 ms or more), and at a high rate the
-  // same 16 MiB.
+  // same 16 MiB. Per socket, i.e. per thread: src/capture/engine.ts splits the 32 KiB over the threads.
   uint32_t block_bytes = 1u << 15;
   uint32_t block_count = 512;
   // A partly filled block is handed over after this long: the largest part of knock latency below the

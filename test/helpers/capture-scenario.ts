@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { parseAddress, type Address } from '../../src/address.js';
 import { CaptureEngine, interfaceAddresses, type CaptureOptions, type InterfaceNotice } from '../../src/capture/engine.js';
@@ -216,6 +217,31 @@ const scenarios: Record<string, (arg?: string) => Promise<unknown>> = {
     const terminated = await run('terminate', '127.0.0.14');
     await udpKnocks('127.0.0.24', '127.0.0.1', UDP_SEQ); // traffic after the terminated worker's engine is gone
     return { clean, terminated };
+  },
+
+  // The capture rings mapped for 1, 2 and 8 threads by default, and for 8 threads with blockBytes set:
+  // bytes of this process's socket mappings (packet rings are the only ones) while each engine is open.
+  async rings() {
+    const ringBytes = () =>
+      readFileSync('/proc/self/maps', 'utf8')
+        .split('\n')
+        .filter((l) => / socket:\[\d+\]$/.test(l))
+        .reduce((sum, l) => {
+          const [lo, hi] = l.split(' ')[0].split('-');
+          return sum + Number(BigInt(`0x${hi}`) - BigInt(`0x${lo}`));
+        }, 0);
+    const mapped: Record<string, number> = {};
+    for (const [name, opts] of [
+      ['1', { threads: 1 }],
+      ['2', { threads: 2 }],
+      ['8', { threads: 8 }],
+      ['8 blockBytes 32768', { threads: 8, ring: { blockBytes: 32768 } }],
+    ] as const) {
+      const s = open(opts);
+      mapped[name] = ringBytes();
+      await s.engine.close();
+    }
+    return { mapped, afterClose: ringBytes() };
   },
 
   // A missing interface, or no CAP_NET_RAW (the test runs this one with the capability dropped).
