@@ -397,7 +397,7 @@ const SCENARIOS: ScenarioDef[] = [
     id: 'cpu',
     title: "(g) equal CPU: spoofed flood to the door's first port, each system held to the same share of one core",
     noise: 'flood',
-    rates: [300, 1_000, 3_000, 10_000, 30_000, 100_000, 200_000, 300_000, 500_000, 0],
+    rates: [300, 1_000, 3_000, 10_000, 30_000, 50_000, 100_000, 200_000, 300_000, 500_000, 0],
     dupGapMs: 0,
     systems: ['native-1', 'native-2', 'ts', 'knockd', 'counter'],
     budgets: [5, 10, 25],
