@@ -17,7 +17,7 @@ const send = (reply: MemberReply) => process.send!(reply);
 const nft = new NftBackend({ doors: [benchDoor], log: (m) => console.error(`${name} nft: ${m}`), netns });
 await nft.start();
 const logger = new Logger({ logFile });
-const controller = new DoorController({ log: (m, f) => logger.log(m, f), nft });
+const controller = new DoorController({ log: (m, f) => logger.log(m, f), logBatch: (fn) => logger.batch(fn), nft });
 /** source -> when its element was committed here */
 const committed = new Map<string, number>();
 /** grant index -> when this member shared it */

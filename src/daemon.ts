@@ -276,6 +276,7 @@ export class Daemon {
     this.commands = new CommandBackend({ log: (m) => this.log.log(m), prestart: hasCommands });
     this.controller = new DoorController({
       log: (m, f) => this.log.log(m, f),
+      logBatch: (fn) => this.log.batch(fn),
       commands: this.commands,
       stateFile: this.settings.stateFile,
       lookup: args.lookup,

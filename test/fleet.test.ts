@@ -106,6 +106,8 @@ describe('a fleet of gateways sharing grants through Redis', { skip, timeout: 90
         ['unsigned', JSON.stringify({ v: 1, t: 'grant', m: 'intruder', d: 'ssh', f: 4, a: FLEET_NET.client, e: now + 20_000, n: 'x', s: 1 })],
         ['bad_signature', encodeMessage(new Uint8Array(32).fill(1), 'test', m({}))],
         ['bad_signature', encodeMessage(LAB_KEY, 'other-fleet', m({}))],
+        // in B's own name: only byte-identical echoes of what B published skip the checks
+        ['bad_signature', encodeMessage(new Uint8Array(32).fill(1), 'test', m({ member: 'gw1' }))],
         ['expired', encodeMessage(LAB_KEY, 'test', m({ expiryMs: now - 1000 }))],
         ['too_long', encodeMessage(LAB_KEY, 'test', m({ expiryMs: now + 3_600_000 }))],
         ['unknown_door', encodeMessage(LAB_KEY, 'test', m({ door: 'backdoor' }))],

@@ -47,6 +47,46 @@ test('log file is appended to, not truncated', () => {
   }
 });
 
+test('batch: the log file gets the same lines in the same order, in one append when the batch ends', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kf-log-'));
+  try {
+    for (const format of ['knockd', 'json'] as const) {
+      const one = join(dir, `one-${format}.log`);
+      const batched = join(dir, `batched-${format}.log`);
+      const lines = ['before', '198.51.100.1: A: opened by fleet member b (30s left)', '198.51.100.2: A: opened by fleet member c (29s left)', 'after'];
+      const plain = new Logger({ logFile: one, now: () => fixed, format });
+      for (const l of lines) plain.log(l, { event: 'fleet_open', source: 'x' });
+      plain.close();
+      const out: string[] = [];
+      const log = new Logger({ logFile: batched, now: () => fixed, format, verbose: true, stdout: (t) => void out.push(t) });
+      log.log(lines[0], { event: 'fleet_open', source: 'x' });
+      log.batch(() => {
+        log.log(lines[1], { event: 'fleet_open', source: 'x' });
+        log.batch(() => log.log(lines[2], { event: 'fleet_open', source: 'x' })); // nested: part of the outer batch
+        // nothing of the batch is in the file yet; -v lines are not held back
+        assert.equal(readFileSync(batched, 'utf8').split('\n').length, 2);
+        assert.equal(out.length, 3);
+      });
+      log.log(lines[3], { event: 'fleet_open', source: 'x' });
+      log.close();
+      assert.equal(readFileSync(batched, 'utf8'), readFileSync(one, 'utf8'));
+    }
+    // a batch that throws still writes the lines it logged
+    const path = join(dir, 'throws.log');
+    const log = new Logger({ logFile: path, now: () => fixed });
+    assert.throws(() =>
+      log.batch(() => {
+        log.log('one');
+        throw new Error('boom');
+      }),
+    );
+    log.close();
+    assert.equal(readFileSync(path, 'utf8'), '[2024-01-05 07:03] one\n');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('an unopenable log file gives knockd\'s warning and logging goes on elsewhere', () => {
   const errors: string[] = [];
   const out: string[] = [];

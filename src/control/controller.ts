@@ -44,6 +44,8 @@ export function rotateOneTimeFile(door: DoorConfig, path: string, log: (message:
 
 export interface ControllerOptions {
   log: (message: string, fields?: LogFields) => void;
+  /** runs `fn` with the lines it logs written to the log file together (Logger.batch) */
+  logBatch?: (fn: () => void) => void;
   commands?: CommandActions;
   nft?: NftActions;
   metrics?: Metrics;
@@ -336,17 +338,21 @@ export class DoorController {
   applyRemoteGrants(grants: readonly RemoteGrant[]): Promise<unknown> {
     const elements: Grant[] = [];
     const perDoor = new Map<string, number>();
-    for (const g of grants) {
-      const { door, source, remainingMs, from } = g;
-      const grant: Grant = { door, source, family: g.family, address: g.address, timeoutMs: Math.min(remainingMs, door.openTimeout * 1000) };
-      if (g.logged) this.line(source, (who) => `${who}: ${door.name}: opened by fleet member ${from} (${Math.ceil(remainingMs / 1000)}s left)`, { event: 'fleet_open', door: door.name, member: from });
-      perDoor.set(door.name, (perDoor.get(door.name) ?? 0) + 1);
-      if (g.runCommands && door.startCommand && !this.pendingStops().some((s) => s.door === door.name && s.source === source)) {
-        const stop = this.opts.commands?.start(grant);
-        if (stop) this.schedule(stop);
+    const each = (): void => {
+      for (const g of grants) {
+        const { door, source, remainingMs, from } = g;
+        const grant: Grant = { door, source, family: g.family, address: g.address, timeoutMs: Math.min(remainingMs, door.openTimeout * 1000) };
+        if (g.logged) this.line(source, (who) => `${who}: ${door.name}: opened by fleet member ${from} (${Math.ceil(remainingMs / 1000)}s left)`, { event: 'fleet_open', door: door.name, member: from });
+        perDoor.set(door.name, (perDoor.get(door.name) ?? 0) + 1);
+        if (g.runCommands && door.startCommand && !this.pendingStops().some((s) => s.door === door.name && s.source === source)) {
+          const stop = this.opts.commands?.start(grant);
+          if (stop) this.schedule(stop);
+        }
+        if (hasNftAction(door)) elements.push(grant);
       }
-      if (hasNftAction(door)) elements.push(grant);
-    }
+    };
+    if (this.opts.logBatch) this.opts.logBatch(each);
+    else each();
     for (const [door, n] of perDoor) this.opts.metrics?.grants.inc({ door, outcome: 'fleet' }, n);
     return elements.length > 0 && this.opts.nft ? this.opts.nft.grantAll(elements) : Promise.resolve();
   }

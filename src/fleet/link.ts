@@ -55,6 +55,9 @@ export const CATCH_UP_LIMIT = 1_000_000;
 export const CATCH_UP_TIME_MS = 30_000;
 /** a catch-up logs its first this many grants one by one, then only counts them in its summary line */
 export const CATCH_UP_LINES = 20;
+/** this member's published messages awaiting their echo (~300 bytes each); more in flight than this is a
+ * connection that lost them */
+const ECHOES_LIMIT = 16_384;
 const HEARTBEAT_MS = 5000;
 const HEARTBEAT_TTL_MS = 3 * HEARTBEAT_MS;
 /** refused messages: one summary line per reason per this period */
@@ -169,6 +172,10 @@ export class FleetLinkImpl implements FleetLink {
   private closed = false;
   /** grants published by other members that arrived in this turn: installed together (onPublished) */
   private arrived: RemoteGrant[] = [];
+  /** this member's messages as published, until the channel brings them back: an echo is dropped by one
+   * string comparison instead of being parsed and verified (only byte-identical copies of what this member
+   * signed; anything else claiming to be from it is verified and refused or dropped as before) */
+  private readonly echoes = new Set<string>();
 
   constructor(private readonly opts: FleetLinkOptions) {
     this.cfg = opts.config;
@@ -265,6 +272,7 @@ export class FleetLinkImpl implements FleetLink {
 
   private put(q: QueuedGrant): void {
     const t = performance.now();
+    this.expectEcho(q.raw);
     this.store.putGrant(q.key, q.raw, q.expiryMs).then(
       () => {
         this.remember(q);
@@ -308,7 +316,16 @@ export class FleetLinkImpl implements FleetLink {
 
   private publishLineUsed(door: DoorConfig, digest: string): void {
     const m: FleetMessage = { type: 'used', member: this.cfg.member, door: door.name, family: 0, subject: digest, expiryMs: this.now(), nonce: newNonce(), seq: ++this.seq };
-    this.store.publish(encodeMessage(this.cfg.key, this.cfg.name, m)).catch(() => undefined); // members that miss it check at catch-up
+    const raw = encodeMessage(this.cfg.key, this.cfg.name, m);
+    this.expectEcho(raw);
+    this.store.publish(raw).catch(() => undefined); // members that miss it check at catch-up
+  }
+
+  /** Echoes lost with a connection would pile up: past the bound the set starts over (the echoes still due
+   * are then verified and dropped as this member's own, as any message is). */
+  private expectEcho(raw: string): void {
+    if (this.echoes.size >= ECHOES_LIMIT) this.echoes.clear();
+    this.echoes.add(raw);
   }
 
   // ------------------------------------------------------------------ the store's side
@@ -347,6 +364,7 @@ export class FleetLinkImpl implements FleetLink {
     if (this.closed) return;
     const was = this.stats.connected;
     this.stats.connected = false;
+    this.echoes.clear(); // what was in flight is lost with the connection
     this.opts.metrics?.fleetConnected.set(0);
     // one line per outage, not one per reconnection attempt
     if (was || !this.downLogged) {
@@ -431,6 +449,7 @@ export class FleetLinkImpl implements FleetLink {
   /** A message on the channel: a grant is installed with the others that arrived in the same turn (node-redis
    * delivers a socket read's messages in one go), so a burst costs one promise and one nft batch. */
   private onPublished(raw: string): void {
+    if (this.echoes.delete(raw)) return;
     const g = this.accept(raw, 'published', this.now());
     if (!g) return;
     if (this.arrived.push(g) > 1) return;
