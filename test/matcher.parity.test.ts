@@ -21,6 +21,7 @@ const TRACES = Number(process.env.KNOCKD_PARITY_TRACES ?? 2000);
 const DERIVED_TRACES = Number(process.env.KNOCKD_PARITY_DERIVED_TRACES ?? 500);
 const FIRST_SEED = Number(process.env.KNOCKD_PARITY_SEED ?? 1);
 const SPA_TRACES = Number(process.env.KNOCKD_PARITY_SPA_TRACES ?? 300);
+const LONG_TRACES = Number(process.env.KNOCKD_PARITY_LONG_TRACES ?? 150);
 
 /** SPA doors (two key sets, one port) next to knock doors; payloads from the stock client, made once. */
 const SPA_KEYS = [keyGen(), keyGen()];
@@ -51,6 +52,24 @@ const DERIVED_CONFIG_CHOICES: (() => KnockdConfig)[] = [
       derivedDoor('L', { ports: range(30000, 30015), timeStep: 2, sequenceLength: 3 }, { seqTimeout: 0 }),
       derivedDoor('M', { ports: range(30010, 30030), protocols: ['udp'], timeStep: 4 }, { seqTimeout: 70 }),
     ]),
+];
+
+/** Timeouts near and beyond 2^32 µs (4,294.97 s), where native records keep 32 bits of t_first or, past
+ * 4,294 s, a side array of the high bits (MATCHER.md §9); the doors of the first two share fingerprints,
+ * so a reload between them keeps attempts while switching layouts. Cohorts mix long and short members. */
+const LONG_DOORS = (): DoorConfig[] => [
+  door('A', '7000,8000,9000', { seqTimeout: 4294 }),
+  door('B', '7000,8000', { seqTimeout: 3 }),
+  door('C', '5000:udp,6000,5000:udp', { seqTimeout: 4200, allowDuplicates: true }),
+  door('D', '6000,7000', { seqTimeout: 0 }),
+  // 32 steps, the most a door has: live stages 1..31 (5 bits in a native record), completing at 32
+  door('L', ['7000', ...Array.from({ length: 30 }, (_, k) => String(7100 + k)), '9000'].join(','), { seqTimeout: 4294 }),
+];
+const LONG_CONFIG_CHOICES: (() => KnockdConfig)[] = [
+  () => config(LONG_DOORS()),
+  () => config([...LONG_DOORS(), door('W', '7000,9000,8000', { seqTimeout: 100_000 })]),
+  // 4,295 s is the first timeout beyond compact records
+  () => config([door('X', '8000,9000', { seqTimeout: 4295 }), door('B', '7000,8000', { seqTimeout: 3 }), door('Y', '8000,7000,6000', { seqTimeout: 4294 })]),
 ];
 
 interface Scenario {
@@ -91,9 +110,10 @@ function compareBatch(seed: number, step: string, ts: Uint8Array, native: Uint8A
 /** Evictions over all traces run so far, to check that both kinds of victim (§4.1) were compared. */
 const evictions = { stage1: 0, progressed: 0 };
 
-function runSeed(seed: number, kind: 'knock' | 'derived' | 'spa' = 'knock'): number {
+function runSeed(seed: number, kind: 'knock' | 'derived' | 'spa' | 'long' = 'knock'): number {
   const rand = rng(seed * 7919);
-  const choices = kind === 'derived' ? DERIVED_CONFIG_CHOICES : kind === 'spa' ? SPA_CONFIG_CHOICES : KNOCK_TRACE_CONFIGS;
+  const choices =
+    kind === 'derived' ? DERIVED_CONFIG_CHOICES : kind === 'spa' ? SPA_CONFIG_CHOICES : kind === 'long' ? LONG_CONFIG_CHOICES : KNOCK_TRACE_CONFIGS;
   const first = scenario(rand, choices);
   const doors: DoorConfig[] = first.cfg.doors.filter((d) => !d.spa);
   const packets = 100 + Math.floor(rand() * 300);
@@ -107,6 +127,8 @@ function runSeed(seed: number, kind: 'knock' | 'derived' | 'spa' = 'knock'): num
         sources,
         floodChance: rand() < 0.3 ? 0.02 : 0,
         floodSize: 4 + Math.floor(rand() * 40),
+        // long timeouts: start a few seconds before a multiple of 2^32 µs, so attempts straddle it
+        startUs: kind === 'long' ? (Math.floor(T0 / 2 ** 32) + 1) * 2 ** 32 - Math.floor(rand() * 5_000_000) : undefined,
       });
   const frames = kind === 'spa' ? withSpaFrames(trace, SPA_POOL, rand, 20 + Math.floor(rand() * 60)) : trace;
   const matchers: [Matcher, Matcher] = [new TsMatcher(), new NativeMatcher()];
@@ -125,12 +147,15 @@ function runSeed(seed: number, kind: 'knock' | 'derived' | 'spa' = 'knock'): num
     if (roll < 0.15 && at > 0) {
       // a tick between batches, sometimes far ahead (the capture loop ticks every 100 ms)
       const last = frames[Math.min(at, frames.length) - 1].timeUs;
-      const now = last + Math.floor(rand() < 0.8 ? rand() * 300_000 : rand() * 90_000_000);
+      const far = kind === 'long' ? 9_000_000_000 : 90_000_000;
+      const now = last + Math.floor(rand() < 0.8 ? rand() * 300_000 : rand() * far);
       const [ta, tb] = matchers.map((m) => m.tick(now));
       compareBatch(seed, `tick ${now}`, ta, tb);
     } else if (roll < 0.2) {
       // a reload: the same doors (attempts survive), another config, or other limits
       const next = rand() < 0.5 ? { cfg: first.cfg, opts: scenario(rand).opts } : scenario(rand, choices);
+      // above 16,769,024 records native links need more than 24 bits (the side array, MATCHER.md §9)
+      if (kind === 'long' && rand() < 0.1) next.opts.maxTracked = 16_769_025;
       const words = compile(next.cfg, { ...next.opts, generation: ++generation }).words;
       for (const m of matchers) m.load(words);
     }
@@ -161,6 +186,12 @@ test(`TsMatcher and NativeMatcher agree on ${SPA_TRACES} seeded random traces wi
   let events = 0;
   for (let seed = FIRST_SEED; seed < FIRST_SEED + SPA_TRACES; seed++) events += runSeed(seed, 'spa');
   assert.ok(events > SPA_TRACES, `the traces produced too few events (${events}) to compare anything`);
+});
+
+test(`TsMatcher and NativeMatcher agree on ${LONG_TRACES} seeded random traces with timeouts near and beyond 2^32 µs`, () => {
+  let events = 0;
+  for (let seed = FIRST_SEED; seed < FIRST_SEED + LONG_TRACES; seed++) events += runSeed(seed, 'long');
+  assert.ok(events > LONG_TRACES, `the traces produced too few events (${events}) to compare anything`);
 });
 
 /** Thousands of sources with attempts in flight at once, as on a busy gateway: the TS matcher's record

@@ -468,6 +468,40 @@ void record_layouts() {
   EXPECT_EVENTS(h, "A:timeout(1)@2");
 }
 
+// A 32-step door (kMaxSteps) as the last of 8 members of a cohort: its stages 1..31 take the top 5 bits
+// of a record's stage word (MATCHER.md §9), and reaching 32 completes it rather than storing 32.
+void longest_sequence() {
+  std::vector<DoorSpec> doors;
+  for (uint16_t k = 0; k < 7; k++) doors.push_back({{tcp(7000), tcp(uint16_t(100 + k))}});
+  DoorSpec longest{{tcp(7000)}, 60};
+  for (uint16_t k = 1; k < 31; k++) longest.steps.push_back(tcp(uint16_t(7000 + k)));
+  longest.steps.push_back(tcp(9000));
+  doors.push_back(longest);
+  const ProgramSpec spec = with_doors(doors);
+  Harness h(spec);
+  const Addr C = v4(198, 51, 100, 3);
+  h.send(A, tcp(7000), 0), h.send(B, tcp(7000), 0), h.send(C, tcp(7000), 0);
+  h.events.clear();
+  for (const Addr* src : {&A, &B, &C}) {
+    for (uint16_t k = 1; k < 31; k++) h.send(*src, tcp(uint16_t(7000 + k)), 0.01 * k);
+  }
+  std::string expected;
+  for (int who = 1; who <= 3; who++) {
+    for (char d = 'A'; d <= 'G'; d++) expected += std::string(expected.empty() ? "" : " ") + d + ":wrong(1)@" + std::to_string(who);
+    for (int stage = 2; stage <= 31; stage++) expected += " H:S" + std::to_string(stage) + "@" + std::to_string(who);
+  }
+  EXPECT_EVENTS(h, expected.c_str());
+  CHECK(h.stat(kStatTracked) == 3);
+  h.send(A, tcp(9000), 1);
+  EXPECT_EVENTS(h, "H:S32@1 H:OPEN@1");
+  h.m.load(make_program(spec));  // same doors: stage 31 survives the reload
+  h.send(B, tcp(9000), 2);
+  EXPECT_EVENTS(h, "H:S32@2 H:OPEN@2");
+  h.tick(60.5);
+  EXPECT_EVENTS(h, "H:timeout(31)@3");
+  CHECK(h.stat(kStatTracked) == 0);
+}
+
 void program_decoding() {
   ProgramSpec spec = with_doors({kC1, {{udp(5000), tcp(6000)}}});
   spec.targets = {v4(192, 0, 2, 77)};
@@ -535,6 +569,7 @@ int main() {
   program_decoding();
   memory_bound();
   record_layouts();
+  longest_sequence();
   if (failures) std::fprintf(stderr, "matcher_test: %d failures\n", failures);
   else std::printf("matcher_test: ok\n");
   return failures ? 1 : 0;
