@@ -194,6 +194,26 @@ test(`TsMatcher and NativeMatcher agree on ${LONG_TRACES} seeded random traces w
   assert.ok(events > LONG_TRACES, `the traces produced too few events (${events}) to compare anything`);
 });
 
+test('TsMatcher and NativeMatcher agree when identical doors (one fingerprint) carry attempts over a reload: by rank (MATCHER.md §5)', () => {
+  const twin = (): DoorConfig => door('A', '7000,8000,9000', { seqTimeout: 5 });
+  const before = config([twin(), twin(), door('B', '7000,8000', { seqTimeout: 5 })]);
+  const after = config([door('C', '7000,6000', { seqTimeout: 5 }), twin(), twin()]);
+  const frame = (dport: number, timeUs: number): CapturedFrame => ({
+    data: knockFrame({ src: '198.51.100.1', dst: '192.0.2.2', dport, flags: TCP.SYN }),
+    timeUs,
+    linkType: LinkType.ETHERNET,
+  });
+  const matchers: [Matcher, Matcher] = [new TsMatcher(), new NativeMatcher()];
+  for (const m of matchers) m.load(compile(before, { generation: 1 }).words);
+  const [a1, b1] = matchers.map((m) => m.feed(batchFromFrames([frame(7000, T0)])));
+  compareBatch(0, 'first knock', a1, b1);
+  for (const m of matchers) m.load(compile(after, { generation: 2 }).words);
+  const [a2, b2] = matchers.map((m) => m.feed(batchFromFrames([frame(8000, T0 + 1000), frame(9000, T0 + 2000)])));
+  compareBatch(0, 'after the reload', a2, b2);
+  const opened = decodeEvents(a2).filter((e) => e.kind === 'completed').map((e) => e.door);
+  assert.deepEqual(opened, [1, 2], 'both identical doors open');
+});
+
 /** Thousands of sources with attempts in flight at once, as on a busy gateway: the TS matcher's record
  * pool grows past its first allocation and its index fills, under evictions, timeouts and a shrinking
  * reload. The random traces above stay under a hundred sources. */

@@ -1137,8 +1137,17 @@ void Matcher::load(std::shared_ptr<const Program> program) {
   }
   State& old = *state_;
   const Program& prev = *program_;
-  std::unordered_map<uint32_t, uint16_t> door_of_fingerprint;
-  for (size_t i = 0; i < next.doors.size(); i++) door_of_fingerprint.emplace(next.doors[i].fingerprint, uint16_t(i));
+  // Each old door's door in the new program: the one with its fingerprint; identical doors (one
+  // fingerprint) map by rank, the k-th old one to the k-th new one (§5).
+  std::unordered_map<uint32_t, std::vector<uint16_t>> doors_of_fingerprint;
+  for (size_t i = 0; i < next.doors.size(); i++) doors_of_fingerprint[next.doors[i].fingerprint].push_back(uint16_t(i));
+  std::vector<uint32_t> mapped(prev.doors.size(), kNone);
+  std::unordered_map<uint32_t, size_t> rank;
+  for (size_t i = 0; i < prev.doors.size(); i++) {
+    const size_t k = rank[prev.doors[i].fingerprint]++;
+    const auto it = doors_of_fingerprint.find(prev.doors[i].fingerprint);
+    if (it != doors_of_fingerprint.end() && k < it->second.size()) mapped[i] = it->second[k];
+  }
 
   // Pass 1, pool order: rewrite each record in place for the new program and re-index it under its new
   // key; the first record to claim a key keeps it.
@@ -1157,9 +1166,8 @@ void Matcher::load(std::shared_ptr<const Program> program) {
     for (uint8_t j = 0; j < c.size; j++) {
       const uint8_t s = r.stage(j);
       if (!s) continue;
-      auto it = door_of_fingerprint.find(prev.doors[c.doors[j]].fingerprint);
-      if (it == door_of_fingerprint.end()) continue;
-      const Door& d = next.doors[it->second];
+      if (mapped[c.doors[j]] == kNone) continue;
+      const Door& d = next.doors[mapped[c.doors[j]]];
       one_cohort &= cohort == kNone || cohort == d.cohort;
       cohort = d.cohort;
       stages |= uint64_t(s) << (5 * d.member);
