@@ -270,8 +270,8 @@ export class Daemon {
       stderr: io.stderr,
     });
     for (const w of config.warnings) this.log.log(`warning: ${w}`);
-    // a configuration without commands (nft doors) never needs the commands' worker; a reload that adds one
-    // starts it at the first command
+    // a configuration without commands (nft doors) never needs the commands' runner shell; a reload that
+    // adds one starts it at the first command
     const hasCommands = config.doors.some((d) => [d.startCommand, d.startCommand6, d.stopCommand, d.stopCommand6].some((c) => c));
     this.commands = new CommandBackend({ log: (m) => this.log.log(m), prestart: hasCommands });
     this.controller = new DoorController({
